@@ -1,0 +1,34 @@
+//! fairlead: a Kafka sidecar proxy that absorbs leader changes.
+//!
+//! Clients talk to fairlead as if it were the cluster. When a partition's leader moves, a
+//! client with stale metadata would get NOT_LEADER_OR_FOLLOWER (6) or FENCED_LEADER_EPOCH (74);
+//! fairlead instead refreshes leadership, sends the partition to its new leader, and answers
+//! the client as if nothing happened, replaying only what is safe to replay.
+//!
+//! A request flows through the modules in this order:
+//!
+//! * [`listener`]: the bootstrap port and one port per broker (`node_port_base + node id`).
+//! * [`connection`]: one task pair per client: reader (route, send) and writer (answer in order).
+//! * [`codec`]: length-prefixed frames and headers, zero-copy; message bodies via kafka-protocol.
+//! * [`router`]: what to do with a request; [`router::partitioned`] splits partition-routed
+//!   APIs by leader and merges the answers; [`router::retry`] is the one place that decides
+//!   what may be re-sent; [`router::lanes`] keeps per-partition produce order.
+//! * [`rewrite`]: broker addresses in responses replaced by fairlead's; ApiVersions capped.
+//! * [`upstream`]: connections to brokers, multiplexed by correlation id.
+//! * [`leadership`]: who leads what, refreshed single-flight and epoch-guarded.
+//! * [`metrics`], [`config`], [`admin`], [`server`]: operations.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod codec;
+pub mod config;
+pub mod connection;
+pub mod leadership;
+pub mod listener;
+pub mod metrics;
+pub mod proxy;
+pub mod rewrite;
+pub mod router;
+pub mod server;
+pub mod upstream;

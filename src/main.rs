@@ -1,1 +1,68 @@
-fn main() {}
+//! The `fairlead` binary: parse options, start, run until SIGTERM/SIGINT, drain, exit.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use fairlead::config::{self, Cli, Command, LogFormat};
+use fairlead::server::Server;
+use tracing::{error, info};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Status { admin, under_replicated }) = cli.command {
+        return match fairlead::admin::status(&admin, under_replicated) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("fairlead status: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let cfg = match config::load(cli.run) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fairlead: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cfg.log_format, &cfg.log_level);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("fairlead").build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let server = match Server::start(cfg).await {
+            Ok(s) => s,
+            Err(e) => {
+                error!(error = %e, "start-up failed");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        info!("shutting down: no new connections; answering requests in flight");
+        server.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received"),
+        _ = int.recv() => info!("SIGINT received"),
+    }
+}

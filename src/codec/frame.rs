@@ -1,0 +1,175 @@
+//! Length-prefixed Kafka frames: `[i32 length][length bytes]`.
+//!
+//! Hand-written rather than built on a codec crate because this is the per-frame hot path and it
+//! must stay zero-copy: a frame is split off the connection's read buffer as a `BytesMut` that
+//! shares the buffer's allocation, so forwarding it costs no copy and no allocation once the
+//! buffer has grown to the working size. Parsing is the two-step shape of mini-redis: a cheap
+//! [`check`] on the bytes so far, then [`FrameReader::read_frame`] advances only after a whole frame.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Size of the length prefix.
+pub const LEN_PREFIX: usize = 4;
+
+/// Initial read buffer; it grows to the largest frame seen and is reused.
+const INITIAL_BUFFER: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame length {len} is negative")]
+    NegativeLength { len: i32 },
+    #[error("frame length {len} exceeds the maximum of {max} bytes")]
+    Oversized { len: usize, max: usize },
+    #[error("frame length {len} is shorter than the {min} bytes of a header")]
+    Undersized { len: usize, min: usize },
+    #[error("connection closed in the middle of a frame ({have} of {want} bytes)")]
+    Truncated { have: usize, want: usize },
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Outcome of looking at the bytes buffered so far.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Check {
+    /// A whole frame of this many bytes (prefix included) is buffered.
+    Complete(usize),
+    /// At least this many bytes (prefix included) are needed in total.
+    Incomplete(usize),
+}
+
+/// Validates the length prefix without consuming anything.
+///
+/// `min_len` rejects frames too short to hold the header the reader needs (8 bytes for a
+/// request: api key, version, correlation id; 4 for a response: correlation id).
+pub fn check(buf: &[u8], max_len: usize, min_len: usize) -> Result<Check, FrameError> {
+    if buf.len() < LEN_PREFIX {
+        return Ok(Check::Incomplete(LEN_PREFIX));
+    }
+    let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if len < 0 {
+        return Err(FrameError::NegativeLength { len });
+    }
+    let len = len as usize;
+    if len > max_len {
+        return Err(FrameError::Oversized { len, max: max_len });
+    }
+    if len < min_len {
+        return Err(FrameError::Undersized { len, min: min_len });
+    }
+    let total = LEN_PREFIX + len;
+    if buf.len() >= total {
+        Ok(Check::Complete(total))
+    } else {
+        Ok(Check::Incomplete(total))
+    }
+}
+
+/// Reads whole frames from a byte stream.
+pub struct FrameReader<R> {
+    io: R,
+    buf: BytesMut,
+    max_len: usize,
+    min_len: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(io: R, max_len: usize, min_len: usize) -> Self {
+        FrameReader { io, buf: BytesMut::with_capacity(INITIAL_BUFFER), max_len, min_len }
+    }
+
+    /// The next frame, length prefix included; `None` on a clean end of stream between frames.
+    pub async fn read_frame(&mut self) -> Result<Option<BytesMut>, FrameError> {
+        loop {
+            match check(&self.buf, self.max_len, self.min_len)? {
+                Check::Complete(total) => return Ok(Some(self.buf.split_to(total))),
+                Check::Incomplete(total) => {
+                    // Grow once to hold the whole frame rather than in small steps.
+                    if self.buf.capacity() < total {
+                        self.buf.reserve(total - self.buf.len());
+                    } else if self.buf.capacity() == self.buf.len() {
+                        self.buf.reserve(INITIAL_BUFFER);
+                    }
+                    let n = self.io.read_buf(&mut self.buf).await?;
+                    if n == 0 {
+                        if self.buf.is_empty() {
+                            return Ok(None);
+                        }
+                        return Err(FrameError::Truncated { have: self.buf.len(), want: total });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Bytes buffered but not yet returned as a frame.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut v = (body.len() as i32).to_be_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    }
+
+    #[test]
+    fn check_rejects_negative_oversized_and_undersized() {
+        assert!(matches!(check(&(-1i32).to_be_bytes(), 100, 0), Err(FrameError::NegativeLength { len: -1 })));
+        assert!(matches!(check(&101i32.to_be_bytes(), 100, 0), Err(FrameError::Oversized { len: 101, max: 100 })));
+        assert!(matches!(check(&3i32.to_be_bytes(), 100, 8), Err(FrameError::Undersized { len: 3, min: 8 })));
+        assert_eq!(check(&[0, 0], 100, 0).unwrap(), Check::Incomplete(4));
+        assert_eq!(check(&frame(b"abc")[..5], 100, 0).unwrap(), Check::Incomplete(7));
+        assert_eq!(check(&frame(b"abc"), 100, 0).unwrap(), Check::Complete(7));
+    }
+
+    #[tokio::test]
+    async fn frames_split_at_every_byte_boundary_are_reassembled() {
+        let mut wire = frame(b"first-frame!");
+        wire.extend(frame(&[7u8; 300]));
+        for cut in 0..wire.len() {
+            let (a, b) = wire.split_at(cut);
+            let reader = tokio_test_reader(vec![a.to_vec(), b.to_vec()]);
+            let mut fr = FrameReader::new(reader, 1024, 0);
+            assert_eq!(&fr.read_frame().await.unwrap().unwrap()[4..], b"first-frame!");
+            assert_eq!(&fr.read_frame().await.unwrap().unwrap()[4..], &[7u8; 300][..]);
+            assert!(fr.read_frame().await.unwrap().is_none());
+        }
+    }
+
+    #[tokio::test]
+    async fn eof_inside_a_frame_is_truncation() {
+        let wire = frame(b"0123456789");
+        let mut fr = FrameReader::new(tokio_test_reader(vec![wire[..7].to_vec()]), 1024, 0);
+        assert!(matches!(fr.read_frame().await, Err(FrameError::Truncated { have: 7, want: 14 })));
+    }
+
+    /// A reader that hands out the given chunks one read at a time, as TCP may.
+    struct Chunks(std::collections::VecDeque<Vec<u8>>);
+
+    impl AsyncRead for Chunks {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            if let Some(mut chunk) = self.0.pop_front() {
+                let n = chunk.len().min(buf.remaining());
+                buf.put_slice(&chunk[..n]);
+                if n < chunk.len() {
+                    self.0.push_front(chunk.split_off(n));
+                }
+            }
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    fn tokio_test_reader(chunks: Vec<Vec<u8>>) -> Chunks {
+        Chunks(chunks.into_iter().filter(|c| !c.is_empty()).collect())
+    }
+}

@@ -1,0 +1,329 @@
+//! Configuration: a TOML file, overridden by `FAIRLEAD_*` environment variables, overridden by
+//! command-line flags. Every option is documented, with its default, in config/fairlead.toml.
+//!
+//! A bad value stops start-up with a message naming the option, the value and what is allowed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid value for `{option}`: {value:?} ({allowed})")]
+    Invalid { option: &'static str, value: String, allowed: String },
+    #[error("missing required option `{option}` ({hint})")]
+    Missing { option: &'static str, hint: &'static str },
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// fairlead: a Kafka sidecar proxy that absorbs leader changes.
+#[derive(Debug, Parser)]
+#[command(name = "fairlead", version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print fairlead's view of partition leadership (from a running fairlead's admin port).
+    Status {
+        /// Admin address of the running fairlead.
+        #[arg(long, default_value = DEFAULT_ADMIN, env = "FAIRLEAD_ADMIN")]
+        admin: String,
+        /// Only partitions whose ISR is smaller than their replica set.
+        #[arg(long)]
+        under_replicated: bool,
+    },
+}
+
+/// Options of the proxy. Each may also come from the config file (same name with `_`) or from
+/// `FAIRLEAD_<NAME>`.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// TOML config file (see config/fairlead.toml).
+    #[arg(long, env = "FAIRLEAD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].
+    #[arg(long, env = "FAIRLEAD_BOOTSTRAP")]
+    pub bootstrap: Option<String>,
+    /// Address clients bootstrap at. Broker node N is served on port + 1 + N.
+    #[arg(long, env = "FAIRLEAD_LISTEN")]
+    pub listen: Option<String>,
+    /// Host advertised to clients for the per-broker ports (default: the listen host).
+    #[arg(long, env = "FAIRLEAD_ADVERTISED_HOST")]
+    pub advertised_host: Option<String>,
+    /// Port of node 0; node N is served on node_port_base + N (default: listen port + 1).
+    #[arg(long, env = "FAIRLEAD_NODE_PORT_BASE")]
+    pub node_port_base: Option<u16>,
+    /// Admin HTTP address: /metrics, /healthz, /readyz, /leadership.
+    #[arg(long, env = "FAIRLEAD_ADMIN")]
+    pub admin: Option<String>,
+    #[arg(long, env = "FAIRLEAD_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    #[arg(long, env = "FAIRLEAD_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    #[arg(long, env = "FAIRLEAD_MAX_IN_FLIGHT_PER_CONNECTION")]
+    pub max_in_flight_per_connection: Option<usize>,
+    #[arg(long, env = "FAIRLEAD_CONNECT_TIMEOUT_MS")]
+    pub connect_timeout_ms: Option<u64>,
+    #[arg(long, env = "FAIRLEAD_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    #[arg(long, env = "FAIRLEAD_ABSORB_TIMEOUT_MS")]
+    pub absorb_timeout_ms: Option<u64>,
+    #[arg(long, env = "FAIRLEAD_RETRY_BACKOFF_MS")]
+    pub retry_backoff_ms: Option<u64>,
+    #[arg(long, env = "FAIRLEAD_METADATA_MAX_AGE_MS")]
+    pub metadata_max_age_ms: Option<u64>,
+    #[arg(long, env = "FAIRLEAD_STARTUP_TIMEOUT_MS")]
+    pub startup_timeout_ms: Option<u64>,
+    #[arg(long, env = "FAIRLEAD_READY_MAX_METADATA_AGE_MS")]
+    pub ready_max_metadata_age_ms: Option<u64>,
+    #[arg(long, env = "FAIRLEAD_DRAIN_TIMEOUT_MS")]
+    pub drain_timeout_ms: Option<u64>,
+    #[arg(long, env = "FAIRLEAD_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// tracing filter, e.g. "info" or "fairlead=debug".
+    #[arg(long, env = "FAIRLEAD_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// The file's shape: every option optional, unknown keys rejected (a typo is an error, not a
+/// silently ignored setting).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub bootstrap: Option<StringOrList>,
+    pub listen: Option<String>,
+    pub advertised_host: Option<String>,
+    pub node_port_base: Option<u16>,
+    pub admin: Option<String>,
+    pub max_frame_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+    pub max_in_flight_per_connection: Option<usize>,
+    pub connect_timeout_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub absorb_timeout_ms: Option<u64>,
+    pub retry_backoff_ms: Option<u64>,
+    pub metadata_max_age_ms: Option<u64>,
+    pub startup_timeout_ms: Option<u64>,
+    pub ready_max_metadata_age_ms: Option<u64>,
+    pub drain_timeout_ms: Option<u64>,
+    pub log_format: Option<LogFormat>,
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum StringOrList {
+    One(String),
+    Many(Vec<String>),
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9464";
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bootstrap: Vec<String>,
+    pub listen: SocketAddr,
+    pub advertised_host: String,
+    pub node_port_base: u16,
+    pub admin: SocketAddr,
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    pub max_in_flight_per_connection: usize,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub absorb_timeout: Duration,
+    pub retry_backoff_ms: u64,
+    pub metadata_max_age: Duration,
+    pub startup_timeout: Duration,
+    pub ready_max_metadata_age: Duration,
+    pub drain_timeout: Duration,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl Config {
+    /// Defaults for everything but the bootstrap servers (tests and embedding).
+    pub fn with_bootstrap(bootstrap: &str) -> Config {
+        resolve(FileConfig::default(), RunArgs { bootstrap: Some(bootstrap.to_string()), ..Default::default() }).expect("defaults are valid")
+    }
+
+    /// The port clients use for broker node `id`.
+    pub fn node_port(&self, id: i32) -> Option<u16> {
+        u16::try_from(self.node_port_base as i64 + id as i64).ok()
+    }
+}
+
+pub fn load(args: RunArgs) -> Result<Config, ConfigError> {
+    let file = match &args.config {
+        Some(path) => read_file(path)?,
+        None => FileConfig::default(),
+    };
+    resolve(file, args)
+}
+
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+}
+
+/// Flags and environment (already merged by clap, flag first) over the file over defaults.
+pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
+    let bootstrap_raw = args.bootstrap.or(file.bootstrap.map(|b| match b {
+        StringOrList::One(s) => s,
+        StringOrList::Many(v) => v.join(","),
+    }));
+    let Some(bootstrap_raw) = bootstrap_raw else {
+        return Err(ConfigError::Missing { option: "bootstrap", hint: "--bootstrap HOST:PORT, FAIRLEAD_BOOTSTRAP or `bootstrap` in the config file" });
+    };
+    let bootstrap: Vec<String> = bootstrap_raw.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    if bootstrap.is_empty() {
+        return Err(invalid("bootstrap", &bootstrap_raw, "one or more HOST:PORT separated by commas"));
+    }
+    for b in &bootstrap {
+        let ok = b.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        if !ok {
+            return Err(invalid("bootstrap", b, "HOST:PORT with a port in 1-65535"));
+        }
+    }
+    let listen_raw = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen: SocketAddr = listen_raw.parse().map_err(|_| invalid("listen", &listen_raw, "IP:PORT, e.g. 127.0.0.1:9092"))?;
+    let admin_raw = args.admin.or(file.admin).unwrap_or_else(|| DEFAULT_ADMIN.to_string());
+    let admin: SocketAddr = admin_raw.parse().map_err(|_| invalid("admin", &admin_raw, "IP:PORT, e.g. 127.0.0.1:9464"))?;
+    let advertised_host = args.advertised_host.or(file.advertised_host).unwrap_or_else(|| listen.ip().to_string());
+    if advertised_host.is_empty() || advertised_host.contains(char::is_whitespace) {
+        return Err(invalid("advertised_host", &advertised_host, "a host name or IP address clients can reach"));
+    }
+    let node_port_base = match args.node_port_base.or(file.node_port_base) {
+        Some(p) => p,
+        None => listen.port().checked_add(1).ok_or_else(|| invalid("listen", &listen_raw, "a port below 65535 so that broker ports fit above it"))?,
+    };
+    if node_port_base == 0 {
+        return Err(invalid("node_port_base", "0", "a port in 1-65535"));
+    }
+
+    let max_frame_bytes = args.max_frame_bytes.or(file.max_frame_bytes).unwrap_or(100 * 1024 * 1024);
+    range("max_frame_bytes", max_frame_bytes as u64, 1024, i32::MAX as u64)?;
+    let max_connections = args.max_connections.or(file.max_connections).unwrap_or(10_000);
+    range("max_connections", max_connections as u64, 1, 1_000_000)?;
+    let max_in_flight = args.max_in_flight_per_connection.or(file.max_in_flight_per_connection).unwrap_or(128);
+    range("max_in_flight_per_connection", max_in_flight as u64, 1, 65_536)?;
+
+    let ms = |option: &'static str, v: Option<u64>, f: Option<u64>, default: u64, min: u64, max: u64| -> Result<Duration, ConfigError> {
+        let v = v.or(f).unwrap_or(default);
+        range(option, v, min, max)?;
+        Ok(Duration::from_millis(v))
+    };
+    const HOUR: u64 = 3_600_000;
+    let connect_timeout = ms("connect_timeout_ms", args.connect_timeout_ms, file.connect_timeout_ms, 5_000, 10, HOUR)?;
+    let request_timeout = ms("request_timeout_ms", args.request_timeout_ms, file.request_timeout_ms, 10_000, 10, HOUR)?;
+    let absorb_timeout = ms("absorb_timeout_ms", args.absorb_timeout_ms, file.absorb_timeout_ms, 10_000, 0, HOUR)?;
+    let retry_backoff = ms("retry_backoff_ms", args.retry_backoff_ms, file.retry_backoff_ms, 25, 1, 60_000)?;
+    let metadata_max_age = ms("metadata_max_age_ms", args.metadata_max_age_ms, file.metadata_max_age_ms, 30_000, 100, 24 * HOUR)?;
+    let startup_timeout = ms("startup_timeout_ms", args.startup_timeout_ms, file.startup_timeout_ms, 30_000, 0, HOUR)?;
+    let ready_max_metadata_age = ms("ready_max_metadata_age_ms", args.ready_max_metadata_age_ms, file.ready_max_metadata_age_ms, 120_000, 100, 24 * HOUR)?;
+    let drain_timeout = ms("drain_timeout_ms", args.drain_timeout_ms, file.drain_timeout_ms, 10_000, 0, HOUR)?;
+    if ready_max_metadata_age <= metadata_max_age {
+        return Err(invalid("ready_max_metadata_age_ms", &ready_max_metadata_age.as_millis().to_string(), "more than metadata_max_age_ms, or fairlead would turn unready between two refreshes"));
+    }
+
+    let log_format = args.log_format.or(file.log_format).unwrap_or_default();
+    let log_level = args.log_level.or(file.log_level).unwrap_or_else(|| "info".to_string());
+    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+        return Err(invalid("log_level", &log_level, "a tracing filter such as info, debug or fairlead=debug,warn"));
+    }
+
+    Ok(Config {
+        bootstrap,
+        listen,
+        advertised_host,
+        node_port_base,
+        admin,
+        max_frame_bytes,
+        max_connections,
+        max_in_flight_per_connection: max_in_flight,
+        connect_timeout,
+        request_timeout,
+        absorb_timeout,
+        retry_backoff_ms: retry_backoff.as_millis() as u64,
+        metadata_max_age,
+        startup_timeout,
+        ready_max_metadata_age,
+        drain_timeout,
+        log_format,
+        log_level,
+    })
+}
+
+fn invalid(option: &'static str, value: &str, allowed: &str) -> ConfigError {
+    ConfigError::Invalid { option, value: value.to_string(), allowed: allowed.to_string() }
+}
+
+fn range(option: &'static str, v: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if v < min || v > max {
+        return Err(invalid(option, &v.to_string(), &format!("an integer from {min} to {max}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(toml: &str) -> FileConfig {
+        toml::from_str(toml).unwrap()
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::with_bootstrap("k:9092");
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.node_port_base, 9093);
+        assert_eq!(c.node_port(3), Some(9096));
+        assert_eq!(c.advertised_host, "127.0.0.1");
+        assert_eq!(c.max_frame_bytes, 100 * 1024 * 1024);
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let f = file("bootstrap = ['a:1', 'b:2']\nlisten = '127.0.0.1:7000'\nabsorb_timeout_ms = 5000");
+        let c = resolve(f, RunArgs { listen: Some("127.0.0.1:8000".into()), ..Default::default() }).unwrap();
+        assert_eq!(c.bootstrap, vec!["a:1", "b:2"]);
+        assert_eq!(c.listen.port(), 8000);
+        assert_eq!(c.node_port_base, 8001);
+        assert_eq!(c.absorb_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_values_name_option_value_and_what_is_allowed() {
+        let e = resolve(file("bootstrap = 'x'"), RunArgs::default()).unwrap_err().to_string();
+        assert!(e.contains("`bootstrap`") && e.contains("\"x\"") && e.contains("HOST:PORT"), "{e}");
+        let e = resolve(file("bootstrap = 'a:1'\nmax_frame_bytes = 5"), RunArgs::default()).unwrap_err().to_string();
+        assert!(e.contains("`max_frame_bytes`") && e.contains("\"5\"") && e.contains("from 1024"), "{e}");
+        let e = resolve(file("bootstrap = 'a:1'\nlisten = 'nope'"), RunArgs::default()).unwrap_err().to_string();
+        assert!(e.contains("`listen`"), "{e}");
+        assert!(toml::from_str::<FileConfig>("bootstrapp = 'a:1'").is_err(), "unknown keys are rejected");
+        let e = resolve(FileConfig::default(), RunArgs::default()).unwrap_err().to_string();
+        assert!(e.contains("missing required option `bootstrap`"), "{e}");
+    }
+}

@@ -1,0 +1,257 @@
+//! One client connection.
+//!
+//! The reader reads frames, routes each request (sending it upstream at once, in order) and
+//! queues what the writer must do for it. The writer answers the queue strictly in order, so
+//! responses leave in request order whatever the brokers do, and pipelining is kept: requests
+//! are sent as they arrive, not when the previous answer is back. The queue is bounded
+//! (`max_in_flight_per_connection`): a client that sends faster than its answers drain, or
+//! that stops reading them, is simply not read from any more (backpressure, bounded memory).
+//!
+//! The client's own broker connection ("home") carries everything not rerouted. If that broker
+//! goes away, the connection survives: the home is re-established (to the same broker, or any
+//! other for a bootstrap connection or when it is down), requests that are safe to repeat are
+//! re-sent, and only a request whose effect is unknown closes the client connection, which is
+//! what the client would have seen without fairlead.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use crate::codec::frame::FrameReader;
+use crate::codec::header::{parse_request, RequestHeader};
+use crate::metrics;
+use crate::proxy::Proxy;
+use crate::rewrite;
+use crate::router::lanes::Lanes;
+use crate::router::{self, safe_to_resend, Pending};
+use crate::upstream::{ReplyRx, Upstream, UpstreamError};
+
+/// The client's connection to its broker, replaceable when that broker goes away.
+struct Home {
+    proxy: Arc<Proxy>,
+    /// The broker the client chose (None: the bootstrap port).
+    node: Option<i32>,
+    current: Mutex<Arc<Upstream>>,
+    /// One reconnect at a time.
+    reconnect: tokio::sync::Mutex<()>,
+    /// The client authenticated (SASL) on this connection: a new broker connection would not
+    /// be authenticated, so losing it must close the client connection.
+    pinned: AtomicBool,
+}
+
+impl Home {
+    async fn get(&self) -> Result<Arc<Upstream>, UpstreamError> {
+        {
+            let cur = self.current.lock().unwrap();
+            if !cur.is_closed() {
+                return Ok(cur.clone());
+            }
+        }
+        let _one = self.reconnect.lock().await;
+        let cur = self.current.lock().unwrap().clone();
+        if !cur.is_closed() {
+            return Ok(cur);
+        }
+        if self.pinned.load(Ordering::Relaxed) {
+            return Err(UpstreamError::Closed { node: cur.node(), addr: cur.addr().to_string(), reason: "authenticated connection lost".into() });
+        }
+        let up = self.proxy.connect_home(self.node, true).await?;
+        info!(old_node = cur.node(), new_node = up.node(), "client's broker connection re-established");
+        *self.current.lock().unwrap() = up.clone();
+        Ok(up)
+    }
+}
+
+struct ConnGauge;
+
+impl ConnGauge {
+    fn new() -> Self {
+        metrics::client_connected();
+        ConnGauge
+    }
+}
+
+impl Drop for ConnGauge {
+    fn drop(&mut self) {
+        metrics::client_disconnected();
+    }
+}
+
+pub async fn serve(proxy: Arc<Proxy>, socket: TcpStream, node: Option<i32>, mut shutdown: watch::Receiver<bool>) {
+    let _gauge = ConnGauge::new();
+    let first = match proxy.connect_home(node, true).await {
+        Ok(up) => up,
+        Err(e) => {
+            warn!(error = %e, "no broker reachable for this client: closing its connection");
+            metrics::connection_closed("no_broker");
+            return;
+        }
+    };
+    debug!(broker = first.node(), "client connected");
+    let home = Arc::new(Home { proxy: proxy.clone(), node, current: Mutex::new(first), reconnect: tokio::sync::Mutex::new(()), pinned: AtomicBool::new(false) });
+    let (rd, wr) = socket.into_split();
+    let (tx, rx) = mpsc::channel::<Pending>(proxy.cfg.max_in_flight_per_connection);
+    let lanes = Arc::new(Lanes::default());
+    let mut writer = tokio::spawn(write_loop(proxy.clone(), wr, rx, home.clone()));
+    let mut reader = FrameReader::new(rd, proxy.cfg.max_frame_bytes, 8);
+
+    let mut writer_result = None;
+    let reason: std::borrow::Cow<'static, str> = loop {
+        let read = tokio::select! {
+            r = reader.read_frame() => r,
+            _ = shutdown.changed() => break "shutting down".into(),
+            w = &mut writer => {
+                writer_result = Some(w);
+                break "response path ended".into();
+            }
+        };
+        let frame = match read {
+            Ok(Some(f)) => f.freeze(),
+            Ok(None) => break "client closed the connection".into(),
+            Err(e) => {
+                metrics::connection_closed("bad_frame");
+                warn!(error = %e, "closing client connection: unreadable frame");
+                break "bad frame".into();
+            }
+        };
+        metrics::bytes(metrics::DIR_FROM_CLIENTS, frame.len());
+        let hdr = match parse_request(&frame) {
+            Ok(h) => h,
+            Err(e) => {
+                metrics::connection_closed("bad_header");
+                warn!(error = %e, "closing client connection: malformed request header");
+                break "bad header".into();
+            }
+        };
+        if matches!(hdr.known, Some(ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)) {
+            home.pinned.store(true, Ordering::Relaxed);
+        }
+        match route_with_home(&proxy, &home, &lanes, frame, hdr).await {
+            Ok(Some(p)) => {
+                if tx.send(p).await.is_err() {
+                    break "response path ended".into();
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                metrics::connection_closed("broker_unreachable");
+                warn!(error = %e, "closing client connection: its broker is unreachable");
+                break "broker unreachable".into();
+            }
+        }
+    };
+    debug!(reason = reason.as_ref(), "client reader stopped");
+    drop(tx);
+    // Answer what is in flight (bounded by the drain time on shutdown), then close.
+    if writer_result.is_none() {
+        match tokio::time::timeout(proxy.cfg.drain_timeout, &mut writer).await {
+            Ok(w) => writer_result = Some(w),
+            Err(_) => {
+                warn!("in-flight requests not answered within the drain time; closing");
+                writer.abort();
+            }
+        }
+    }
+    if let Some(Ok(Err(e))) = writer_result {
+        warn!(error = %e, "client connection closed");
+    }
+}
+
+/// Routes a request on the current home; if the home is gone before anything was sent,
+/// reconnects once and routes again.
+async fn route_with_home(proxy: &Arc<Proxy>, home: &Home, lanes: &Arc<Lanes>, frame: Bytes, hdr: RequestHeader) -> Result<Option<Pending>, UpstreamError> {
+    let up = home.get().await?;
+    match router::route(proxy, &up, lanes, frame.clone(), hdr).await {
+        Err(UpstreamError::Closed { .. }) => {
+            let up = home.get().await?;
+            router::route(proxy, &up, lanes, frame, hdr).await
+        }
+        other => other,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("writing to the client failed: {0}")]
+    Client(#[from] std::io::Error),
+    #[error("{0}")]
+    Upstream(String),
+}
+
+async fn write_loop(proxy: Arc<Proxy>, wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, home: Arc<Home>) -> Result<(), WriteError> {
+    let mut wr = BufWriter::with_capacity(32 * 1024, wr);
+    while let Some(p) = rx.recv().await {
+        let (bytes, api, started) = match p {
+            Pending::Forward { rx: reply, hdr, frame, started } => (forward(&proxy, &home, reply, &hdr, frame).await?, hdr.api_key, started),
+            Pending::Routed { job, hdr, started } => {
+                let bytes = job.await.map_err(|e| {
+                    metrics::connection_closed("merge_failed");
+                    WriteError::Upstream(e.to_string())
+                })?;
+                (bytes, hdr.api_key, started)
+            }
+        };
+        wr.write_all(&bytes).await?;
+        if rx.is_empty() {
+            wr.flush().await?;
+        }
+        metrics::bytes(metrics::DIR_TO_CLIENTS, bytes.len());
+        metrics::request_duration(api, started.elapsed());
+    }
+    wr.flush().await?;
+    let _ = wr.shutdown().await;
+    Ok(())
+}
+
+/// The home broker's answer to a forwarded request, rewritten if its API carries addresses.
+async fn forward(proxy: &Arc<Proxy>, home: &Home, mut reply: ReplyRx, hdr: &RequestHeader, frame: Bytes) -> Result<Bytes, WriteError> {
+    let mut attempts = 0;
+    loop {
+        let lost = match reply.await {
+            Ok(Ok(resp)) => {
+                let resp = resp.freeze();
+                return match rewrite::response(proxy, hdr, resp.clone()) {
+                    Ok(b) => Ok(b),
+                    Err(e) => {
+                        // The client may still understand what fairlead could not decode; but
+                        // an address we cannot rewrite must not leak, so this only applies to
+                        // responses that carry none.
+                        metrics::passed_blind(hdr.api_key);
+                        warn!(api = hdr.api_key, version = hdr.api_version, error = %e, "response not decodable");
+                        if hdr.known == Some(ApiKey::ApiVersions) {
+                            Ok(resp)
+                        } else {
+                            Err(WriteError::Upstream(format!("cannot rewrite a {} v{} response: {e}", metrics::api_name(hdr.api_key), hdr.api_version)))
+                        }
+                    }
+                };
+            }
+            Ok(Err(e)) => e,
+            Err(_) => UpstreamError::Closed { node: -1, addr: String::new(), reason: "dropped".into() },
+        };
+        attempts += 1;
+        if !safe_to_resend(hdr.known) || home.pinned.load(Ordering::Relaxed) || attempts > 3 {
+            metrics::connection_closed("broker_lost_mid_request");
+            return Err(WriteError::Upstream(format!("broker connection lost with a {} request in flight that is not safe to repeat: {lost}", metrics::api_name(hdr.api_key))));
+        }
+        let up = home.get().await.map_err(|e| WriteError::Upstream(e.to_string()))?;
+        debug!(api = hdr.api_key, node = up.node(), "re-sending a request after losing the broker connection");
+        reply = match up.send(frame.clone(), true) {
+            Ok(Some(rx)) => rx,
+            _ => continue_closed(),
+        };
+    }
+}
+
+fn continue_closed() -> ReplyRx {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    drop(tx);
+    rx
+}

@@ -1,0 +1,312 @@
+//! fairlead's view of the cluster: who leads each partition (with its leader epoch), and where
+//! each broker is.
+//!
+//! Fed by fairlead's own Metadata requests ([`refresh`]), by Metadata responses passing through to
+//! clients, and by KIP-951 `CurrentLeader` hints in Produce and Fetch responses. Every update is
+//! epoch-guarded: an older leader epoch never overwrites a newer one, so a stale Metadata answer
+//! from a lagging broker cannot route traffic back to a former leader.
+
+pub mod refresh;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
+
+use dashmap::DashMap;
+use kafka_protocol::messages::MetadataResponse;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::metrics;
+
+/// How a request or response names a topic: by name, or by id (Fetch v13+, Produce v13+).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TopicRef {
+    Name(kafka_protocol::protocol::StrBytes),
+    Id(Uuid),
+}
+
+impl std::fmt::Display for TopicRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TopicRef::Name(n) => f.write_str(n.as_str()),
+            TopicRef::Id(id) => write!(f, "{id}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Broker {
+    pub id: i32,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+}
+
+impl Broker {
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    pub leader: i32,
+    /// -1 when the source did not say (Metadata before v7).
+    pub epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub changed_at: SystemTime,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TopicState {
+    pub id: Uuid,
+    pub partitions: Vec<Option<PartitionState>>,
+}
+
+/// One leadership change that an update caused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderChange {
+    pub topic: String,
+    pub partition: i32,
+    pub old_leader: i32,
+    pub new_leader: i32,
+    pub epoch: i32,
+}
+
+/// A partition's leader as routing sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Leader {
+    pub node: i32,
+    pub epoch: i32,
+}
+
+#[derive(Default)]
+pub struct Leadership {
+    topics: DashMap<String, TopicState>,
+    topic_names: DashMap<Uuid, String>,
+    /// Replaced whole on each update, so readers take a cheap snapshot.
+    brokers: RwLock<Arc<BTreeMap<i32, Broker>>>,
+    /// Bumped by every refresh from the cluster; see [`refresh::Refresher`].
+    generation: AtomicU64,
+    /// When fairlead last heard a full broker list from the cluster.
+    last_metadata: RwLock<Option<Instant>>,
+}
+
+impl Leadership {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn last_metadata(&self) -> Option<Instant> {
+        *self.last_metadata.read().unwrap()
+    }
+
+    pub fn leader(&self, topic: &str, partition: i32) -> Option<Leader> {
+        let t = self.topics.get(topic)?;
+        let p = t.partitions.get(usize::try_from(partition).ok()?)?.as_ref()?;
+        (p.leader >= 0).then_some(Leader { node: p.leader, epoch: p.epoch })
+    }
+
+    /// The leader of a partition named either way.
+    pub fn leader_of(&self, topic: &TopicRef, partition: i32) -> Option<Leader> {
+        match topic {
+            TopicRef::Name(n) => self.leader(n.as_str(), partition),
+            TopicRef::Id(id) => self.leader(self.topic_names.get(id)?.as_str(), partition),
+        }
+    }
+
+    pub fn partition_of(&self, topic: &TopicRef, partition: i32) -> Option<PartitionState> {
+        match topic {
+            TopicRef::Name(n) => self.partition(n.as_str(), partition),
+            TopicRef::Id(id) => self.partition(self.topic_names.get(id)?.as_str(), partition),
+        }
+    }
+
+    /// The topic's name, resolving an id.
+    pub fn name_of(&self, topic: &TopicRef) -> Option<String> {
+        match topic {
+            TopicRef::Name(n) => Some(n.to_string()),
+            TopicRef::Id(id) => self.topic_name(id),
+        }
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<PartitionState> {
+        let t = self.topics.get(topic)?;
+        t.partitions.get(usize::try_from(partition).ok()?)?.clone()
+    }
+
+    pub fn topic_name(&self, id: &Uuid) -> Option<String> {
+        self.topic_names.get(id).map(|n| n.clone())
+    }
+
+    pub fn topic_id(&self, topic: &str) -> Option<Uuid> {
+        self.topics.get(topic).map(|t| t.id).filter(|id| !id.is_nil())
+    }
+
+    pub fn brokers(&self) -> Arc<BTreeMap<i32, Broker>> {
+        self.brokers.read().unwrap().clone()
+    }
+
+    pub fn broker(&self, id: i32) -> Option<Broker> {
+        self.brokers.read().unwrap().get(&id).cloned()
+    }
+
+    pub fn topics_snapshot(&self) -> BTreeMap<String, TopicState> {
+        self.topics.iter().map(|e| (e.key().clone(), e.value().clone())).collect()
+    }
+
+    /// Replaces the broker list (Metadata always lists every live broker). Returns the ids
+    /// that were not known before.
+    pub fn set_brokers(&self, brokers: impl IntoIterator<Item = Broker>) -> Vec<i32> {
+        let new: BTreeMap<i32, Broker> = brokers.into_iter().map(|b| (b.id, b)).collect();
+        let mut cur = self.brokers.write().unwrap();
+        let added = new.keys().filter(|id| !cur.contains_key(id)).copied().collect();
+        if **cur != new {
+            *cur = Arc::new(new);
+        }
+        *self.last_metadata.write().unwrap() = Some(Instant::now());
+        added
+    }
+
+    /// Adds or updates one broker without dropping others (KIP-951 node endpoints name only the
+    /// brokers relevant to one response).
+    pub fn upsert_broker(&self, b: Broker) -> bool {
+        let mut cur = self.brokers.write().unwrap();
+        if cur.get(&b.id) == Some(&b) {
+            return false;
+        }
+        let added = !cur.contains_key(&b.id);
+        let mut next = (**cur).clone();
+        next.insert(b.id, b);
+        *cur = Arc::new(next);
+        added
+    }
+
+    /// Records a partition's state if it is not older than what is known.
+    pub fn update_partition(&self, topic: &str, topic_id: Uuid, partition: i32, leader: i32, epoch: i32, replicas: Option<Vec<i32>>, isr: Option<Vec<i32>>) -> Option<LeaderChange> {
+        let idx = usize::try_from(partition).ok()?;
+        let mut t = match self.topics.get_mut(topic) {
+            Some(t) => t,
+            None => self.topics.entry(topic.to_string()).or_default(),
+        };
+        if !topic_id.is_nil() && t.id != topic_id {
+            if !t.id.is_nil() {
+                // The topic was deleted and re-created: forget the old incarnation.
+                self.topic_names.remove(&t.id);
+                t.partitions.clear();
+            }
+            t.id = topic_id;
+            self.topic_names.insert(topic_id, topic.to_string());
+        }
+        if t.partitions.len() <= idx {
+            t.partitions.resize(idx + 1, None);
+        }
+        let slot = &mut t.partitions[idx];
+        match slot {
+            Some(cur) => {
+                // An unknown epoch (-1) only replaces another unknown epoch.
+                let newer = epoch > cur.epoch || (epoch == cur.epoch && epoch >= 0) || (epoch < 0 && cur.epoch < 0);
+                if !newer {
+                    return None;
+                }
+                let change = (cur.leader != leader).then(|| LeaderChange { topic: topic.to_string(), partition, old_leader: cur.leader, new_leader: leader, epoch });
+                if change.is_some() {
+                    cur.changed_at = SystemTime::now();
+                }
+                cur.leader = leader;
+                cur.epoch = epoch;
+                if let Some(r) = replicas {
+                    cur.replicas = r;
+                }
+                if let Some(i) = isr {
+                    cur.isr = i;
+                }
+                if change.is_some() {
+                    metrics::leader_changed();
+                }
+                change
+            }
+            None => {
+                *slot = Some(PartitionState { leader, epoch, replicas: replicas.unwrap_or_default(), isr: isr.unwrap_or_default(), changed_at: SystemTime::now() });
+                None
+            }
+        }
+    }
+
+    /// Applies a Metadata response (fairlead's own or one passing through to a client).
+    /// Returns the brokers not known before and the leadership changes it caused.
+    pub fn apply_metadata(&self, resp: &MetadataResponse) -> (Vec<i32>, Vec<LeaderChange>) {
+        let added = self.set_brokers(resp.brokers.iter().map(|b| Broker {
+            id: b.node_id.0,
+            host: b.host.to_string(),
+            port: b.port,
+            rack: b.rack.as_ref().map(|r| r.to_string()),
+        }));
+        let mut changes = Vec::new();
+        for t in &resp.topics {
+            let Some(name) = t.name.as_ref() else { continue };
+            if t.error_code != 0 {
+                continue;
+            }
+            for p in &t.partitions {
+                // A partition without a leader (5) keeps its last known leader: requests to it
+                // will fail and be retried once the election is over.
+                if p.error_code != 0 && p.leader_id.0 < 0 {
+                    continue;
+                }
+                let replicas = p.replica_nodes.iter().map(|b| b.0).collect();
+                let isr = p.isr_nodes.iter().map(|b| b.0).collect();
+                if let Some(c) = self.update_partition(name.as_str(), t.topic_id, p.partition_index, p.leader_id.0, p.leader_epoch, Some(replicas), Some(isr)) {
+                    changes.push(c);
+                }
+            }
+        }
+        (added, changes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn upd(l: &Leadership, leader: i32, epoch: i32) -> Option<LeaderChange> {
+        l.update_partition("t", Uuid::nil(), 0, leader, epoch, None, None)
+    }
+
+    #[test]
+    fn an_older_epoch_never_overwrites_a_newer_one() {
+        let l = Leadership::new();
+        upd(&l, 1, 5);
+        assert_eq!(upd(&l, 2, 6).unwrap().new_leader, 2);
+        assert!(upd(&l, 1, 5).is_none());
+        assert_eq!(l.leader("t", 0), Some(Leader { node: 2, epoch: 6 }));
+        // same epoch refreshes replicas/isr but is not a change
+        assert!(upd(&l, 2, 6).is_none());
+        // unknown epochs do not overwrite known ones
+        assert!(upd(&l, 3, -1).is_none());
+        assert_eq!(l.leader("t", 0).unwrap().node, 2);
+    }
+
+    #[test]
+    fn a_recreated_topic_forgets_the_old_partitions() {
+        let l = Leadership::new();
+        let a = Uuid::from_u128(1);
+        let b = Uuid::from_u128(2);
+        l.update_partition("t", a, 0, 1, 9, None, None);
+        l.update_partition("t", b, 0, 2, 0, None, None);
+        assert_eq!(l.leader("t", 0), Some(Leader { node: 2, epoch: 0 }));
+        assert_eq!(l.topic_name(&b).as_deref(), Some("t"));
+        assert!(l.topic_name(&a).is_none());
+    }
+}

@@ -1,0 +1,130 @@
+//! fairlead's own Metadata requests: single-flight and generation-guarded.
+//!
+//! A leader change typically makes many requests fail at once (every in-flight produce for
+//! every moved partition, on every client connection). Each failure calls
+//! [`Refresher::refresh`] with the generation it routed by; the first one refreshes, the rest
+//! wait for it and then find the generation already moved on, so a storm of errors costs one
+//! Metadata round trip.
+
+use std::sync::atomic::{AtomicI16, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse};
+use kafka_protocol::protocol::StrBytes;
+use tracing::{debug, warn};
+
+use super::{LeaderChange, Leadership};
+use crate::metrics;
+use crate::upstream::pool::Pool;
+use crate::upstream::{RequestError, BOOTSTRAP_NODE};
+
+/// Metadata v12: leader epochs (v7+) and topic ids (v10+), without the authorized-operations
+/// fields removed in v11+. Lowered if a broker does not speak it.
+const PREFERRED_METADATA_VERSION: i16 = 12;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    Startup,
+    Periodic,
+    /// A leadership error came back from a broker.
+    Error,
+    /// A request named a topic or partition fairlead did not know.
+    Unknown,
+}
+
+impl Trigger {
+    pub fn label(self) -> &'static str {
+        match self {
+            Trigger::Startup => "startup",
+            Trigger::Periodic => "periodic",
+            Trigger::Error => "error",
+            Trigger::Unknown => "unknown_partition",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RefreshError {
+    #[error("no broker answered a Metadata request (tried {tried}); last error: {last}")]
+    NoBroker { tried: usize, last: String },
+}
+
+/// Outcome of a refresh that ran.
+#[derive(Debug, Default)]
+pub struct Refreshed {
+    pub new_brokers: Vec<i32>,
+    pub changes: Vec<LeaderChange>,
+}
+
+pub struct Refresher {
+    leadership: Arc<Leadership>,
+    pool: Arc<Pool>,
+    bootstrap: Vec<String>,
+    timeout: Duration,
+    metadata_version: AtomicI16,
+    /// Held while a refresh runs; waiters queue on it.
+    flight: tokio::sync::Mutex<()>,
+}
+
+impl Refresher {
+    pub fn new(leadership: Arc<Leadership>, pool: Arc<Pool>, bootstrap: Vec<String>, timeout: Duration) -> Self {
+        Refresher { leadership, pool, bootstrap, timeout, metadata_version: AtomicI16::new(-1), flight: tokio::sync::Mutex::new(()) }
+    }
+
+    /// Refreshes unless a refresh completed after `seen_generation` was read (then the cache is
+    /// already newer than what the caller acted on). Returns `None` when it did not run.
+    pub async fn refresh(&self, seen_generation: u64, trigger: Trigger) -> Result<Option<Refreshed>, RefreshError> {
+        let _flight = self.flight.lock().await;
+        if self.leadership.generation() > seen_generation {
+            return Ok(None);
+        }
+        metrics::metadata_refresh(trigger.label());
+        let resp = self.fetch().await?;
+        let (new_brokers, changes) = self.leadership.apply_metadata(&resp);
+        self.leadership.bump_generation();
+        debug!(trigger = trigger.label(), brokers = resp.brokers.len(), topics = resp.topics.len(), changes = changes.len(), "metadata refreshed");
+        Ok(Some(Refreshed { new_brokers, changes }))
+    }
+
+    async fn fetch(&self) -> Result<MetadataResponse, RefreshError> {
+        // Known brokers first (rotating, so one slow broker is not always asked first), then
+        // the bootstrap addresses.
+        let mut targets: Vec<(i32, String)> = self.leadership.brokers().values().map(|b| (b.id, b.addr())).collect();
+        if !targets.is_empty() {
+            let k = (self.leadership.generation() as usize) % targets.len();
+            targets.rotate_left(k);
+        }
+        targets.extend(self.bootstrap.iter().map(|a| (BOOTSTRAP_NODE, a.clone())));
+        let mut last = String::from("no broker known");
+        for (node, addr) in &targets {
+            match self.fetch_from(*node, addr).await {
+                Ok(r) => return Ok(r),
+                Err(e) => {
+                    warn!(node, addr = addr.as_str(), error = %e, "metadata request failed");
+                    last = e.to_string();
+                }
+            }
+        }
+        Err(RefreshError::NoBroker { tried: targets.len(), last })
+    }
+
+    async fn fetch_from(&self, node: i32, addr: &str) -> Result<MetadataResponse, RequestError> {
+        let up = self.pool.get(node, addr).await?;
+        let mut version = self.metadata_version.load(Ordering::Relaxed);
+        if version < 0 {
+            version = negotiate(&up, self.timeout).await?;
+            self.metadata_version.store(version, Ordering::Relaxed);
+        }
+        let req = MetadataRequest::default().with_topics(None).with_allow_auto_topic_creation(false);
+        up.request(ApiKey::Metadata, version, &req, self.timeout).await
+    }
+}
+
+/// The Metadata version to use with this broker.
+async fn negotiate(up: &crate::upstream::Upstream, timeout: Duration) -> Result<i16, RequestError> {
+    let req = ApiVersionsRequest::default().with_client_software_name(StrBytes::from_static_str("fairlead")).with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+    let resp: ApiVersionsResponse = up.request(ApiKey::ApiVersions, 3, &req, timeout).await?;
+    let max = resp.api_keys.iter().find(|k| k.api_key == ApiKey::Metadata as i16).map(|k| k.max_version).unwrap_or(PREFERRED_METADATA_VERSION);
+    Ok(max.min(PREFERRED_METADATA_VERSION))
+}

@@ -1,0 +1,99 @@
+//! ApiVersions, capped to what fairlead can decode.
+//!
+//! For every API fairlead decodes (the routed ones and the ones whose responses it rewrites),
+//! the relayed maximum version is lowered to what fairlead's protocol crate understands, so a
+//! client and broker newer than fairlead settle on a version fairlead can still inspect instead
+//! of one it would have to pass blind. APIs fairlead never decodes are relayed unchanged, as are
+//! minimum versions (a client on an old version fairlead cannot decode is forwarded without
+//! inspection and counted in `fairlead_frames_passed_blind_total`).
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+
+use crate::codec::message::{decode_response, encode_response, MessageError};
+
+/// APIs whose messages fairlead decodes in one direction or the other.
+pub const INSPECTED: [ApiKey; 10] = [
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::OffsetForLeaderEpoch,
+    ApiKey::DeleteRecords,
+    ApiKey::Metadata,
+    ApiKey::FindCoordinator,
+    ApiKey::DescribeCluster,
+    ApiKey::ShareFetch,
+    ApiKey::ShareAcknowledge,
+];
+
+/// The highest version fairlead decodes for an inspected API.
+pub fn max_supported(key: ApiKey) -> i16 {
+    key.valid_versions().max
+}
+
+/// Caps an ApiVersions response frame. An error answer (e.g. 35, the client asked with a
+/// version the broker does not know: the broker answers in v0) is relayed unchanged.
+pub fn cap(frame: &Bytes, version: i16, correlation_id: i32) -> Result<Bytes, MessageError> {
+    let mut r: ApiVersionsResponse = match decode_response(frame, ApiKey::ApiVersions, version) {
+        Ok(r) => r,
+        Err(_) => return Ok(frame.clone()),
+    };
+    if r.error_code != 0 {
+        return Ok(frame.clone());
+    }
+    let mut changed = false;
+    r.api_keys.retain_mut(|k| {
+        let Ok(key) = ApiKey::try_from(k.api_key) else { return true };
+        if !INSPECTED.contains(&key) {
+            return true;
+        }
+        let ours = max_supported(key);
+        if k.max_version > ours {
+            k.max_version = ours;
+            changed = true;
+        }
+        if k.min_version > k.max_version {
+            // A broker that only speaks versions newer than fairlead: nothing in common.
+            changed = true;
+            return false;
+        }
+        true
+    });
+    if !changed {
+        return Ok(frame.clone());
+    }
+    encode_response(&r, ApiKey::ApiVersions, version, correlation_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::api_versions_response::ApiVersion;
+
+    fn frame(keys: &[(i16, i16, i16)], version: i16) -> Bytes {
+        let r = ApiVersionsResponse::default().with_api_keys(keys.iter().map(|(k, min, max)| ApiVersion::default().with_api_key(*k).with_min_version(*min).with_max_version(*max)).collect());
+        encode_response(&r, ApiKey::ApiVersions, version, 9).unwrap()
+    }
+
+    #[test]
+    fn caps_inspected_apis_and_leaves_the_rest() {
+        let f = frame(&[(0, 0, 99), (1, 4, 99), (19, 0, 99), (1000, 0, 3), (3, 0, 12)], 3);
+        let out = cap(&f, 3, 9).unwrap();
+        let r: ApiVersionsResponse = decode_response(&out, ApiKey::ApiVersions, 3).unwrap();
+        let got: Vec<_> = r.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
+        assert_eq!(got, vec![(0, 0, max_supported(ApiKey::Produce)), (1, 4, max_supported(ApiKey::Fetch)), (19, 0, 99), (1000, 0, 3), (3, 0, 12)]);
+    }
+
+    #[test]
+    fn unchanged_responses_keep_their_bytes() {
+        let f = frame(&[(3, 0, 12), (19, 0, 99)], 3);
+        assert_eq!(cap(&f, 3, 9).unwrap(), f);
+    }
+
+    #[test]
+    fn an_api_only_newer_than_fairlead_is_dropped() {
+        let f = frame(&[(1, 50, 60)], 3);
+        let r: ApiVersionsResponse = decode_response(&cap(&f, 3, 9).unwrap(), ApiKey::ApiVersions, 3).unwrap();
+        assert!(r.api_keys.is_empty());
+    }
+}

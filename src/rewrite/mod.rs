@@ -1,0 +1,101 @@
+//! Responses that name brokers, rewritten so that clients only ever learn fairlead's addresses.
+//!
+//! Broker node N is advertised as `advertised_host:(node_port_base + N)`, on every API that
+//! carries an address: Metadata, FindCoordinator (v0-3 top level, v4+ coordinators[]),
+//! DescribeCluster, and the KIP-951 node endpoints of Produce v10+, Fetch v16+, ShareFetch and
+//! ShareAcknowledge. ApiVersions is capped to what fairlead can decode for the APIs it
+//! inspects. Every other response is forwarded as the broker's own bytes.
+//!
+//! Not rewritten: DescribeQuorum listeners and DescribeCluster with endpoint_type=controllers
+//! (KIP-919): they name controllers, which fairlead does not front.
+
+pub mod api_versions;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{ApiKey, DescribeClusterResponse, FindCoordinatorResponse, MetadataResponse, ShareAcknowledgeResponse, ShareFetchResponse};
+use tracing::debug;
+
+use crate::codec::header::RequestHeader;
+use crate::codec::message::{decode_response, encode_response, MessageError};
+use crate::metrics;
+use crate::proxy::Proxy;
+
+/// Whether responses of this API are decoded on the forward path.
+pub fn inspects(key: Option<ApiKey>) -> bool {
+    matches!(key, Some(ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster | ApiKey::ApiVersions | ApiKey::ShareFetch | ApiKey::ShareAcknowledge))
+}
+
+/// Rewrites a forwarded response if its API carries broker addresses (or is ApiVersions).
+pub fn response(proxy: &Proxy, hdr: &RequestHeader, frame: Bytes) -> Result<Bytes, MessageError> {
+    let Some(key) = hdr.known.filter(|k| inspects(Some(*k))) else { return Ok(frame) };
+    let v = hdr.api_version;
+    let corr = hdr.correlation_id;
+    match key {
+        ApiKey::Metadata => {
+            let mut r: MetadataResponse = decode_response(&frame, key, v)?;
+            proxy.learn_metadata(&r);
+            for b in r.brokers.iter_mut() {
+                (b.host, b.port) = proxy.advertised(b.node_id.0);
+            }
+            for t in &r.topics {
+                if t.error_code != 0 {
+                    metrics::passed_through(key as i16, t.error_code);
+                }
+                for p in &t.partitions {
+                    if p.error_code != 0 {
+                        metrics::passed_through(key as i16, p.error_code);
+                    }
+                }
+            }
+            encode_response(&r, key, v, corr)
+        }
+        ApiKey::FindCoordinator => {
+            let mut r: FindCoordinatorResponse = decode_response(&frame, key, v)?;
+            if v < 4 {
+                if r.error_code == 0 && r.node_id.0 >= 0 {
+                    (r.host, r.port) = proxy.advertised(r.node_id.0);
+                }
+            } else {
+                for c in r.coordinators.iter_mut().filter(|c| c.error_code == 0 && c.node_id.0 >= 0) {
+                    (c.host, c.port) = proxy.advertised(c.node_id.0);
+                }
+            }
+            encode_response(&r, key, v, corr)
+        }
+        ApiKey::DescribeCluster => {
+            let mut r: DescribeClusterResponse = decode_response(&frame, key, v)?;
+            // endpoint_type 2 = controllers (KIP-919): not fronted by fairlead.
+            if v < 1 || r.endpoint_type != 2 {
+                for b in r.brokers.iter_mut() {
+                    (b.host, b.port) = proxy.advertised(b.broker_id.0);
+                }
+            } else {
+                debug!("DescribeCluster for controllers passed through unchanged");
+                return Ok(frame);
+            }
+            encode_response(&r, key, v, corr)
+        }
+        ApiKey::ApiVersions => api_versions::cap(&frame, v, corr),
+        ApiKey::ShareFetch => {
+            let mut r: ShareFetchResponse = decode_response(&frame, key, v)?;
+            if r.node_endpoints.is_empty() {
+                return Ok(frame);
+            }
+            for e in r.node_endpoints.iter_mut() {
+                (e.host, e.port) = proxy.advertised(e.node_id.0);
+            }
+            encode_response(&r, key, v, corr)
+        }
+        ApiKey::ShareAcknowledge => {
+            let mut r: ShareAcknowledgeResponse = decode_response(&frame, key, v)?;
+            if r.node_endpoints.is_empty() {
+                return Ok(frame);
+            }
+            for e in r.node_endpoints.iter_mut() {
+                (e.host, e.port) = proxy.advertised(e.node_id.0);
+            }
+            encode_response(&r, key, v, corr)
+        }
+        _ => Ok(frame),
+    }
+}

@@ -1,0 +1,156 @@
+//! Deciding what happens to each client request.
+//!
+//! * Partition-routed APIs (Produce, Fetch, ListOffsets, OffsetsForLeaderEpoch, DeleteRecords)
+//!   go through [`partitioned`]: split by leader, send, absorb leadership errors, merge.
+//! * Everything else, including API keys fairlead does not know, is forwarded byte-for-byte on
+//!   the client's own upstream connection; the response is forwarded too, with broker
+//!   addresses rewritten where the API carries any (see `rewrite`).
+
+pub mod delete_records;
+pub mod fetch;
+pub mod lanes;
+pub mod list_offsets;
+pub mod offsets_for_leader_epoch;
+pub mod partitioned;
+pub mod produce;
+pub mod retry;
+mod shape;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+
+use crate::codec::header::RequestHeader;
+use crate::proxy::Proxy;
+use crate::upstream::{ReplyRx, Upstream, UpstreamError};
+use partitioned::{Dispatched, Job, JobError, RoutedApi};
+
+pub type JobFuture = Pin<Box<dyn Future<Output = Result<Bytes, JobError>> + Send>>;
+
+/// What the connection's writer does for one request, in request order.
+pub enum Pending {
+    /// Forward the home broker's answer (rewriting addresses for the APIs that carry any).
+    Forward { rx: ReplyRx, hdr: RequestHeader, frame: Bytes, started: Instant },
+    /// A routed request: its completion builds the answer.
+    Routed { job: JobFuture, hdr: RequestHeader, started: Instant },
+}
+
+/// Routes one request. Returns `None` when no response will come (acks=0 produce).
+pub async fn route(proxy: &Arc<Proxy>, home: &Arc<Upstream>, lanes: &Arc<lanes::Lanes>, frame: Bytes, hdr: RequestHeader) -> Result<Option<Pending>, UpstreamError> {
+    let started = Instant::now();
+    let routed = match hdr.known {
+        Some(ApiKey::Produce) => dispatch::<produce::Produce>(proxy, home, Some(lanes), &frame, &hdr).await?,
+        Some(ApiKey::Fetch) => dispatch::<fetch::Fetch>(proxy, home, None, &frame, &hdr).await?,
+        Some(ApiKey::ListOffsets) => dispatch::<list_offsets::ListOffsets>(proxy, home, None, &frame, &hdr).await?,
+        Some(ApiKey::OffsetForLeaderEpoch) => dispatch::<offsets_for_leader_epoch::OffsetsForLeaderEpoch>(proxy, home, None, &frame, &hdr).await?,
+        Some(ApiKey::DeleteRecords) => dispatch::<delete_records::DeleteRecords>(proxy, home, None, &frame, &hdr).await?,
+        _ => Outcome::Forward,
+    };
+    match routed {
+        Outcome::Job(job) => Ok(Some(Pending::Routed { job, hdr, started })),
+        Outcome::NoResponse => Ok(None),
+        Outcome::Forward => {
+            let expect = expects_response(&frame, &hdr);
+            match home.send(frame.clone(), expect)? {
+                Some(rx) => Ok(Some(Pending::Forward { rx, hdr, frame, started })),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+enum Outcome {
+    Job(JobFuture),
+    NoResponse,
+    Forward,
+}
+
+async fn dispatch<A: RoutedApi>(proxy: &Arc<Proxy>, home: &Arc<Upstream>, lanes: Option<&Arc<lanes::Lanes>>, frame: &Bytes, hdr: &RequestHeader) -> Result<Outcome, UpstreamError> {
+    Ok(match Job::<A>::dispatch(proxy, home, lanes, frame.clone(), hdr).await? {
+        Dispatched::Job(job) => Outcome::Job(Box::pin(job.complete())),
+        Dispatched::NoResponse => Outcome::NoResponse,
+        Dispatched::Forward => Outcome::Forward,
+    })
+}
+
+/// Whether a forwarded request gets a response: every request does, except a Produce with
+/// acks=0. Read from the frame for produce versions fairlead does not decode.
+pub fn expects_response(frame: &[u8], hdr: &RequestHeader) -> bool {
+    if hdr.known != Some(ApiKey::Produce) {
+        return true;
+    }
+    produce_acks(frame, hdr).is_none_or(|acks| acks != 0)
+}
+
+/// acks of a Produce request: the first field before v3, after transactional_id from v3 (a
+/// nullable string, compact from v9).
+fn produce_acks(frame: &[u8], hdr: &RequestHeader) -> Option<i16> {
+    let mut off = hdr.body_offset?;
+    if hdr.api_version >= 3 {
+        if hdr.api_version >= 9 {
+            // compact nullable string: unsigned varint length + 1 (0 = null)
+            let mut len: u64 = 0;
+            for shift in (0..35).step_by(7) {
+                let b = *frame.get(off)?;
+                off += 1;
+                len |= ((b & 0x7f) as u64) << shift;
+                if b & 0x80 == 0 {
+                    break;
+                }
+            }
+            off += len.saturating_sub(1) as usize;
+        } else {
+            let len = i16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
+            off += 2 + len.max(0) as usize;
+        }
+    }
+    Some(i16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]))
+}
+
+/// APIs that may be re-sent on a new connection when the client's broker connection drops with
+/// them in flight: reads without side effects. Anything else gets the connection closed, as a
+/// direct client would.
+pub fn safe_to_resend(key: Option<ApiKey>) -> bool {
+    matches!(
+        key,
+        Some(ApiKey::ApiVersions | ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster | ApiKey::ListGroups | ApiKey::DescribeGroups | ApiKey::OffsetFetch | ApiKey::DescribeConfigs | ApiKey::DescribeAcls | ApiKey::DescribeLogDirs | ApiKey::DescribeProducers | ApiKey::DescribeTransactions | ApiKey::ListTransactions | ApiKey::DescribeTopicPartitions)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::header::parse_request;
+    use bytes::BytesMut;
+    use kafka_protocol::messages::{ProduceRequest, RequestHeader as KpHeader};
+    use kafka_protocol::protocol::{encode_request_header_into_buffer, Encodable, StrBytes};
+
+    fn produce_frame(version: i16, acks: i16, txn: Option<&str>) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        let h = KpHeader::default().with_request_api_key(0).with_request_api_version(version).with_correlation_id(3).with_client_id(Some(StrBytes::from_static_str("c")));
+        encode_request_header_into_buffer(&mut buf, &h).unwrap();
+        let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(1000).with_transactional_id(txn.map(|t| StrBytes::from_string(t.into()).into()));
+        req.encode(&mut buf, version).unwrap();
+        let mut f = (buf.len() as i32).to_be_bytes().to_vec();
+        f.extend_from_slice(&buf);
+        f
+    }
+
+    #[test]
+    fn reads_acks_of_every_produce_version() {
+        for version in 3..=13 {
+            for acks in [0, 1, -1] {
+                for txn in [None, Some("txn-1")] {
+                    let f = produce_frame(version, acks, txn);
+                    let h = parse_request(&f).unwrap();
+                    assert_eq!(produce_acks(&f, &h), Some(acks), "v{version} {txn:?}");
+                    assert_eq!(expects_response(&f, &h), acks != 0);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! Produce: routed by partition leader; replayed under the rules in `retry`.
+//!
+//! Record batches are never decoded or re-encoded: a split or replayed request carries the
+//! client's batch bytes unchanged (producer id, epoch, sequence and CRC intact), which is what
+//! makes an idempotent replay safe.
+
+use bytes::Bytes;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
+
+use super::partitioned::{EndpointList, RoutedApi};
+use super::shape::{by_topic, by_topic_owned, name_and_id, topic_ref, union_endpoints};
+use crate::leadership::TopicRef;
+
+pub struct Produce;
+
+impl RoutedApi for Produce {
+    const KEY: ApiKey = ApiKey::Produce;
+    type Req = ProduceRequest;
+    type Resp = ProduceResponse;
+    type PartReq = PartitionProduceData;
+    type PartResp = PartitionProduceResponse;
+
+    fn flatten(mut req: ProduceRequest) -> (ProduceRequest, Vec<(TopicRef, PartitionProduceData)>) {
+        let mut parts = Vec::new();
+        for t in std::mem::take(&mut req.topic_data) {
+            let r = topic_ref(&t.name.0, &t.topic_id);
+            parts.extend(t.partition_data.into_iter().map(|p| (r.clone(), p)));
+        }
+        (req, parts)
+    }
+
+    fn build(envelope: &ProduceRequest, parts: &[(&TopicRef, &PartitionProduceData)]) -> ProduceRequest {
+        let mut req = envelope.clone();
+        req.topic_data = by_topic(parts.iter().map(|(t, p)| (*t, (*p).clone())))
+            .into_iter()
+            .map(|(t, ps)| {
+                let (name, id) = name_and_id(t);
+                TopicProduceData::default().with_name(name.into()).with_topic_id(id).with_partition_data(ps)
+            })
+            .collect();
+        req
+    }
+
+    fn partition(p: &PartitionProduceData) -> i32 {
+        p.index
+    }
+
+    fn flatten_resp(mut resp: ProduceResponse) -> (ProduceResponse, Vec<(TopicRef, PartitionProduceResponse)>) {
+        let mut parts = Vec::new();
+        for t in std::mem::take(&mut resp.responses) {
+            let r = topic_ref(&t.name.0, &t.topic_id);
+            parts.extend(t.partition_responses.into_iter().map(|p| (r.clone(), p)));
+        }
+        (resp, parts)
+    }
+
+    fn build_resp(mut envelope: ProduceResponse, parts: Vec<(TopicRef, PartitionProduceResponse)>) -> ProduceResponse {
+        envelope.responses = by_topic_owned(parts)
+            .into_iter()
+            .map(|(t, ps)| {
+                let (name, id) = name_and_id(&t);
+                TopicProduceResponse::default().with_name(name.into()).with_topic_id(id).with_partition_responses(ps)
+            })
+            .collect();
+        envelope
+    }
+
+    fn resp_partition(p: &PartitionProduceResponse) -> i32 {
+        p.index
+    }
+
+    fn error_code(p: &PartitionProduceResponse) -> i16 {
+        p.error_code
+    }
+
+    fn merge_envelope(into: &mut ProduceResponse, from: &ProduceResponse) {
+        into.throttle_time_ms = into.throttle_time_ms.max(from.throttle_time_ms);
+        union_endpoints(&mut into.node_endpoints, &from.node_endpoints, |e| e.node_id.0);
+    }
+
+    fn error_part(p: &PartitionProduceData, code: i16) -> PartitionProduceResponse {
+        PartitionProduceResponse::default().with_index(p.index).with_error_code(code).with_base_offset(-1).with_log_append_time_ms(-1).with_log_start_offset(-1)
+    }
+
+    fn leader_hint(p: &PartitionProduceResponse) -> Option<(i32, i32)> {
+        (p.current_leader.leader_id.0 >= 0).then_some((p.current_leader.leader_id.0, p.current_leader.leader_epoch))
+    }
+
+    fn node_endpoints(resp: &mut ProduceResponse) -> Option<&mut dyn EndpointList> {
+        Some(&mut resp.node_endpoints)
+    }
+
+    fn produce_facts(p: &PartitionProduceData) -> Option<bool> {
+        Some(p.records.as_ref().is_some_and(all_batches_idempotent))
+    }
+
+    fn expects_response(envelope: &ProduceRequest) -> bool {
+        envelope.acks != 0
+    }
+
+    fn base_offset(p: &PartitionProduceResponse) -> i64 {
+        p.base_offset
+    }
+}
+
+/// True when every record batch carries a producer id (magic 2 batches of an idempotent or
+/// transactional producer). Reads only the batch headers:
+/// baseOffset i64 @0, batchLength i32 @8, magic i8 @16, producerId i64 @43 (KIP-98 layout).
+pub fn all_batches_idempotent(records: &Bytes) -> bool {
+    const MAGIC: usize = 16;
+    const PRODUCER_ID: usize = 43;
+    const HEADER: usize = 61;
+    let mut off = 0;
+    let mut batches = 0;
+    while off < records.len() {
+        let b = &records[off..];
+        if b.len() < HEADER || b[MAGIC] != 2 {
+            return false;
+        }
+        let producer_id = i64::from_be_bytes(b[PRODUCER_ID..PRODUCER_ID + 8].try_into().unwrap());
+        if producer_id < 0 {
+            return false;
+        }
+        let len = i32::from_be_bytes(b[8..12].try_into().unwrap());
+        if len < (HEADER - 12) as i32 {
+            return false;
+        }
+        off += 12 + len as usize;
+        batches += 1;
+    }
+    batches > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+    fn batch(producer_id: i64, version: i8) -> Bytes {
+        assert_eq!(version, 2);
+        let rec = Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: 0,
+            producer_id,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: 0,
+            sequence: if producer_id >= 0 { 0 } else { -1 },
+            timestamp: 0,
+            key: None,
+            value: Some(Bytes::from_static(b"v")),
+            headers: Default::default(),
+            delete_horizon: false,
+        };
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(&mut buf, &[rec], &RecordEncodeOptions { version, compression: Compression::None }).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn recognises_idempotent_batches() {
+        assert!(all_batches_idempotent(&batch(7, 2)));
+        assert!(!all_batches_idempotent(&batch(-1, 2)));
+        let mut v1 = batch(7, 2).to_vec();
+        v1[16] = 1;
+        assert!(!all_batches_idempotent(&Bytes::from(v1)), "message format v1 has no producer id");
+        let mut two = batch(7, 2).to_vec();
+        two.extend_from_slice(&batch(-1, 2));
+        assert!(!all_batches_idempotent(&Bytes::from(two)), "one non-idempotent batch taints the partition");
+        assert!(!all_batches_idempotent(&Bytes::new()));
+        assert!(!all_batches_idempotent(&Bytes::from_static(&[0; 20])));
+    }
+}

@@ -1,0 +1,170 @@
+//! The one function that decides whether a partition that came back with an error is re-sent.
+//!
+//! Every rule here is a protocol fact from PROTOCOL-NOTES.md, and each has a test below and an
+//! end-to-end test against a real broker (tests/replay_rules.rs):
+//!
+//! * NOT_LEADER_OR_FOLLOWER (6) and FENCED_LEADER_EPOCH (74) mean "ask the current leader".
+//!   Reads are always safe to re-send. A produce is safe to re-send when its batches are
+//!   idempotent or transactional (producer id >= 0: the new leader de-duplicates by sequence),
+//!   or when the broker's answer proves nothing was written: base_offset = -1, which the broker
+//!   reports when it refused before appending. A 6 with base_offset >= 0 comes from a produce
+//!   that was appended and then lost leadership while waiting for acks=all; its records may
+//!   survive, so a non-idempotent replay could duplicate them and the error goes to the client.
+//! * LEADER_NOT_AVAILABLE (5) and UNKNOWN_LEADER_EPOCH (75) mean "an election is settling":
+//!   wait a little and re-send, under the same rules.
+//! * OFFSET_NOT_AVAILABLE (78) from ListOffsets means the new leader has not caught up its high
+//!   watermark yet: retry the same leader.
+//! * OUT_OF_ORDER_SEQUENCE_NUMBER (45) on an idempotent batch whose partition is being recovered
+//!   means an earlier batch of the same producer is still being replayed: re-send it after.
+//! * A connection that closed with the request in flight: reads and idempotent produce are
+//!   re-sent; a non-idempotent produce may have been written, so it is not.
+//! * Anything else passes through to the client unchanged.
+
+use kafka_protocol::messages::ApiKey;
+
+pub const LEADER_NOT_AVAILABLE: i16 = 5;
+pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+pub const FENCED_LEADER_EPOCH: i16 = 74;
+pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+pub const OFFSET_NOT_AVAILABLE: i16 = 78;
+
+/// What happened to one partition of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The broker answered this error code for the partition.
+    Code(i16),
+    /// The connection closed before an answer; the broker may or may not have acted.
+    ConnectionLost,
+    /// The request never left fairlead (no connection could be made).
+    NotSent,
+}
+
+/// Facts about a produce partition that decide whether re-sending is safe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProduceFacts {
+    /// Every batch carries a producer id (idempotent or transactional producer).
+    pub idempotent: bool,
+    /// base_offset of the partition's response (-1 when nothing was appended).
+    pub base_offset: i64,
+    /// An earlier batch of this partition, on this connection, is being replayed.
+    pub partition_recovering: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Send the partition to its current leader (after refreshing who that is).
+    Reroute,
+    /// An election is settling: wait, refresh, then send to the leader.
+    WaitThenReroute,
+    /// Send it again to the same leader after a short wait.
+    RetrySame,
+    /// Give the client the answer as it is.
+    PassThrough,
+}
+
+pub fn decide(api: ApiKey, failure: Failure, produce: Option<ProduceFacts>) -> Decision {
+    let write_safe = |written_proof_needed: bool| match produce {
+        // reads (and DeleteRecords, which is idempotent) are always safe
+        None => true,
+        Some(p) => p.idempotent || (written_proof_needed && p.base_offset < 0),
+    };
+    match failure {
+        Failure::NotSent => Decision::Reroute,
+        Failure::ConnectionLost => {
+            if write_safe(false) {
+                Decision::Reroute
+            } else {
+                Decision::PassThrough
+            }
+        }
+        Failure::Code(NOT_LEADER_OR_FOLLOWER) | Failure::Code(FENCED_LEADER_EPOCH) => {
+            if write_safe(true) {
+                Decision::Reroute
+            } else {
+                Decision::PassThrough
+            }
+        }
+        Failure::Code(LEADER_NOT_AVAILABLE) | Failure::Code(UNKNOWN_LEADER_EPOCH) => {
+            if write_safe(true) {
+                Decision::WaitThenReroute
+            } else {
+                Decision::PassThrough
+            }
+        }
+        Failure::Code(OFFSET_NOT_AVAILABLE) if api == ApiKey::ListOffsets => Decision::RetrySame,
+        Failure::Code(OUT_OF_ORDER_SEQUENCE_NUMBER) => match produce {
+            Some(p) if p.idempotent && p.partition_recovering => Decision::Reroute,
+            _ => Decision::PassThrough,
+        },
+        Failure::Code(_) => Decision::PassThrough,
+    }
+}
+
+/// Codes counted as leadership errors (absorbed or passed through) in metrics.
+pub fn is_leadership_code(code: i16) -> bool {
+    matches!(code, LEADER_NOT_AVAILABLE | NOT_LEADER_OR_FOLLOWER | FENCED_LEADER_EPOCH | UNKNOWN_LEADER_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Decision::*;
+
+    fn produce(idempotent: bool, base_offset: i64) -> Option<ProduceFacts> {
+        Some(ProduceFacts { idempotent, base_offset, partition_recovering: false })
+    }
+
+    #[test]
+    fn reads_are_always_rerouted_on_leadership_errors() {
+        for api in [ApiKey::Fetch, ApiKey::ListOffsets, ApiKey::OffsetForLeaderEpoch, ApiKey::DeleteRecords] {
+            assert_eq!(decide(api, Failure::Code(6), None), Reroute);
+            assert_eq!(decide(api, Failure::Code(74), None), Reroute);
+            assert_eq!(decide(api, Failure::Code(5), None), WaitThenReroute);
+            assert_eq!(decide(api, Failure::Code(75), None), WaitThenReroute);
+            assert_eq!(decide(api, Failure::ConnectionLost, None), Reroute);
+            assert_eq!(decide(api, Failure::Code(3), None), PassThrough);
+        }
+    }
+
+    #[test]
+    fn idempotent_produce_is_always_replayed() {
+        assert_eq!(decide(ApiKey::Produce, Failure::Code(6), produce(true, 42)), Reroute);
+        assert_eq!(decide(ApiKey::Produce, Failure::Code(6), produce(true, -1)), Reroute);
+        assert_eq!(decide(ApiKey::Produce, Failure::ConnectionLost, produce(true, -1)), Reroute);
+    }
+
+    #[test]
+    fn non_idempotent_produce_whose_records_may_have_been_written_is_not_replayed() {
+        assert_eq!(decide(ApiKey::Produce, Failure::Code(6), produce(false, 17)), PassThrough);
+        assert_eq!(decide(ApiKey::Produce, Failure::Code(6), produce(false, 0)), PassThrough);
+        assert_eq!(decide(ApiKey::Produce, Failure::ConnectionLost, produce(false, -1)), PassThrough);
+    }
+
+    #[test]
+    fn non_idempotent_produce_refused_before_the_append_is_replayed() {
+        assert_eq!(decide(ApiKey::Produce, Failure::Code(6), produce(false, -1)), Reroute);
+        assert_eq!(decide(ApiKey::Produce, Failure::Code(5), produce(false, -1)), WaitThenReroute);
+        assert_eq!(decide(ApiKey::Produce, Failure::NotSent, produce(false, -1)), Reroute);
+    }
+
+    #[test]
+    fn out_of_order_sequence_is_replayed_only_behind_a_recovery() {
+        let recovering = Some(ProduceFacts { idempotent: true, base_offset: -1, partition_recovering: true });
+        assert_eq!(decide(ApiKey::Produce, Failure::Code(45), recovering), Reroute);
+        assert_eq!(decide(ApiKey::Produce, Failure::Code(45), produce(true, -1)), PassThrough);
+    }
+
+    #[test]
+    fn offset_not_available_retries_the_same_leader_for_list_offsets_only() {
+        assert_eq!(decide(ApiKey::ListOffsets, Failure::Code(78), None), RetrySame);
+        assert_eq!(decide(ApiKey::Fetch, Failure::Code(78), None), PassThrough);
+    }
+
+    #[test]
+    fn other_produce_errors_pass_through() {
+        for code in [7, 19, 20, 56, 87] {
+            assert_eq!(decide(ApiKey::Produce, Failure::Code(code), produce(true, -1)), PassThrough);
+        }
+    }
+}

@@ -1,0 +1,263 @@
+//! Connections from fairlead to brokers.
+//!
+//! An [`Upstream`] is one TCP connection to one broker, multiplexed by correlation id: fairlead
+//! gives every request it sends a correlation id of its own and restores the sender's id on the
+//! response, so a connection can carry a client's requests, split-off parts of them and
+//! fairlead's own requests at once without any of them colliding. Requests leave in the order
+//! [`Upstream::send`] was called (one writer task fed by one channel), and Kafka answers the
+//! requests of a connection in the order it received them: both orders matter for produce.
+//!
+//! Each client connection owns one dedicated upstream (its "home", to the broker it chose: it
+//! carries anything with connection state). The [`pool::Pool`] holds shared upstreams per broker
+//! for reroutes, replays and metadata.
+
+pub mod pool;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::codec::frame::FrameReader;
+use crate::codec::header::{correlation_id_at, set_correlation_id, REQUEST_CORRELATION_OFFSET, RESPONSE_CORRELATION_OFFSET};
+use crate::codec::message::{decode_response, encode_own_request, MessageError};
+use crate::metrics;
+
+/// Node id fairlead uses for a broker it only knows by a bootstrap address.
+pub const BOOTSTRAP_NODE: i32 = -1;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// Nothing was sent: safe to retry anything elsewhere.
+    #[error("connecting to broker {node} at {addr} failed: {reason}")]
+    Connect { node: i32, addr: String, reason: String },
+    /// The connection ended with the request in flight: the broker may or may not have acted
+    /// on it, so only idempotent requests may be retried.
+    #[error("connection to broker {node} at {addr} closed: {reason}")]
+    Closed { node: i32, addr: String, reason: String },
+    #[error("broker {node} at {addr} did not answer within {timeout:?}")]
+    Timeout { node: i32, addr: String, timeout: Duration },
+    #[error("broker {node}: {reason}")]
+    Protocol { node: i32, reason: String },
+}
+
+impl UpstreamError {
+    /// True when the request certainly never reached the broker.
+    pub fn nothing_sent(&self) -> bool {
+        matches!(self, UpstreamError::Connect { .. })
+    }
+}
+
+pub type Reply = Result<BytesMut, UpstreamError>;
+pub type ReplyRx = oneshot::Receiver<Reply>;
+
+struct Pending {
+    reply: oneshot::Sender<Reply>,
+    /// The sender's correlation id, written back into the response.
+    original: i32,
+}
+
+#[derive(Default)]
+struct Inflight {
+    next_correlation: i32,
+    pending: HashMap<i32, Pending>,
+    /// Set once the connection is gone; later sends fail at once.
+    closed: Option<UpstreamError>,
+}
+
+/// A request on its way out: its first 12 bytes (length, api key, version, correlation id) with
+/// fairlead's correlation id, and the rest of the client's frame untouched (shared, not copied).
+struct Outgoing {
+    head: [u8; HEAD],
+    rest: Bytes,
+}
+
+const HEAD: usize = REQUEST_CORRELATION_OFFSET + 4;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Connection settings shared by every upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub connect_timeout: Duration,
+    pub max_frame_bytes: usize,
+}
+
+pub struct Upstream {
+    /// Unique per connection: produce ordering is tracked per connection ("route").
+    id: u64,
+    node: i32,
+    addr: String,
+    tx: mpsc::UnboundedSender<Outgoing>,
+    inflight: Arc<Mutex<Inflight>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Upstream#{}(node {} at {})", self.id, self.node, self.addr)
+    }
+}
+
+impl Upstream {
+    pub async fn connect(node: i32, addr: &str, cfg: &UpstreamConfig) -> Result<Arc<Upstream>, UpstreamError> {
+        let err = |reason: String| UpstreamError::Connect { node, addr: addr.to_string(), reason };
+        let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(err(e.to_string())),
+            Err(_) => return Err(err(format!("timed out after {:?}", cfg.connect_timeout))),
+        };
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inflight = Arc::new(Mutex::new(Inflight { next_correlation: 1, ..Default::default() }));
+        let up = Arc::new(Upstream { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), node, addr: addr.to_string(), tx, inflight: inflight.clone() });
+        let node_label = node.to_string();
+        metrics::upstream_connected(&node_label);
+        tokio::spawn(write_loop(wr, rx));
+        tokio::spawn(read_loop(FrameReader::new(rd, cfg.max_frame_bytes, 4), inflight, node, addr.to_string(), node_label));
+        debug!(node, addr, "upstream connected");
+        Ok(up)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn node(&self) -> i32 {
+        self.node
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inflight.lock().unwrap().closed.is_some()
+    }
+
+    /// Queues a request frame (length prefix included). Its correlation id is replaced by one of
+    /// this connection's and restored on the response. Returns `None` when no response is
+    /// expected (acks=0 produce).
+    pub fn send(&self, frame: Bytes, expect_response: bool) -> Result<Option<ReplyRx>, UpstreamError> {
+        if frame.len() < HEAD {
+            return Err(UpstreamError::Protocol { node: self.node, reason: "request frame shorter than its header".into() });
+        }
+        let mut head = [0u8; HEAD];
+        head.copy_from_slice(&frame[..HEAD]);
+        let original = correlation_id_at(&head, REQUEST_CORRELATION_OFFSET).expect("checked length");
+        let mut inf = self.inflight.lock().unwrap();
+        if let Some(e) = &inf.closed {
+            return Err(e.clone());
+        }
+        let mut corr = inf.next_correlation;
+        while inf.pending.contains_key(&corr) {
+            corr = corr.wrapping_add(1);
+        }
+        inf.next_correlation = corr.wrapping_add(1);
+        set_correlation_id(&mut head, REQUEST_CORRELATION_OFFSET, corr);
+        let rx = if expect_response {
+            let (reply, rx) = oneshot::channel();
+            inf.pending.insert(corr, Pending { reply, original });
+            Some(rx)
+        } else {
+            None
+        };
+        // Sent while holding the lock: the channel order is the order of `send` calls.
+        if self.tx.send(Outgoing { head, rest: frame.slice(HEAD..) }).is_err() {
+            inf.pending.remove(&corr);
+            let e = UpstreamError::Closed { node: self.node, addr: self.addr.clone(), reason: "writer stopped".into() };
+            inf.closed = Some(e.clone());
+            return Err(e);
+        }
+        Ok(rx)
+    }
+
+    /// Sends one of fairlead's own requests and decodes the answer.
+    pub async fn request<Req, Resp>(&self, api: ApiKey, version: i16, req: &Req, timeout: Duration) -> Result<Resp, RequestError>
+    where
+        Req: Encodable,
+        Resp: Decodable,
+    {
+        let frame = encode_own_request(req, api, version, 0)?;
+        let rx = self.send(frame.freeze(), true)?.expect("a response is expected");
+        let reply = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(UpstreamError::Closed { node: self.node, addr: self.addr.clone(), reason: "dropped".into() }.into()),
+            Err(_) => return Err(UpstreamError::Timeout { node: self.node, addr: self.addr.clone(), timeout }.into()),
+        };
+        Ok(decode_response(&reply.freeze(), api, version)?)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error(transparent)]
+    Message(#[from] MessageError),
+}
+
+async fn write_loop(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    let mut wr = BufWriter::with_capacity(64 * 1024, wr);
+    while let Some(first) = rx.recv().await {
+        let mut n = 0;
+        let mut next = Some(first);
+        // Coalesce whatever else is already queued into the same write.
+        while let Some(out) = next {
+            n += HEAD + out.rest.len();
+            if wr.write_all(&out.head).await.is_err() || wr.write_all(&out.rest).await.is_err() {
+                return;
+            }
+            next = rx.try_recv().ok();
+        }
+        metrics::bytes(metrics::DIR_TO_BROKERS, n);
+        if wr.flush().await.is_err() {
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn read_loop(mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>, inflight: Arc<Mutex<Inflight>>, node: i32, addr: String, node_label: String) {
+    let reason = loop {
+        match reader.read_frame().await {
+            Ok(Some(mut frame)) => {
+                metrics::bytes(metrics::DIR_FROM_BROKERS, frame.len());
+                let corr = correlation_id_at(&frame, RESPONSE_CORRELATION_OFFSET).unwrap_or(i32::MIN);
+                let pending = inflight.lock().unwrap().pending.remove(&corr);
+                match pending {
+                    Some(p) => {
+                        set_correlation_id(&mut frame, RESPONSE_CORRELATION_OFFSET, p.original);
+                        let _ = p.reply.send(Ok(frame));
+                    }
+                    None => break format!("response with unknown correlation id {corr}"),
+                }
+            }
+            Ok(None) => break "closed by the broker".to_string(),
+            Err(e) => break e.to_string(),
+        }
+    };
+    let err = UpstreamError::Closed { node, addr: addr.clone(), reason: reason.clone() };
+    let pending: Vec<Pending> = {
+        let mut inf = inflight.lock().unwrap();
+        inf.closed = Some(err.clone());
+        inf.pending.drain().map(|(_, p)| p).collect()
+    };
+    if pending.is_empty() {
+        debug!(node, addr, reason, "upstream closed");
+    } else {
+        warn!(node, addr, reason, in_flight = pending.len(), "upstream closed with requests in flight");
+    }
+    for p in pending {
+        let _ = p.reply.send(Err(err.clone()));
+    }
+    metrics::upstream_disconnected(&node_label);
+}

@@ -1,0 +1,49 @@
+//! Shared upstream connections per broker, for reroutes, replays and fairlead's own requests.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::{Upstream, UpstreamConfig, UpstreamError};
+
+pub struct Pool {
+    cfg: UpstreamConfig,
+    conns: Mutex<HashMap<i32, Arc<Upstream>>>,
+    /// One connect at a time per node, so a burst of reroutes opens one connection, not many.
+    connecting: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Pool {
+    pub fn new(cfg: UpstreamConfig) -> Self {
+        Pool { cfg, conns: Mutex::default(), connecting: Mutex::default() }
+    }
+
+    pub fn config(&self) -> &UpstreamConfig {
+        &self.cfg
+    }
+
+    /// A live connection to `node` at `addr`, connecting if needed.
+    pub async fn get(&self, node: i32, addr: &str) -> Result<Arc<Upstream>, UpstreamError> {
+        if let Some(up) = self.live(node, addr) {
+            return Ok(up);
+        }
+        let gate = self.connecting.lock().unwrap().entry(node).or_default().clone();
+        let _g = gate.lock().await;
+        if let Some(up) = self.live(node, addr) {
+            return Ok(up);
+        }
+        let up = Upstream::connect(node, addr, &self.cfg).await?;
+        self.conns.lock().unwrap().insert(node, up.clone());
+        Ok(up)
+    }
+
+    /// The current connection to `node` if it is open and still points at `addr`.
+    pub fn live(&self, node: i32, addr: &str) -> Option<Arc<Upstream>> {
+        let conns = self.conns.lock().unwrap();
+        conns.get(&node).filter(|u| !u.is_closed() && u.addr() == addr).cloned()
+    }
+
+    /// Drops the connection to a node (it left the cluster or its address changed).
+    pub fn forget(&self, node: i32) {
+        self.conns.lock().unwrap().remove(&node);
+    }
+}
