@@ -24,6 +24,7 @@ pub const UPSTREAM_CONNECTIONS: &str = "fairlead_upstream_connections";
 pub const BYTES: &str = "fairlead_bytes_total";
 pub const CONNECTIONS_CLOSED: &str = "fairlead_client_connections_closed_total";
 pub const PASSED_BLIND: &str = "fairlead_frames_passed_blind_total";
+pub const PRODUCE_CHECKS: &str = "fairlead_produce_outcome_checks_total";
 
 pub const DIR_FROM_CLIENTS: &str = "from_clients";
 pub const DIR_TO_CLIENTS: &str = "to_clients";
@@ -98,6 +99,7 @@ pub fn init() {
         (CONNECTIONS_CLOSED, "Client connections fairlead closed, by reason"),
         (PASSED_BLIND, "Frames of inspected APIs forwarded without inspection (undecodable version)"),
         (BYTES, "Bytes through fairlead, by direction"),
+        (PRODUCE_CHECKS, "Non-idempotent writes of unknown outcome looked up in the leader's log, by result"),
     ] {
         metrics::describe_counter!(name, help);
     }
@@ -118,6 +120,9 @@ pub fn init() {
         }
     }
     counter!(LEADER_CHANGES).absolute(0);
+    for r in ["written", "not_written", "unknown"] {
+        counter!(PRODUCE_CHECKS, "result" => r).absolute(0);
+    }
     for t in TRIGGERS {
         counter!(METADATA_REFRESHES, "trigger" => t).absolute(0);
     }
@@ -197,4 +202,8 @@ pub fn upstream_connected(node: &str) {
 
 pub fn upstream_disconnected(node: &str) {
     gauge!(UPSTREAM_CONNECTIONS, "node" => node.to_string()).decrement(1.0);
+}
+
+pub fn produce_check(result: &'static str) {
+    counter!(PRODUCE_CHECKS, "result" => result).increment(1);
 }

@@ -62,14 +62,14 @@ pub struct Refresher {
     pool: Arc<Pool>,
     bootstrap: Vec<String>,
     timeout: Duration,
-    metadata_version: AtomicI16,
+    metadata_version: Arc<AtomicI16>,
     /// Held while a refresh runs; waiters queue on it.
     flight: tokio::sync::Mutex<()>,
 }
 
 impl Refresher {
     pub fn new(leadership: Arc<Leadership>, pool: Arc<Pool>, bootstrap: Vec<String>, timeout: Duration) -> Self {
-        Refresher { leadership, pool, bootstrap, timeout, metadata_version: AtomicI16::new(-1), flight: tokio::sync::Mutex::new(()) }
+        Refresher { leadership, pool, bootstrap, timeout, metadata_version: Arc::new(AtomicI16::new(-1)), flight: tokio::sync::Mutex::new(()) }
     }
 
     /// Refreshes unless a refresh completed after `seen_generation` was read (then the cache is
@@ -87,6 +87,10 @@ impl Refresher {
         Ok(Some(Refreshed { new_brokers, changes }))
     }
 
+    /// Asks brokers for metadata, hedged: if the first does not answer within
+    /// [`HEDGE_AFTER`], the next is asked too, and so on; the first answer wins. A broker in
+    /// the middle of shutting down can accept a request and never answer it, and every
+    /// request waiting on this refresh would wait with it.
     async fn fetch(&self) -> Result<MetadataResponse, RefreshError> {
         // Known brokers first (rotating, so one slow broker is not always asked first), then
         // the bootstrap addresses.
@@ -96,29 +100,56 @@ impl Refresher {
             targets.rotate_left(k);
         }
         targets.extend(self.bootstrap.iter().map(|a| (BOOTSTRAP_NODE, a.clone())));
+        let tried = targets.len();
+        let mut pending = targets.into_iter();
+        let mut running = tokio::task::JoinSet::new();
         let mut last = String::from("no broker known");
-        for (node, addr) in &targets {
-            match self.fetch_from(*node, addr).await {
-                Ok(r) => return Ok(r),
-                Err(e) => {
-                    warn!(node, addr = addr.as_str(), error = %e, "metadata request failed");
-                    last = e.to_string();
+        loop {
+            if let Some((node, addr)) = pending.next() {
+                let (pool, timeout, version) = (self.pool.clone(), self.timeout, self.metadata_version.clone());
+                running.spawn(async move {
+                    let r = fetch_from(&pool, node, &addr, timeout, &version).await;
+                    (node, addr, r)
+                });
+            } else if running.is_empty() {
+                return Err(RefreshError::NoBroker { tried, last });
+            }
+            let hedge = tokio::time::sleep(HEDGE_AFTER);
+            tokio::pin!(hedge);
+            loop {
+                tokio::select! {
+                    done = running.join_next(), if !running.is_empty() => match done {
+                        Some(Ok((_, _, Ok(resp)))) => return Ok(resp),
+                        Some(Ok((node, addr, Err(e)))) => {
+                            warn!(node, addr = addr.as_str(), error = %e, "metadata request failed");
+                            last = e.to_string();
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            last = e.to_string();
+                            break;
+                        }
+                        None => break,
+                    },
+                    _ = &mut hedge => break,
                 }
             }
         }
-        Err(RefreshError::NoBroker { tried: targets.len(), last })
     }
+}
 
-    async fn fetch_from(&self, node: i32, addr: &str) -> Result<MetadataResponse, RequestError> {
-        let up = self.pool.get(node, addr).await?;
-        let mut version = self.metadata_version.load(Ordering::Relaxed);
-        if version < 0 {
-            version = negotiate(&up, self.timeout).await?;
-            self.metadata_version.store(version, Ordering::Relaxed);
-        }
-        let req = MetadataRequest::default().with_topics(None).with_allow_auto_topic_creation(false);
-        up.request(ApiKey::Metadata, version, &req, self.timeout).await
+/// How long to wait for one broker's Metadata answer before also asking the next.
+const HEDGE_AFTER: Duration = Duration::from_millis(300);
+
+async fn fetch_from(pool: &Pool, node: i32, addr: &str, timeout: Duration, version_cache: &AtomicI16) -> Result<MetadataResponse, RequestError> {
+    let up = pool.get(node, addr).await?;
+    let mut version = version_cache.load(Ordering::Relaxed);
+    if version < 0 {
+        version = negotiate(&up, timeout).await?;
+        version_cache.store(version, Ordering::Relaxed);
     }
+    let req = MetadataRequest::default().with_topics(None).with_allow_auto_topic_creation(false);
+    up.request(ApiKey::Metadata, version, &req, timeout).await
 }
 
 /// The Metadata version to use with this broker.

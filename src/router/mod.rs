@@ -15,6 +15,7 @@ pub mod partitioned;
 pub mod produce;
 pub mod retry;
 mod shape;
+pub mod written;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -98,6 +98,21 @@ pub trait RoutedApi: Send + Sync + 'static {
     fn base_offset(_p: &Self::PartResp) -> i64 {
         -1
     }
+    /// Produce only: find out whether a partition's batch that a former leader appended
+    /// (base offset given) is in the current leader's log (see `written`).
+    fn check_written(_proxy: Arc<Proxy>, _topic: TopicRef, _req: Self::PartReq, _base_offset: i64, _deadline: Instant) -> Option<BoxFuture<Checked<Self::PartResp>>> {
+        None
+    }
+}
+
+pub type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// What the current leader's log says about a write of unknown outcome.
+pub enum Checked<P> {
+    /// It is there: this is the answer the client gets.
+    Written(P),
+    NotWritten,
+    Unknown,
 }
 
 /// A list of KIP-951 node endpoints, whatever the response type.
@@ -318,6 +333,8 @@ impl<A: RoutedApi> Job<A> {
         let mut last_node: Vec<i32> = vec![self.home_node; n];
         let mut envelope: Option<A::Resp> = None;
         let mut original_reply: Option<Bytes> = None;
+        // Produce: the leader's log proved this partition's batch was not written.
+        let mut unwritten: Vec<bool> = vec![false; n];
 
         let sent = std::mem::take(&mut self.sent);
         for s in sent {
@@ -373,7 +390,7 @@ impl<A: RoutedApi> Job<A> {
                 };
                 let facts = A::produce_facts(&self.parts[i].1).map(|_| ProduceFacts {
                     idempotent: self.idempotent[i],
-                    base_offset: answers[i].as_ref().map(A::base_offset).unwrap_or(-1),
+                    base_offset: if unwritten[i] { -1 } else { answers[i].as_ref().map(A::base_offset).unwrap_or(-1) },
                     partition_recovering: self.lanes.as_ref().is_some_and(|l| l.recovering(&(self.parts[i].0.clone(), A::partition(&self.parts[i].1)))),
                 });
                 let d = decide(A::KEY, failure, facts);
@@ -400,7 +417,7 @@ impl<A: RoutedApi> Job<A> {
             // re-send (a KIP-951 hint, or another request's refresh, got there first).
             let stale = todo.iter().any(|(i, d)| {
                 *d == Decision::WaitThenReroute
-                    || (*d == Decision::Reroute && self.proxy.leadership.leader_of(&self.parts[*i].0, A::partition(&self.parts[*i].1)).is_none_or(|l| l.node == last_node[*i]))
+                    || (matches!(d, Decision::Reroute | Decision::Verify) && self.proxy.leadership.leader_of(&self.parts[*i].0, A::partition(&self.parts[*i].1)).is_none_or(|l| l.node == last_node[*i]))
             });
             if stale {
                 // Single-flight: concurrent failures share one Metadata round trip.
@@ -413,9 +430,24 @@ impl<A: RoutedApi> Job<A> {
                 }
             }
 
+            // Writes of unknown outcome: ask the leader's log before anything is re-sent.
+            for (i, _) in todo.iter().filter(|(_, d)| *d == Decision::Verify) {
+                let base = answers[*i].as_ref().map(A::base_offset).unwrap_or(-1);
+                let (topic, req) = &self.parts[*i];
+                let Some(check) = A::check_written(self.proxy.clone(), topic.clone(), req.clone(), base, deadline) else { continue };
+                match check.await {
+                    Checked::Written(answer) => {
+                        answers[*i] = Some(answer);
+                        failures[*i] = None;
+                    }
+                    Checked::NotWritten => unwritten[*i] = true,
+                    Checked::Unknown => {}
+                }
+            }
+
             // Group the partitions to re-send by where they go now.
             let mut groups: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
-            for (i, d) in &todo {
+            for (i, d) in todo.iter().filter(|(_, d)| *d != Decision::Verify) {
                 let (topic, p) = &mut self.parts[*i];
                 let target = match d {
                     Decision::RetrySame => last_node[*i],
@@ -451,11 +483,13 @@ impl<A: RoutedApi> Job<A> {
                 inflight.push((rx, idx));
             }
             for (rx, idx) in inflight {
+                // A broker that accepts a replay and never answers must not hold the client
+                // past the deadline; the outcome is then unknown, like a lost connection.
                 let reply = match rx {
                     None => Err(Failure::NotSent),
-                    Some(rx) => match rx.await {
-                        Ok(Ok(frame)) => Ok(frame.freeze()),
-                        Ok(Err(UpstreamError::Connect { .. })) => Err(Failure::NotSent),
+                    Some(rx) => match tokio::time::timeout_at(deadline.into(), rx).await {
+                        Ok(Ok(Ok(frame))) => Ok(frame.freeze()),
+                        Ok(Ok(Err(UpstreamError::Connect { .. }))) => Err(Failure::NotSent),
                         _ => Err(Failure::ConnectionLost),
                     },
                 };

@@ -9,7 +9,12 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 
-use super::partitioned::{EndpointList, RoutedApi};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::partitioned::{BoxFuture, Checked, EndpointList, RoutedApi};
+use super::written::{self, Written};
+use crate::proxy::Proxy;
 use super::shape::{by_topic, by_topic_owned, name_and_id, topic_ref, union_endpoints};
 use crate::leadership::TopicRef;
 
@@ -102,6 +107,19 @@ impl RoutedApi for Produce {
 
     fn base_offset(p: &PartitionProduceResponse) -> i64 {
         p.base_offset
+    }
+
+    fn check_written(proxy: Arc<Proxy>, topic: TopicRef, req: PartitionProduceData, base_offset: i64, deadline: Instant) -> Option<BoxFuture<Checked<PartitionProduceResponse>>> {
+        let records = req.records.clone()?;
+        Some(Box::pin(async move {
+            match written::check(&proxy, &topic, req.index, &records, base_offset, deadline).await {
+                Written::Yes { log_start_offset, log_append_time_ms } => Checked::Written(
+                    PartitionProduceResponse::default().with_index(req.index).with_error_code(0).with_base_offset(base_offset).with_log_append_time_ms(log_append_time_ms).with_log_start_offset(log_start_offset),
+                ),
+                Written::No => Checked::NotWritten,
+                Written::Unknown => Checked::Unknown,
+            }
+        }))
     }
 }
 

@@ -9,7 +9,10 @@
 //!   or when the broker's answer proves nothing was written: base_offset = -1, which the broker
 //!   reports when it refused before appending. A 6 with base_offset >= 0 comes from a produce
 //!   that was appended and then lost leadership while waiting for acks=all; its records may
-//!   survive, so a non-idempotent replay could duplicate them and the error goes to the client.
+//!   survive. Before a non-idempotent batch is replayed, fairlead reads the current leader's log
+//!   at that offset (`written`): the same batch there means it survived (the client gets a
+//!   success), another batch or no log there means it is gone (it is replayed); as long as the
+//!   log cannot tell, the partition waits, and at the deadline the error goes to the client.
 //! * LEADER_NOT_AVAILABLE (5) and UNKNOWN_LEADER_EPOCH (75) mean "an election is settling":
 //!   wait a little and re-send, under the same rules.
 //! * OFFSET_NOT_AVAILABLE (78) from ListOffsets means the new leader has not caught up its high
@@ -51,6 +54,13 @@ pub struct ProduceFacts {
     pub partition_recovering: bool,
 }
 
+impl ProduceFacts {
+    /// Nothing of this partition's batches can be in any log.
+    fn unwritten(&self) -> bool {
+        self.base_offset < 0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
     /// Send the partition to its current leader (after refreshing who that is).
@@ -59,42 +69,35 @@ pub enum Decision {
     WaitThenReroute,
     /// Send it again to the same leader after a short wait.
     RetrySame,
+    /// A non-idempotent write that may have been appended: look in the current leader's log
+    /// before deciding (see `written`).
+    Verify,
     /// Give the client the answer as it is.
     PassThrough,
 }
 
 pub fn decide(api: ApiKey, failure: Failure, produce: Option<ProduceFacts>) -> Decision {
-    let write_safe = |written_proof_needed: bool| match produce {
-        // reads (and DeleteRecords, which is idempotent) are always safe
-        None => true,
-        Some(p) => p.idempotent || (written_proof_needed && p.base_offset < 0),
+    // Reads (and DeleteRecords, which is idempotent) and idempotent writes are always safe to
+    // re-send; a non-idempotent write only once it is known that nothing was written.
+    let safe = produce.is_none_or(|p| p.idempotent || p.unwritten());
+    let leadership = |then: Decision| match produce {
+        Some(p) if !p.idempotent && !p.unwritten() => Decision::Verify,
+        _ => then,
     };
     match failure {
         Failure::NotSent => Decision::Reroute,
         Failure::ConnectionLost => {
-            if write_safe(false) {
+            if produce.is_none_or(|p| p.idempotent) {
                 Decision::Reroute
             } else {
                 Decision::PassThrough
             }
         }
-        Failure::Code(NOT_LEADER_OR_FOLLOWER) | Failure::Code(FENCED_LEADER_EPOCH) => {
-            if write_safe(true) {
-                Decision::Reroute
-            } else {
-                Decision::PassThrough
-            }
-        }
-        Failure::Code(LEADER_NOT_AVAILABLE) | Failure::Code(UNKNOWN_LEADER_EPOCH) => {
-            if write_safe(true) {
-                Decision::WaitThenReroute
-            } else {
-                Decision::PassThrough
-            }
-        }
+        Failure::Code(NOT_LEADER_OR_FOLLOWER) | Failure::Code(FENCED_LEADER_EPOCH) => leadership(Decision::Reroute),
+        Failure::Code(LEADER_NOT_AVAILABLE) | Failure::Code(UNKNOWN_LEADER_EPOCH) => leadership(Decision::WaitThenReroute),
         Failure::Code(OFFSET_NOT_AVAILABLE) if api == ApiKey::ListOffsets => Decision::RetrySame,
         Failure::Code(OUT_OF_ORDER_SEQUENCE_NUMBER) => match produce {
-            Some(p) if p.idempotent && p.partition_recovering => Decision::Reroute,
+            Some(p) if p.idempotent && p.partition_recovering && safe => Decision::Reroute,
             _ => Decision::PassThrough,
         },
         Failure::Code(_) => Decision::PassThrough,
@@ -136,8 +139,11 @@ mod tests {
 
     #[test]
     fn non_idempotent_produce_whose_records_may_have_been_written_is_not_replayed() {
-        assert_eq!(decide(ApiKey::Produce, Failure::Code(6), produce(false, 17)), PassThrough);
-        assert_eq!(decide(ApiKey::Produce, Failure::Code(6), produce(false, 0)), PassThrough);
+        // ... without first finding out whether the records are in the leader's log
+        assert_eq!(decide(ApiKey::Produce, Failure::Code(6), produce(false, 17)), Verify);
+        assert_eq!(decide(ApiKey::Produce, Failure::Code(6), produce(false, 0)), Verify);
+        assert_eq!(decide(ApiKey::Produce, Failure::Code(75), produce(false, 0)), Verify);
+        // no answer at all: no offset to look at, so the client decides
         assert_eq!(decide(ApiKey::Produce, Failure::ConnectionLost, produce(false, -1)), PassThrough);
     }
 

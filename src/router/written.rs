@@ -1,0 +1,197 @@
+//! Was a produce batch written? Asked of the current leader's log.
+//!
+//! A former leader answers NOT_LEADER_OR_FOLLOWER with base_offset >= 0 when it appended the
+//! batch and then lost leadership while the request waited for acks=all. The batch survives if
+//! the new leader had replicated it before the election, and is truncated away otherwise. For
+//! an idempotent producer the broker would de-duplicate a replay; for anyone else fairlead must
+//! know, or a replay may duplicate records and a pass-through fails a send that succeeded.
+//!
+//! The current leader's log is the truth: at `base_offset` it holds either this batch (it
+//! survived, and is committed once the high watermark passes it: a consumer fetch only returns
+//! committed data) or some other batch (this one is gone), or nothing committed yet (cannot
+//! tell yet). A fetch beyond the leader's log end (OFFSET_OUT_OF_RANGE) also means gone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use tracing::debug;
+
+use crate::leadership::TopicRef;
+use crate::metrics;
+use crate::proxy::Proxy;
+
+/// Fetch v12: topic names, leader epochs; spoken by every broker line fairlead supports.
+const FETCH_VERSION: i16 = 12;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// The batch is in the leader's log at `base_offset`, committed.
+    Yes { log_start_offset: i64, log_append_time_ms: i64 },
+    /// Something else is at `base_offset`, or the log ends before it.
+    No,
+    /// The leader has nothing committed at `base_offset` yet (or could not be asked).
+    Unknown,
+}
+
+impl Written {
+    fn label(&self) -> &'static str {
+        match self {
+            Written::Yes { .. } => "written",
+            Written::No => "not_written",
+            Written::Unknown => "unknown",
+        }
+    }
+}
+
+pub async fn check(proxy: &Arc<Proxy>, topic: &TopicRef, partition: i32, records: &Bytes, base_offset: i64, deadline: Instant) -> Written {
+    let w = ask(proxy, topic, partition, records, base_offset, deadline).await;
+    metrics::produce_check(w.label());
+    debug!(%topic, partition, base_offset, result = w.label(), "looked for a produce batch in the leader's log");
+    w
+}
+
+async fn ask(proxy: &Arc<Proxy>, topic: &TopicRef, partition: i32, records: &Bytes, base_offset: i64, deadline: Instant) -> Written {
+    let Some(name) = proxy.leadership.name_of(topic) else { return Written::Unknown };
+    let Some(leader) = proxy.leadership.leader(&name, partition) else { return Written::Unknown };
+    let Ok(up) = proxy.upstream(leader.node).await else { return Written::Unknown };
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(i32::MAX)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default().with_topic(StrBytes::from_string(name).into()).with_partitions(vec![FetchPartition::default()
+            .with_partition(partition)
+            .with_current_leader_epoch(leader.epoch)
+            .with_fetch_offset(base_offset)
+            .with_last_fetched_epoch(-1)
+            .with_log_start_offset(-1)
+            // The first batch is always returned whole, however small the limit (KIP-74).
+            .with_partition_max_bytes(1)])]);
+    let timeout = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(2));
+    let resp: FetchResponse = match up.request(ApiKey::Fetch, FETCH_VERSION, &req, timeout).await {
+        Ok(r) => r,
+        Err(_) => return Written::Unknown,
+    };
+    let Some(p) = resp.responses.first().and_then(|t| t.partitions.first()) else { return Written::Unknown };
+    match p.error_code {
+        0 => {}
+        // Past the log's end: nothing is at base_offset. (Before the log's start would also be
+        // out of range, but retention does not delete a batch appended a moment ago.)
+        OFFSET_OUT_OF_RANGE => return Written::No,
+        _ => return Written::Unknown,
+    }
+    let found = match &p.records {
+        Some(r) if !r.is_empty() => r,
+        _ => return Written::Unknown,
+    };
+    if same_batch_at(found, records, base_offset) {
+        Written::Yes { log_start_offset: p.log_start_offset, log_append_time_ms: log_append_time(found) }
+    } else {
+        Written::No
+    }
+}
+
+/// Whether the first batch of `found` (read from the log) starts at `base_offset` and holds
+/// the first batch of `sent` (as the client sent it).
+fn same_batch_at(found: &Bytes, sent: &Bytes, base_offset: i64) -> bool {
+    const CRC: usize = 17;
+    if found.len() < 61 || sent.len() < 61 {
+        return false;
+    }
+    if i64::from_be_bytes(found[0..8].try_into().unwrap()) != base_offset {
+        return false;
+    }
+    let len = |b: &Bytes| i32::from_be_bytes(b[8..12].try_into().unwrap());
+    // Fast path: a CreateTime batch is stored exactly as sent from the CRC on (the broker only
+    // sets base offset and leader epoch, which the CRC does not cover).
+    let (fl, sl) = (len(found), len(sent));
+    if fl == sl && found.len() >= 12 + fl as usize && sent.len() >= 12 + sl as usize && found[CRC..12 + fl as usize] == sent[CRC..12 + sl as usize] {
+        return true;
+    }
+    // LogAppendTime or broker-side recompression changes the bytes, not the records.
+    same_records(found, sent)
+}
+
+fn same_records(found: &Bytes, sent: &Bytes) -> bool {
+    let first = |b: &Bytes| -> Option<Vec<(Option<Bytes>, Option<Bytes>, i64)>> {
+        let len = i32::from_be_bytes(b[8..12].try_into().ok()?) as usize;
+        let mut one = b.slice(0..(12 + len).min(b.len()));
+        let set = RecordBatchDecoder::decode(&mut one).ok()?;
+        Some(set.records.into_iter().map(|r| (r.key, r.value, r.sequence as i64)).collect())
+    };
+    match (first(found), first(sent)) {
+        (Some(a), Some(b)) => !a.is_empty() && a.iter().map(|r| (&r.0, &r.1)).eq(b.iter().map(|r| (&r.0, &r.1))),
+        _ => false,
+    }
+}
+
+/// maxTimestamp of a LogAppendTime batch, else -1 (what the broker reports for CreateTime).
+fn log_append_time(batch: &Bytes) -> i64 {
+    let attributes = i16::from_be_bytes([batch[21], batch[22]]);
+    if attributes & 0x08 != 0 {
+        i64::from_be_bytes(batch[35..43].try_into().unwrap())
+    } else {
+        -1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+
+    fn batch(values: &[&'static [u8]], base_offset: i64, compression: Compression) -> Bytes {
+        let recs: Vec<Record> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                transactional: false,
+                control: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: base_offset + i as i64,
+                sequence: -1,
+                timestamp: 1000,
+                key: None,
+                value: Some(Bytes::from_static(v)),
+                headers: Default::default(),
+                delete_horizon: false,
+            })
+            .collect();
+        let mut buf = bytes::BytesMut::new();
+        RecordBatchEncoder::encode(&mut buf, &recs, &RecordEncodeOptions { version: 2, compression }).unwrap();
+        buf.freeze()
+    }
+
+    #[test]
+    fn the_same_batch_at_the_offset_is_found() {
+        let sent = batch(&[b"a", b"b"], 0, Compression::None);
+        let stored = batch(&[b"a", b"b"], 42, Compression::None);
+        assert!(same_batch_at(&stored, &sent, 42));
+        assert!(!same_batch_at(&stored, &sent, 41), "another offset");
+    }
+
+    #[test]
+    fn another_batch_at_the_offset_is_not_ours() {
+        let sent = batch(&[b"a"], 0, Compression::None);
+        assert!(!same_batch_at(&batch(&[b"c"], 42, Compression::None), &sent, 42));
+        assert!(!same_batch_at(&batch(&[b"aa"], 42, Compression::None), &sent, 42));
+    }
+
+    #[test]
+    fn recompressed_batches_are_compared_by_records() {
+        let sent = batch(&[b"a", b"b"], 0, Compression::None);
+        let stored = batch(&[b"a", b"b"], 7, Compression::Gzip);
+        assert!(same_batch_at(&stored, &sent, 7));
+    }
+}

@@ -1,0 +1,23 @@
+//! The control: the legacy scenario directly against the brokers, without fairlead.
+//!
+//! It proves the problem is real on this test bed: with metadata.max.age.ms=1h and retries=0,
+//! a producer talking to the brokers directly fails or retries sends when leadership moves, and
+//! leadership error codes reach the clients. Without this, a zero through fairlead would mean
+//! nothing.
+
+mod support;
+
+use support::scenario::{self, Plan};
+use support::ClientKind;
+
+#[test]
+fn legacy_clients_talking_directly_to_the_brokers_see_leadership_errors() {
+    let _chaos = support::chaos_lock();
+    let cluster = support::cluster();
+    let plan = Plan::new("control", ClientKind::Java);
+    let out = scenario::run(&plan, &cluster.bootstrap, support::run_dir("control"));
+    println!("{}", out.summary());
+    assert!(out.partition_moves >= 10, "leadership moved {} times", out.partition_moves);
+    assert!(out.legacy_errors_and_retries() > 0.0, "the legacy producer saw no error and no retry: the control proves nothing\n{}", out.summary());
+    assert!(out.leadership_errors_seen > 0, "no leadership error reached a client directly: the control proves nothing\n{}", out.summary());
+}
