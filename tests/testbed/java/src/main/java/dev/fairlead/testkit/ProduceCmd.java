@@ -233,6 +233,8 @@ final class ProduceCmd {
             } else {
                 failed.incrementAndGet();
                 errors.computeIfAbsent(Main.errName(e), k -> new AtomicLong()).incrementAndGet();
+                // What an application would log: the demo and humans read these lines.
+                LOG.warn("send of record {} failed: {}", seq, Util.describe(e));
             }
         }
     }
