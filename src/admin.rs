@@ -19,7 +19,10 @@ use tracing::{debug, warn};
 use crate::leadership::Leadership;
 use crate::proxy::Proxy;
 
-const BUCKETS: [f64; 16] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -27,7 +30,11 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 pub fn install_metrics() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let handle = PrometheusBuilder::new().set_buckets(&BUCKETS).expect("static buckets are valid").install_recorder().expect("no other metrics recorder is installed");
+            let handle = PrometheusBuilder::new()
+                .set_buckets(&BUCKETS)
+                .expect("static buckets are valid")
+                .install_recorder()
+                .expect("no other metrics recorder is installed");
             crate::metrics::init();
             let h = handle.clone();
             // Histograms are drained into their buckets by upkeep.
@@ -49,7 +56,13 @@ pub struct Readiness {
     pub listeners_bound: AtomicBool,
 }
 
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, readiness: Arc<Readiness>, metrics: PrometheusHandle, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    readiness: Arc<Readiness>,
+    metrics: PrometheusHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
     loop {
         let (sock, peer) = tokio::select! {
             a = listener.accept() => match a {
@@ -64,14 +77,22 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, readiness: Arc<Read
         };
         let (p, r, m) = (proxy.clone(), readiness.clone(), metrics.clone());
         tokio::spawn(async move {
-            if tokio::time::timeout(Duration::from_secs(10), handle(sock, &p, &r, &m)).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(10), handle(sock, &p, &r, &m))
+                .await
+                .is_err()
+            {
                 debug!(%peer, "admin request timed out");
             }
         });
     }
 }
 
-async fn handle(mut sock: TcpStream, proxy: &Proxy, readiness: &Readiness, metrics: &PrometheusHandle) -> std::io::Result<()> {
+async fn handle(
+    mut sock: TcpStream,
+    proxy: &Proxy,
+    readiness: &Readiness,
+    metrics: &PrometheusHandle,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -84,7 +105,8 @@ async fn handle(mut sock: TcpStream, proxy: &Proxy, readiness: &Readiness, metri
             return respond(&mut sock, 431, "text/plain", "request header too large\n").await;
         }
     }
-    let line = String::from_utf8_lossy(&buf[..buf.iter().position(|b| *b == b'\r').unwrap_or(0)]).to_string();
+    let line = String::from_utf8_lossy(&buf[..buf.iter().position(|b| *b == b'\r').unwrap_or(0)])
+        .to_string();
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let path = target.split('?').next().unwrap_or("");
@@ -92,17 +114,40 @@ async fn handle(mut sock: TcpStream, proxy: &Proxy, readiness: &Readiness, metri
         return respond(&mut sock, 405, "text/plain", "only GET\n").await;
     }
     match path {
-        "/metrics" => respond(&mut sock, 200, "text/plain; version=0.0.4", &metrics.render()).await,
+        "/metrics" => {
+            respond(
+                &mut sock,
+                200,
+                "text/plain; version=0.0.4",
+                &metrics.render(),
+            )
+            .await
+        }
         "/healthz" => respond(&mut sock, 200, "text/plain", "ok\n").await,
         "/readyz" => {
             let (ready, why) = ready(proxy, readiness);
-            respond(&mut sock, if ready { 200 } else { 503 }, "text/plain", &format!("{why}\n")).await
+            respond(
+                &mut sock,
+                if ready { 200 } else { 503 },
+                "text/plain",
+                &format!("{why}\n"),
+            )
+            .await
         }
         "/leadership" => {
-            let body = serde_json::to_string_pretty(&leadership_view(&proxy.leadership)).unwrap_or_default();
+            let body = serde_json::to_string_pretty(&leadership_view(&proxy.leadership))
+                .unwrap_or_default();
             respond(&mut sock, 200, "application/json", &body).await
         }
-        _ => respond(&mut sock, 404, "text/plain", "not found: try /metrics, /healthz, /readyz, /leadership\n").await,
+        _ => {
+            respond(
+                &mut sock,
+                404,
+                "text/plain",
+                "not found: try /metrics, /healthz, /readyz, /leadership\n",
+            )
+            .await
+        }
     }
 }
 
@@ -112,8 +157,18 @@ fn ready(proxy: &Proxy, readiness: &Readiness) -> (bool, String) {
     }
     match proxy.leadership.last_metadata() {
         None => (false, "not ready: no metadata from the cluster yet".into()),
-        Some(t) if t.elapsed() > proxy.cfg.ready_max_metadata_age => (false, format!("not ready: metadata is {}s old (limit {}s)", t.elapsed().as_secs(), proxy.cfg.ready_max_metadata_age.as_secs())),
-        Some(t) => (true, format!("ready: metadata {}ms old", t.elapsed().as_millis())),
+        Some(t) if t.elapsed() > proxy.cfg.ready_max_metadata_age => (
+            false,
+            format!(
+                "not ready: metadata is {}s old (limit {}s)",
+                t.elapsed().as_secs(),
+                proxy.cfg.ready_max_metadata_age.as_secs()
+            ),
+        ),
+        Some(t) => (
+            true,
+            format!("ready: metadata {}ms old", t.elapsed().as_millis()),
+        ),
     }
 }
 
@@ -175,12 +230,24 @@ pub fn leadership_view(l: &Leadership) -> LeadershipView {
                 replicas: p.replicas.clone(),
                 isr: p.isr.clone(),
                 under_replicated: p.isr.len() < p.replicas.len(),
-                last_change_ms: p.changed_at.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+                last_change_ms: p
+                    .changed_at
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
             });
         }
     }
     LeadershipView {
-        brokers: brokers.values().map(|b| BrokerView { id: b.id, address: b.addr(), rack: b.rack.clone(), reachable: true }).collect(),
+        brokers: brokers
+            .values()
+            .map(|b| BrokerView {
+                id: b.id,
+                address: b.addr(),
+                rack: b.rack.clone(),
+                reachable: true,
+            })
+            .collect(),
         partitions,
         metadata_age_ms: l.last_metadata().map(|t| t.elapsed().as_millis() as u64),
     }
@@ -190,13 +257,22 @@ pub fn leadership_view(l: &Leadership) -> LeadershipView {
 /// fairlead's /leadership.
 pub fn status(admin: &str, under_replicated_only: bool) -> Result<(), String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(admin).map_err(|e| format!("cannot reach the admin endpoint at {admin}: {e}"))?;
+    let mut s = std::net::TcpStream::connect(admin)
+        .map_err(|e| format!("cannot reach the admin endpoint at {admin}: {e}"))?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET /leadership HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET /leadership HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
     let mut raw = String::new();
     s.read_to_string(&mut raw).map_err(|e| e.to_string())?;
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).ok_or("malformed HTTP response")?;
-    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| format!("unexpected answer from {admin}: {e}"))?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .ok_or("malformed HTTP response")?;
+    let v: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("unexpected answer from {admin}: {e}"))?;
     print!("{}", render_status(&v, under_replicated_only));
     Ok(())
 }
@@ -207,16 +283,45 @@ pub fn render_status(v: &serde_json::Value, under_replicated_only: bool) -> Stri
     let mut out = String::new();
     let empty = Vec::new();
     let brokers = v["brokers"].as_array().unwrap_or(&empty);
-    let _ = writeln!(out, "BROKER  ADDRESS                  RACK        REACHABLE");
+    let _ = writeln!(
+        out,
+        "BROKER  ADDRESS                  RACK        REACHABLE"
+    );
     for b in brokers {
-        let _ = writeln!(out, "{:<7} {:<24} {:<11} {}", b["id"], b["address"].as_str().unwrap_or("?"), b["rack"].as_str().unwrap_or("-"), if b["reachable"].as_bool().unwrap_or(false) { "yes" } else { "NO" });
+        let _ = writeln!(
+            out,
+            "{:<7} {:<24} {:<11} {}",
+            b["id"],
+            b["address"].as_str().unwrap_or("?"),
+            b["rack"].as_str().unwrap_or("-"),
+            if b["reachable"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "NO"
+            }
+        );
     }
     let parts = v["partitions"].as_array().unwrap_or(&empty);
-    let shown: Vec<_> = parts.iter().filter(|p| !under_replicated_only || p["under_replicated"].as_bool().unwrap_or(false)).collect();
-    let under = parts.iter().filter(|p| p["under_replicated"].as_bool().unwrap_or(false)).count();
+    let shown: Vec<_> = parts
+        .iter()
+        .filter(|p| !under_replicated_only || p["under_replicated"].as_bool().unwrap_or(false))
+        .collect();
+    let under = parts
+        .iter()
+        .filter(|p| p["under_replicated"].as_bool().unwrap_or(false))
+        .count();
     let _ = writeln!(out, "\nTOPIC                            PARTITION  LEADER  EPOCH  REPLICAS      ISR           STATUS");
     for p in &shown {
-        let list = |k: &str| p[k].as_array().map(|a| a.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")).unwrap_or_default();
+        let list = |k: &str| {
+            p[k].as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| x.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default()
+        };
         let status = if p["leader"].as_i64().unwrap_or(-1) < 0 {
             "OFFLINE"
         } else if p["under_replicated"].as_bool().unwrap_or(false) {
@@ -224,8 +329,24 @@ pub fn render_status(v: &serde_json::Value, under_replicated_only: bool) -> Stri
         } else {
             "ok"
         };
-        let _ = writeln!(out, "{:<32} {:<10} {:<7} {:<6} {:<13} {:<13} {}", p["topic"].as_str().unwrap_or("?"), p["partition"], p["leader"], p["leader_epoch"], list("replicas"), list("isr"), status);
+        let _ = writeln!(
+            out,
+            "{:<32} {:<10} {:<7} {:<6} {:<13} {:<13} {}",
+            p["topic"].as_str().unwrap_or("?"),
+            p["partition"],
+            p["leader"],
+            p["leader_epoch"],
+            list("replicas"),
+            list("isr"),
+            status
+        );
     }
-    let _ = writeln!(out, "\n{} partitions, {} under-replicated; metadata {} ms old", parts.len(), under, v["metadata_age_ms"]);
+    let _ = writeln!(
+        out,
+        "\n{} partitions, {} under-replicated; metadata {} ms old",
+        parts.len(),
+        under,
+        v["metadata_age_ms"]
+    );
     out
 }

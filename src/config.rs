@@ -13,11 +13,21 @@ use serde::Deserialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid value for `{option}`: {value:?} ({allowed})")]
-    Invalid { option: &'static str, value: String, allowed: String },
+    Invalid {
+        option: &'static str,
+        value: String,
+        allowed: String,
+    },
     #[error("missing required option `{option}` ({hint})")]
-    Missing { option: &'static str, hint: &'static str },
+    Missing {
+        option: &'static str,
+        hint: &'static str,
+    },
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
 }
@@ -32,7 +42,12 @@ pub enum LogFormat {
 
 /// fairlead: a Kafka sidecar proxy that absorbs leader changes.
 #[derive(Debug, Parser)]
-#[command(name = "fairlead", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "fairlead",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -102,6 +117,9 @@ pub struct RunArgs {
     /// tracing filter, e.g. "info" or "fairlead=debug".
     #[arg(long, env = "FAIRLEAD_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Also export per-topic series (fairlead_topic_*): one series per topic, so opt-in.
+    #[arg(long, env = "FAIRLEAD_TOPIC_LABELS", num_args = 0..=1, default_missing_value = "true")]
+    pub topic_labels: Option<bool>,
 }
 
 /// The file's shape: every option optional, unknown keys rejected (a typo is an error, not a
@@ -127,6 +145,7 @@ pub struct FileConfig {
     pub drain_timeout_ms: Option<u64>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
+    pub topic_labels: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,12 +179,20 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
+    pub topic_labels: bool,
 }
 
 impl Config {
     /// Defaults for everything but the bootstrap servers (tests and embedding).
     pub fn with_bootstrap(bootstrap: &str) -> Config {
-        resolve(FileConfig::default(), RunArgs { bootstrap: Some(bootstrap.to_string()), ..Default::default() }).expect("defaults are valid")
+        resolve(
+            FileConfig::default(),
+            RunArgs {
+                bootstrap: Some(bootstrap.to_string()),
+                ..Default::default()
+            },
+        )
+        .expect("defaults are valid")
     }
 
     /// The port clients use for broker node `id`.
@@ -183,8 +210,14 @@ pub fn load(args: RunArgs) -> Result<Config, ConfigError> {
 }
 
 pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// Flags and environment (already merged by clap, flag first) over the file over defaults.
@@ -194,63 +227,191 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
         StringOrList::Many(v) => v.join(","),
     }));
     let Some(bootstrap_raw) = bootstrap_raw else {
-        return Err(ConfigError::Missing { option: "bootstrap", hint: "--bootstrap HOST:PORT, FAIRLEAD_BOOTSTRAP or `bootstrap` in the config file" });
+        return Err(ConfigError::Missing {
+            option: "bootstrap",
+            hint: "--bootstrap HOST:PORT, FAIRLEAD_BOOTSTRAP or `bootstrap` in the config file",
+        });
     };
-    let bootstrap: Vec<String> = bootstrap_raw.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let bootstrap: Vec<String> = bootstrap_raw
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     if bootstrap.is_empty() {
-        return Err(invalid("bootstrap", &bootstrap_raw, "one or more HOST:PORT separated by commas"));
+        return Err(invalid(
+            "bootstrap",
+            &bootstrap_raw,
+            "one or more HOST:PORT separated by commas",
+        ));
     }
     for b in &bootstrap {
-        let ok = b.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+        let ok = b
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
         if !ok {
             return Err(invalid("bootstrap", b, "HOST:PORT with a port in 1-65535"));
         }
     }
-    let listen_raw = args.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-    let listen: SocketAddr = listen_raw.parse().map_err(|_| invalid("listen", &listen_raw, "IP:PORT, e.g. 127.0.0.1:9092"))?;
-    let admin_raw = args.admin.or(file.admin).unwrap_or_else(|| DEFAULT_ADMIN.to_string());
-    let admin: SocketAddr = admin_raw.parse().map_err(|_| invalid("admin", &admin_raw, "IP:PORT, e.g. 127.0.0.1:9464"))?;
-    let advertised_host = args.advertised_host.or(file.advertised_host).unwrap_or_else(|| listen.ip().to_string());
+    let listen_raw = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen: SocketAddr = listen_raw
+        .parse()
+        .map_err(|_| invalid("listen", &listen_raw, "IP:PORT, e.g. 127.0.0.1:9092"))?;
+    let admin_raw = args
+        .admin
+        .or(file.admin)
+        .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
+    let admin: SocketAddr = admin_raw
+        .parse()
+        .map_err(|_| invalid("admin", &admin_raw, "IP:PORT, e.g. 127.0.0.1:9464"))?;
+    let advertised_host = args
+        .advertised_host
+        .or(file.advertised_host)
+        .unwrap_or_else(|| listen.ip().to_string());
     if advertised_host.is_empty() || advertised_host.contains(char::is_whitespace) {
-        return Err(invalid("advertised_host", &advertised_host, "a host name or IP address clients can reach"));
+        return Err(invalid(
+            "advertised_host",
+            &advertised_host,
+            "a host name or IP address clients can reach",
+        ));
     }
     let node_port_base = match args.node_port_base.or(file.node_port_base) {
         Some(p) => p,
-        None => listen.port().checked_add(1).ok_or_else(|| invalid("listen", &listen_raw, "a port below 65535 so that broker ports fit above it"))?,
+        None => listen.port().checked_add(1).ok_or_else(|| {
+            invalid(
+                "listen",
+                &listen_raw,
+                "a port below 65535 so that broker ports fit above it",
+            )
+        })?,
     };
     if node_port_base == 0 {
         return Err(invalid("node_port_base", "0", "a port in 1-65535"));
     }
 
-    let max_frame_bytes = args.max_frame_bytes.or(file.max_frame_bytes).unwrap_or(100 * 1024 * 1024);
-    range("max_frame_bytes", max_frame_bytes as u64, 1024, i32::MAX as u64)?;
-    let max_connections = args.max_connections.or(file.max_connections).unwrap_or(10_000);
+    let max_frame_bytes = args
+        .max_frame_bytes
+        .or(file.max_frame_bytes)
+        .unwrap_or(100 * 1024 * 1024);
+    range(
+        "max_frame_bytes",
+        max_frame_bytes as u64,
+        1024,
+        i32::MAX as u64,
+    )?;
+    let max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(10_000);
     range("max_connections", max_connections as u64, 1, 1_000_000)?;
-    let max_in_flight = args.max_in_flight_per_connection.or(file.max_in_flight_per_connection).unwrap_or(128);
-    range("max_in_flight_per_connection", max_in_flight as u64, 1, 65_536)?;
+    let max_in_flight = args
+        .max_in_flight_per_connection
+        .or(file.max_in_flight_per_connection)
+        .unwrap_or(128);
+    range(
+        "max_in_flight_per_connection",
+        max_in_flight as u64,
+        1,
+        65_536,
+    )?;
 
-    let ms = |option: &'static str, v: Option<u64>, f: Option<u64>, default: u64, min: u64, max: u64| -> Result<Duration, ConfigError> {
+    let ms = |option: &'static str,
+              v: Option<u64>,
+              f: Option<u64>,
+              default: u64,
+              min: u64,
+              max: u64|
+     -> Result<Duration, ConfigError> {
         let v = v.or(f).unwrap_or(default);
         range(option, v, min, max)?;
         Ok(Duration::from_millis(v))
     };
     const HOUR: u64 = 3_600_000;
-    let connect_timeout = ms("connect_timeout_ms", args.connect_timeout_ms, file.connect_timeout_ms, 5_000, 10, HOUR)?;
-    let request_timeout = ms("request_timeout_ms", args.request_timeout_ms, file.request_timeout_ms, 10_000, 10, HOUR)?;
-    let absorb_timeout = ms("absorb_timeout_ms", args.absorb_timeout_ms, file.absorb_timeout_ms, 10_000, 0, HOUR)?;
-    let retry_backoff = ms("retry_backoff_ms", args.retry_backoff_ms, file.retry_backoff_ms, 25, 1, 60_000)?;
-    let metadata_max_age = ms("metadata_max_age_ms", args.metadata_max_age_ms, file.metadata_max_age_ms, 30_000, 100, 24 * HOUR)?;
-    let startup_timeout = ms("startup_timeout_ms", args.startup_timeout_ms, file.startup_timeout_ms, 30_000, 0, HOUR)?;
-    let ready_max_metadata_age = ms("ready_max_metadata_age_ms", args.ready_max_metadata_age_ms, file.ready_max_metadata_age_ms, 120_000, 100, 24 * HOUR)?;
-    let drain_timeout = ms("drain_timeout_ms", args.drain_timeout_ms, file.drain_timeout_ms, 10_000, 0, HOUR)?;
+    let connect_timeout = ms(
+        "connect_timeout_ms",
+        args.connect_timeout_ms,
+        file.connect_timeout_ms,
+        5_000,
+        10,
+        HOUR,
+    )?;
+    let request_timeout = ms(
+        "request_timeout_ms",
+        args.request_timeout_ms,
+        file.request_timeout_ms,
+        10_000,
+        10,
+        HOUR,
+    )?;
+    let absorb_timeout = ms(
+        "absorb_timeout_ms",
+        args.absorb_timeout_ms,
+        file.absorb_timeout_ms,
+        10_000,
+        0,
+        HOUR,
+    )?;
+    let retry_backoff = ms(
+        "retry_backoff_ms",
+        args.retry_backoff_ms,
+        file.retry_backoff_ms,
+        25,
+        1,
+        60_000,
+    )?;
+    let metadata_max_age = ms(
+        "metadata_max_age_ms",
+        args.metadata_max_age_ms,
+        file.metadata_max_age_ms,
+        30_000,
+        100,
+        24 * HOUR,
+    )?;
+    let startup_timeout = ms(
+        "startup_timeout_ms",
+        args.startup_timeout_ms,
+        file.startup_timeout_ms,
+        30_000,
+        0,
+        HOUR,
+    )?;
+    let ready_max_metadata_age = ms(
+        "ready_max_metadata_age_ms",
+        args.ready_max_metadata_age_ms,
+        file.ready_max_metadata_age_ms,
+        120_000,
+        100,
+        24 * HOUR,
+    )?;
+    let drain_timeout = ms(
+        "drain_timeout_ms",
+        args.drain_timeout_ms,
+        file.drain_timeout_ms,
+        10_000,
+        0,
+        HOUR,
+    )?;
     if ready_max_metadata_age <= metadata_max_age {
-        return Err(invalid("ready_max_metadata_age_ms", &ready_max_metadata_age.as_millis().to_string(), "more than metadata_max_age_ms, or fairlead would turn unready between two refreshes"));
+        return Err(invalid(
+            "ready_max_metadata_age_ms",
+            &ready_max_metadata_age.as_millis().to_string(),
+            "more than metadata_max_age_ms, or fairlead would turn unready between two refreshes",
+        ));
     }
 
     let log_format = args.log_format.or(file.log_format).unwrap_or_default();
-    let log_level = args.log_level.or(file.log_level).unwrap_or_else(|| "info".to_string());
+    let log_level = args
+        .log_level
+        .or(file.log_level)
+        .unwrap_or_else(|| "info".to_string());
     if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
-        return Err(invalid("log_level", &log_level, "a tracing filter such as info, debug or fairlead=debug,warn"));
+        return Err(invalid(
+            "log_level",
+            &log_level,
+            "a tracing filter such as info, debug or fairlead=debug,warn",
+        ));
     }
 
     Ok(Config {
@@ -272,16 +433,25 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
         drain_timeout,
         log_format,
         log_level,
+        topic_labels: args.topic_labels.or(file.topic_labels).unwrap_or(false),
     })
 }
 
 fn invalid(option: &'static str, value: &str, allowed: &str) -> ConfigError {
-    ConfigError::Invalid { option, value: value.to_string(), allowed: allowed.to_string() }
+    ConfigError::Invalid {
+        option,
+        value: value.to_string(),
+        allowed: allowed.to_string(),
+    }
 }
 
 fn range(option: &'static str, v: u64, min: u64, max: u64) -> Result<(), ConfigError> {
     if v < min || v > max {
-        return Err(invalid(option, &v.to_string(), &format!("an integer from {min} to {max}")));
+        return Err(invalid(
+            option,
+            &v.to_string(),
+            &format!("an integer from {min} to {max}"),
+        ));
     }
     Ok(())
 }
@@ -306,8 +476,16 @@ mod tests {
 
     #[test]
     fn flags_override_the_file() {
-        let f = file("bootstrap = ['a:1', 'b:2']\nlisten = '127.0.0.1:7000'\nabsorb_timeout_ms = 5000");
-        let c = resolve(f, RunArgs { listen: Some("127.0.0.1:8000".into()), ..Default::default() }).unwrap();
+        let f =
+            file("bootstrap = ['a:1', 'b:2']\nlisten = '127.0.0.1:7000'\nabsorb_timeout_ms = 5000");
+        let c = resolve(
+            f,
+            RunArgs {
+                listen: Some("127.0.0.1:8000".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(c.bootstrap, vec!["a:1", "b:2"]);
         assert_eq!(c.listen.port(), 8000);
         assert_eq!(c.node_port_base, 8001);
@@ -316,14 +494,37 @@ mod tests {
 
     #[test]
     fn bad_values_name_option_value_and_what_is_allowed() {
-        let e = resolve(file("bootstrap = 'x'"), RunArgs::default()).unwrap_err().to_string();
-        assert!(e.contains("`bootstrap`") && e.contains("\"x\"") && e.contains("HOST:PORT"), "{e}");
-        let e = resolve(file("bootstrap = 'a:1'\nmax_frame_bytes = 5"), RunArgs::default()).unwrap_err().to_string();
-        assert!(e.contains("`max_frame_bytes`") && e.contains("\"5\"") && e.contains("from 1024"), "{e}");
-        let e = resolve(file("bootstrap = 'a:1'\nlisten = 'nope'"), RunArgs::default()).unwrap_err().to_string();
+        let e = resolve(file("bootstrap = 'x'"), RunArgs::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`bootstrap`") && e.contains("\"x\"") && e.contains("HOST:PORT"),
+            "{e}"
+        );
+        let e = resolve(
+            file("bootstrap = 'a:1'\nmax_frame_bytes = 5"),
+            RunArgs::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("`max_frame_bytes`") && e.contains("\"5\"") && e.contains("from 1024"),
+            "{e}"
+        );
+        let e = resolve(
+            file("bootstrap = 'a:1'\nlisten = 'nope'"),
+            RunArgs::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("`listen`"), "{e}");
-        assert!(toml::from_str::<FileConfig>("bootstrapp = 'a:1'").is_err(), "unknown keys are rejected");
-        let e = resolve(FileConfig::default(), RunArgs::default()).unwrap_err().to_string();
+        assert!(
+            toml::from_str::<FileConfig>("bootstrapp = 'a:1'").is_err(),
+            "unknown keys are rejected"
+        );
+        let e = resolve(FileConfig::default(), RunArgs::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing required option `bootstrap`"), "{e}");
     }
 }

@@ -60,10 +60,18 @@ impl Home {
             return Ok(cur);
         }
         if self.pinned.load(Ordering::Relaxed) {
-            return Err(UpstreamError::Closed { node: cur.node(), addr: cur.addr().to_string(), reason: "authenticated connection lost".into() });
+            return Err(UpstreamError::Closed {
+                node: cur.node(),
+                addr: cur.addr().to_string(),
+                reason: "authenticated connection lost".into(),
+            });
         }
         let up = self.proxy.connect_home(self.node, true).await?;
-        info!(old_node = cur.node(), new_node = up.node(), "client's broker connection re-established");
+        info!(
+            old_node = cur.node(),
+            new_node = up.node(),
+            "client's broker connection re-established"
+        );
         *self.current.lock().unwrap() = up.clone();
         Ok(up)
     }
@@ -84,7 +92,12 @@ impl Drop for ConnGauge {
     }
 }
 
-pub async fn serve(proxy: Arc<Proxy>, socket: TcpStream, node: Option<i32>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    socket: TcpStream,
+    node: Option<i32>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let _gauge = ConnGauge::new();
     let first = match proxy.connect_home(node, true).await {
         Ok(up) => up,
@@ -95,7 +108,13 @@ pub async fn serve(proxy: Arc<Proxy>, socket: TcpStream, node: Option<i32>, mut 
         }
     };
     debug!(broker = first.node(), "client connected");
-    let home = Arc::new(Home { proxy: proxy.clone(), node, current: Mutex::new(first), reconnect: tokio::sync::Mutex::new(()), pinned: AtomicBool::new(false) });
+    let home = Arc::new(Home {
+        proxy: proxy.clone(),
+        node,
+        current: Mutex::new(first),
+        reconnect: tokio::sync::Mutex::new(()),
+        pinned: AtomicBool::new(false),
+    });
     let (rd, wr) = socket.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(proxy.cfg.max_in_flight_per_connection);
     let lanes = Arc::new(Lanes::default());
@@ -130,7 +149,10 @@ pub async fn serve(proxy: Arc<Proxy>, socket: TcpStream, node: Option<i32>, mut 
                 break "bad header".into();
             }
         };
-        if matches!(hdr.known, Some(ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)) {
+        if matches!(
+            hdr.known,
+            Some(ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+        ) {
             home.pinned.store(true, Ordering::Relaxed);
         }
         match route_with_home(&proxy, &home, &lanes, frame, hdr).await {
@@ -166,7 +188,13 @@ pub async fn serve(proxy: Arc<Proxy>, socket: TcpStream, node: Option<i32>, mut 
 
 /// Routes a request on the current home; if the home is gone before anything was sent,
 /// reconnects once and routes again.
-async fn route_with_home(proxy: &Arc<Proxy>, home: &Home, lanes: &Arc<Lanes>, frame: Bytes, hdr: RequestHeader) -> Result<Option<Pending>, UpstreamError> {
+async fn route_with_home(
+    proxy: &Arc<Proxy>,
+    home: &Home,
+    lanes: &Arc<Lanes>,
+    frame: Bytes,
+    hdr: RequestHeader,
+) -> Result<Option<Pending>, UpstreamError> {
     let up = home.get().await?;
     match router::route(proxy, &up, lanes, frame.clone(), hdr).await {
         Err(UpstreamError::Closed { .. }) => {
@@ -185,11 +213,25 @@ enum WriteError {
     Upstream(String),
 }
 
-async fn write_loop(proxy: Arc<Proxy>, wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, home: Arc<Home>) -> Result<(), WriteError> {
+async fn write_loop(
+    proxy: Arc<Proxy>,
+    wr: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Pending>,
+    home: Arc<Home>,
+) -> Result<(), WriteError> {
     let mut wr = BufWriter::with_capacity(32 * 1024, wr);
     while let Some(p) = rx.recv().await {
         let (bytes, api, started) = match p {
-            Pending::Forward { rx: reply, hdr, frame, started } => (forward(&proxy, &home, reply, &hdr, frame).await?, hdr.api_key, started),
+            Pending::Forward {
+                rx: reply,
+                hdr,
+                frame,
+                started,
+            } => (
+                forward(&proxy, &home, reply, &hdr, frame).await?,
+                hdr.api_key,
+                started,
+            ),
             Pending::Routed { job, hdr, started } => {
                 let bytes = job.await.map_err(|e| {
                     metrics::connection_closed("merge_failed");
@@ -211,7 +253,13 @@ async fn write_loop(proxy: Arc<Proxy>, wr: OwnedWriteHalf, mut rx: mpsc::Receive
 }
 
 /// The home broker's answer to a forwarded request, rewritten if its API carries addresses.
-async fn forward(proxy: &Arc<Proxy>, home: &Home, mut reply: ReplyRx, hdr: &RequestHeader, frame: Bytes) -> Result<Bytes, WriteError> {
+async fn forward(
+    proxy: &Arc<Proxy>,
+    home: &Home,
+    mut reply: ReplyRx,
+    hdr: &RequestHeader,
+    frame: Bytes,
+) -> Result<Bytes, WriteError> {
     let mut attempts = 0;
     loop {
         let lost = match reply.await {
@@ -228,21 +276,36 @@ async fn forward(proxy: &Arc<Proxy>, home: &Home, mut reply: ReplyRx, hdr: &Requ
                         if hdr.known == Some(ApiKey::ApiVersions) {
                             Ok(resp)
                         } else {
-                            Err(WriteError::Upstream(format!("cannot rewrite a {} v{} response: {e}", metrics::api_name(hdr.api_key), hdr.api_version)))
+                            Err(WriteError::Upstream(format!(
+                                "cannot rewrite a {} v{} response: {e}",
+                                metrics::api_name(hdr.api_key),
+                                hdr.api_version
+                            )))
                         }
                     }
                 };
             }
             Ok(Err(e)) => e,
-            Err(_) => UpstreamError::Closed { node: -1, addr: String::new(), reason: "dropped".into() },
+            Err(_) => UpstreamError::Closed {
+                node: -1,
+                addr: String::new(),
+                reason: "dropped".into(),
+            },
         };
         attempts += 1;
         if !safe_to_resend(hdr.known) || home.pinned.load(Ordering::Relaxed) || attempts > 3 {
             metrics::connection_closed("broker_lost_mid_request");
             return Err(WriteError::Upstream(format!("broker connection lost with a {} request in flight that is not safe to repeat: {lost}", metrics::api_name(hdr.api_key))));
         }
-        let up = home.get().await.map_err(|e| WriteError::Upstream(e.to_string()))?;
-        debug!(api = hdr.api_key, node = up.node(), "re-sending a request after losing the broker connection");
+        let up = home
+            .get()
+            .await
+            .map_err(|e| WriteError::Upstream(e.to_string()))?;
+        debug!(
+            api = hdr.api_key,
+            node = up.node(),
+            "re-sending a request after losing the broker connection"
+        );
         reply = match up.send(frame.clone(), true) {
             Ok(Some(rx)) => rx,
             _ => continue_closed(),

@@ -29,9 +29,20 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub fn new(listen: SocketAddr, node_port_base: u16) -> (Listeners, mpsc::UnboundedReceiver<Bound>) {
+    pub fn new(
+        listen: SocketAddr,
+        node_port_base: u16,
+    ) -> (Listeners, mpsc::UnboundedReceiver<Bound>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (Listeners { listen, node_port_base, bound: Mutex::default(), tx }, rx)
+        (
+            Listeners {
+                listen,
+                node_port_base,
+                bound: Mutex::default(),
+                tx,
+            },
+            rx,
+        )
     }
 
     /// Binds the bootstrap port.
@@ -46,7 +57,11 @@ impl Listeners {
             return;
         }
         let Some(port) = u16::try_from(self.node_port_base as i64 + node as i64).ok() else {
-            error!(node, base = self.node_port_base, "broker id does not map to a port: clients cannot reach this broker");
+            error!(
+                node,
+                base = self.node_port_base,
+                "broker id does not map to a port: clients cannot reach this broker"
+            );
             return;
         };
         if let Err(e) = self.bind(Some(node), SocketAddr::new(self.listen.ip(), port)) {
@@ -84,7 +99,12 @@ fn socket2_bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 /// Runs the accept loops of every listener bound now or later, until shutdown.
-pub async fn run(proxy: Arc<Proxy>, mut bound: mpsc::UnboundedReceiver<Bound>, limit: Arc<Semaphore>, shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    proxy: Arc<Proxy>,
+    mut bound: mpsc::UnboundedReceiver<Bound>,
+    limit: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+) {
     let mut sd = shutdown.clone();
     loop {
         tokio::select! {
@@ -102,7 +122,13 @@ pub async fn run(proxy: Arc<Proxy>, mut bound: mpsc::UnboundedReceiver<Bound>, l
     }
 }
 
-async fn accept_loop(proxy: Arc<Proxy>, listener: TcpListener, node: Option<i32>, limit: Arc<Semaphore>, mut shutdown: watch::Receiver<bool>) {
+async fn accept_loop(
+    proxy: Arc<Proxy>,
+    listener: TcpListener,
+    node: Option<i32>,
+    limit: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {

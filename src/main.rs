@@ -9,7 +9,11 @@ use tracing::{error, info};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Status { admin, under_replicated }) = cli.command {
+    if let Some(Command::Status {
+        admin,
+        under_replicated,
+    }) = cli.command
+    {
         return match fairlead::admin::status(&admin, under_replicated) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -26,7 +30,11 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cfg.log_format, &cfg.log_level);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_name("fairlead").build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("fairlead")
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the runtime");
@@ -49,8 +57,11 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -25,15 +25,48 @@ pub const BYTES: &str = "fairlead_bytes_total";
 pub const CONNECTIONS_CLOSED: &str = "fairlead_client_connections_closed_total";
 pub const PASSED_BLIND: &str = "fairlead_frames_passed_blind_total";
 pub const PRODUCE_CHECKS: &str = "fairlead_produce_outcome_checks_total";
+/// Opt-in (`topic_labels`): the same counts per topic.
+pub const TOPIC_ERRORS_ABSORBED: &str = "fairlead_topic_errors_absorbed_total";
+pub const TOPIC_REROUTES: &str = "fairlead_topic_reroutes_total";
+
+static TOPIC_LABELS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Turns the per-topic series on (config `topic_labels`).
+pub fn enable_topic_labels(on: bool) {
+    TOPIC_LABELS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn topic_labels() -> bool {
+    TOPIC_LABELS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+pub fn topic_absorbed(api_key: i16, code: i16, topic: &str) {
+    counter!(TOPIC_ERRORS_ABSORBED, "api" => api_name(api_key), "code" => code.to_string(), "topic" => topic.to_string()).increment(1);
+}
+
+pub fn topic_rerouted(api_key: i16, topic: &str, n: u64) {
+    counter!(TOPIC_REROUTES, "api" => api_name(api_key), "topic" => topic.to_string()).increment(n);
+}
 
 pub const DIR_FROM_CLIENTS: &str = "from_clients";
 pub const DIR_TO_CLIENTS: &str = "to_clients";
 pub const DIR_TO_BROKERS: &str = "to_brokers";
 pub const DIR_FROM_BROKERS: &str = "from_brokers";
-const DIRECTIONS: [&str; 4] = [DIR_FROM_CLIENTS, DIR_TO_CLIENTS, DIR_TO_BROKERS, DIR_FROM_BROKERS];
+const DIRECTIONS: [&str; 4] = [
+    DIR_FROM_CLIENTS,
+    DIR_TO_CLIENTS,
+    DIR_TO_BROKERS,
+    DIR_FROM_BROKERS,
+];
 
 /// The APIs whose partitions fairlead routes, absorbs errors for and replays.
-pub const ROUTED_APIS: [ApiKey; 5] = [ApiKey::Produce, ApiKey::Fetch, ApiKey::ListOffsets, ApiKey::OffsetForLeaderEpoch, ApiKey::DeleteRecords];
+pub const ROUTED_APIS: [ApiKey; 5] = [
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::OffsetForLeaderEpoch,
+    ApiKey::DeleteRecords,
+];
 /// Leadership error codes: LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH,
 /// UNKNOWN_LEADER_EPOCH.
 pub const LEADERSHIP_CODES: [i16; 4] = [5, 6, 74, 75];
@@ -83,28 +116,66 @@ struct Handles {
 static HANDLES: OnceLock<Handles> = OnceLock::new();
 
 fn slot(key: i16) -> usize {
-    usize::try_from(key).ok().filter(|k| *k < API_SLOTS - 1).unwrap_or(API_SLOTS - 1)
+    usize::try_from(key)
+        .ok()
+        .filter(|k| *k < API_SLOTS - 1)
+        .unwrap_or(API_SLOTS - 1)
 }
 
 /// Registers every series at zero and creates the hot-path handles. Call once, after the
 /// recorder is installed.
 pub fn init() {
     for (name, help) in [
-        (ERRORS_ABSORBED, "Leadership errors hidden from clients (the partition was rerouted and answered)"),
-        (ERRORS_PASSED_THROUGH, "Non-zero error codes in responses that reached clients"),
-        (REROUTES, "Partition requests sent to a broker other than the one the client chose"),
-        (REPLAYS, "Partition requests fairlead re-sent after an error, by outcome"),
-        (LEADER_CHANGES, "Partition leadership changes fairlead observed"),
-        (METADATA_REFRESHES, "Metadata requests fairlead made, by trigger"),
-        (CONNECTIONS_CLOSED, "Client connections fairlead closed, by reason"),
-        (PASSED_BLIND, "Frames of inspected APIs forwarded without inspection (undecodable version)"),
+        (
+            ERRORS_ABSORBED,
+            "Leadership errors hidden from clients (the partition was rerouted and answered)",
+        ),
+        (
+            ERRORS_PASSED_THROUGH,
+            "Non-zero error codes in responses that reached clients",
+        ),
+        (
+            REROUTES,
+            "Partition requests sent to a broker other than the one the client chose",
+        ),
+        (
+            REPLAYS,
+            "Partition requests fairlead re-sent after an error, by outcome",
+        ),
+        (
+            LEADER_CHANGES,
+            "Partition leadership changes fairlead observed",
+        ),
+        (
+            METADATA_REFRESHES,
+            "Metadata requests fairlead made, by trigger",
+        ),
+        (
+            CONNECTIONS_CLOSED,
+            "Client connections fairlead closed, by reason",
+        ),
+        (
+            PASSED_BLIND,
+            "Frames of inspected APIs forwarded without inspection (undecodable version)",
+        ),
         (BYTES, "Bytes through fairlead, by direction"),
-        (PRODUCE_CHECKS, "Non-idempotent writes of unknown outcome looked up in the leader's log, by result"),
+        (
+            PRODUCE_CHECKS,
+            "Non-idempotent writes of unknown outcome looked up in the leader's log, by result",
+        ),
     ] {
         metrics::describe_counter!(name, help);
     }
-    metrics::describe_histogram!(REQUEST_DURATION, metrics::Unit::Seconds, "Time from a client's request to its response, as the client sees it through fairlead");
-    metrics::describe_histogram!(ABSORB_DURATION, metrics::Unit::Seconds, "Extra time spent absorbing leadership errors (refresh, reroute, replay)");
+    metrics::describe_histogram!(
+        REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Time from a client's request to its response, as the client sees it through fairlead"
+    );
+    metrics::describe_histogram!(
+        ABSORB_DURATION,
+        metrics::Unit::Seconds,
+        "Extra time spent absorbing leadership errors (refresh, reroute, replay)"
+    );
     metrics::describe_gauge!(CLIENT_CONNECTIONS, "Open client connections");
     metrics::describe_gauge!(UPSTREAM_CONNECTIONS, "Open connections to brokers, by node");
 
@@ -132,11 +203,16 @@ pub fn init() {
         c.absolute(0);
         c
     });
-    let request_duration = (0..API_SLOTS as i16).map(|k| histogram!(REQUEST_DURATION, "api" => api_name(k))).collect();
+    let request_duration = (0..API_SLOTS as i16)
+        .map(|k| histogram!(REQUEST_DURATION, "api" => api_name(k)))
+        .collect();
     for api in ROUTED_APIS {
         let _ = histogram!(ABSORB_DURATION, "api" => api_name(api as i16));
     }
-    let _ = HANDLES.set(Handles { bytes, request_duration });
+    let _ = HANDLES.set(Handles {
+        bytes,
+        request_duration,
+    });
 }
 
 pub fn bytes(direction: &'static str, n: usize) {
@@ -161,7 +237,8 @@ pub fn absorbed(api_key: i16, code: i16) {
 }
 
 pub fn passed_through(api_key: i16, code: i16) {
-    counter!(ERRORS_PASSED_THROUGH, "api" => api_name(api_key), "code" => code.to_string()).increment(1);
+    counter!(ERRORS_PASSED_THROUGH, "api" => api_name(api_key), "code" => code.to_string())
+        .increment(1);
 }
 
 pub fn rerouted(api_key: i16, n: usize) {

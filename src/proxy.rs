@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::MetadataResponse;
 use kafka_protocol::protocol::StrBytes;
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::config::Config;
+use crate::leadership::incidents::Incidents;
 use crate::leadership::refresh::{RefreshError, Refreshed, Refresher, Trigger};
-use crate::leadership::{Broker, LeaderChange, Leadership, TopicRef};
+use crate::leadership::{Broker, LeaderChange, Leadership, Observed, TopicRef};
 use crate::listener::Listeners;
 use crate::router::partitioned::EndpointList;
 use crate::upstream::pool::Pool;
@@ -22,24 +23,47 @@ pub struct Proxy {
     pub pool: Arc<Pool>,
     pub listeners: Listeners,
     pub upstream_cfg: UpstreamConfig,
+    /// One log line per leadership change (see `leadership::incidents`).
+    pub incidents: Incidents,
     advertised_host: StrBytes,
 }
 
 impl Proxy {
     pub fn new(cfg: Config, listeners: Listeners) -> Arc<Proxy> {
         let cfg = Arc::new(cfg);
-        let upstream_cfg = UpstreamConfig { connect_timeout: cfg.connect_timeout, max_frame_bytes: cfg.max_frame_bytes };
+        let upstream_cfg = UpstreamConfig {
+            connect_timeout: cfg.connect_timeout,
+            max_frame_bytes: cfg.max_frame_bytes,
+        };
         let leadership = Arc::new(Leadership::new());
         let pool = Arc::new(Pool::new(upstream_cfg.clone()));
-        let refresher = Refresher::new(leadership.clone(), pool.clone(), cfg.bootstrap.clone(), cfg.request_timeout);
+        let refresher = Refresher::new(
+            leadership.clone(),
+            pool.clone(),
+            cfg.bootstrap.clone(),
+            cfg.request_timeout,
+        );
         let advertised_host = StrBytes::from_string(cfg.advertised_host.clone());
-        Arc::new(Proxy { cfg, leadership, refresher, pool, listeners, upstream_cfg, advertised_host })
+        Arc::new(Proxy {
+            cfg,
+            leadership,
+            refresher,
+            pool,
+            listeners,
+            upstream_cfg,
+            incidents: Incidents::default(),
+            advertised_host,
+        })
     }
 
     /// The address clients are given for broker `node`.
     pub fn advertised(&self, node: i32) -> (StrBytes, i32) {
         let port = self.cfg.node_port(node).map(i32::from).unwrap_or_else(|| {
-            warn!(node, base = self.cfg.node_port_base, "node id does not fit in a port above node_port_base; clients cannot reach it");
+            warn!(
+                node,
+                base = self.cfg.node_port_base,
+                "node id does not fit in a port above node_port_base; clients cannot reach it"
+            );
             0
         });
         (self.advertised_host.clone(), port)
@@ -47,7 +71,11 @@ impl Proxy {
 
     /// Refreshes leadership (single-flight; see `leadership::refresh`), opens listeners for new
     /// brokers and logs what moved.
-    pub async fn refresh(&self, seen_generation: u64, trigger: Trigger) -> Result<Option<Refreshed>, RefreshError> {
+    pub async fn refresh(
+        &self,
+        seen_generation: u64,
+        trigger: Trigger,
+    ) -> Result<Option<Refreshed>, RefreshError> {
         let r = self.refresher.refresh(seen_generation, trigger).await?;
         if let Some(r) = &r {
             self.after_update(&r.new_brokers, &r.changes);
@@ -63,9 +91,14 @@ impl Proxy {
 
     /// A KIP-951 CurrentLeader hint from a Produce or Fetch response.
     pub fn learn_leader(&self, topic: &TopicRef, partition: i32, leader: i32, epoch: i32) {
-        let Some(name) = self.leadership.name_of(topic) else { return };
+        let Some(name) = self.leadership.name_of(topic) else {
+            return;
+        };
         let id = self.leadership.topic_id(&name).unwrap_or_default();
-        if let Some(c) = self.leadership.update_partition(&name, id, partition, leader, epoch, None, None) {
+        if let Some(c) =
+            self.leadership
+                .update_partition(&name, id, partition, Observed::leader(leader, epoch))
+        {
             self.after_update(&[], &[c]);
         }
     }
@@ -74,7 +107,12 @@ impl Proxy {
     pub fn learn_endpoints(&self, list: &mut dyn EndpointList) {
         let mut added = Vec::new();
         list.visit(&mut |node, host, port, rack| {
-            let b = Broker { id: *node, host: host.to_string(), port: *port, rack: rack.map(|r| r.to_string()) };
+            let b = Broker {
+                id: *node,
+                host: host.to_string(),
+                port: *port,
+                rack: rack.map(|r| r.to_string()),
+            };
             if self.leadership.upsert_broker(b) {
                 added.push(*node);
             }
@@ -94,21 +132,37 @@ impl Proxy {
             self.listeners.ensure_node(*id);
         }
         for c in changes {
-            info!(topic = c.topic.as_str(), partition = c.partition, old_leader = c.old_leader, new_leader = c.new_leader, leader_epoch = c.epoch, "partition leadership moved");
+            debug!(
+                topic = c.topic.as_str(),
+                partition = c.partition,
+                old_leader = c.old_leader,
+                new_leader = c.new_leader,
+                leader_epoch = c.epoch,
+                "partition leadership moved"
+            );
+            self.incidents.leader_changed(c);
         }
     }
 
     /// A shared connection to broker `node`.
     pub async fn upstream(&self, node: i32) -> Result<Arc<Upstream>, UpstreamError> {
         let Some(b) = self.leadership.broker(node) else {
-            return Err(UpstreamError::Connect { node, addr: String::new(), reason: "broker not in metadata".into() });
+            return Err(UpstreamError::Connect {
+                node,
+                addr: String::new(),
+                reason: "broker not in metadata".into(),
+            });
         };
         self.pool.get(node, &b.addr()).await
     }
 
     /// A dedicated connection for a client: to broker `node`, or (bootstrap connections, or
     /// the broker is unreachable and `fallback` allows) to any broker that answers.
-    pub async fn connect_home(&self, node: Option<i32>, fallback: bool) -> Result<Arc<Upstream>, UpstreamError> {
+    pub async fn connect_home(
+        &self,
+        node: Option<i32>,
+        fallback: bool,
+    ) -> Result<Arc<Upstream>, UpstreamError> {
         let mut last = None;
         if let Some(node) = node {
             match self.leadership.broker(node) {
@@ -116,33 +170,57 @@ impl Proxy {
                     Ok(up) => return Ok(up),
                     Err(e) => last = Some(e),
                 },
-                None => last = Some(UpstreamError::Connect { node, addr: String::new(), reason: "broker not in metadata".into() }),
+                None => {
+                    last = Some(UpstreamError::Connect {
+                        node,
+                        addr: String::new(),
+                        reason: "broker not in metadata".into(),
+                    })
+                }
             }
             if !fallback {
                 return Err(last.expect("set above"));
             }
         }
         let brokers = self.leadership.brokers();
-        let mut candidates: Vec<(i32, String)> = brokers.values().filter(|b| Some(b.id) != node).map(|b| (b.id, b.addr())).collect();
+        let mut candidates: Vec<(i32, String)> = brokers
+            .values()
+            .filter(|b| Some(b.id) != node)
+            .map(|b| (b.id, b.addr()))
+            .collect();
         // Spread bootstrap connections over the brokers.
         if !candidates.is_empty() {
             let k = rand_index(candidates.len());
             candidates.rotate_left(k);
         }
-        candidates.extend(self.cfg.bootstrap.iter().map(|a| (crate::upstream::BOOTSTRAP_NODE, a.clone())));
+        candidates.extend(
+            self.cfg
+                .bootstrap
+                .iter()
+                .map(|a| (crate::upstream::BOOTSTRAP_NODE, a.clone())),
+        );
         for (id, addr) in candidates {
             match Upstream::connect(id, &addr, &self.upstream_cfg).await {
                 Ok(up) => return Ok(up),
                 Err(e) => last = Some(e),
             }
         }
-        Err(last.unwrap_or(UpstreamError::Connect { node: -1, addr: String::new(), reason: "no broker known".into() }))
+        Err(last.unwrap_or(UpstreamError::Connect {
+            node: -1,
+            addr: String::new(),
+            reason: "no broker known".into(),
+        }))
     }
 }
 
 fn rand_index(n: usize) -> usize {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0));
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0),
+    );
     (h.finish() % n as u64) as usize
 }

@@ -18,9 +18,16 @@ use crate::proxy::Proxy;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot reach the Kafka cluster at {bootstrap} within {waited:?}: {last}")]
-    ClusterUnreachable { bootstrap: String, waited: Duration, last: String },
+    ClusterUnreachable {
+        bootstrap: String,
+        waited: Duration,
+        last: String,
+    },
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A running fairlead.
@@ -41,22 +48,47 @@ impl Server {
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         // Admin first, so /healthz answers and /readyz says why it is not ready yet.
-        let admin_listener = TcpListener::bind(cfg.admin).await.map_err(|source| StartError::Bind { addr: cfg.admin, source })?;
-        let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind { addr: cfg.admin, source })?;
+        let admin_listener =
+            TcpListener::bind(cfg.admin)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr: cfg.admin,
+                    source,
+                })?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: cfg.admin,
+                source,
+            })?;
 
+        crate::metrics::enable_topic_labels(cfg.topic_labels);
         let (listeners, bound_rx) = Listeners::new(cfg.listen, cfg.node_port_base);
         let proxy = Proxy::new(cfg, listeners);
-        tokio::spawn(admin::serve(admin_listener, proxy.clone(), readiness.clone(), metrics, shutdown_rx.clone()));
+        tokio::spawn(admin::serve(
+            admin_listener,
+            proxy.clone(),
+            readiness.clone(),
+            metrics,
+            shutdown_rx.clone(),
+        ));
         info!(addr = %admin_addr, "admin endpoint: /metrics /healthz /readyz /leadership");
 
         let started = Instant::now();
         let mut delay = Duration::from_millis(200);
         loop {
-            match proxy.refresh(proxy.leadership.generation(), Trigger::Startup).await {
+            match proxy
+                .refresh(proxy.leadership.generation(), Trigger::Startup)
+                .await
+            {
                 Ok(_) => break,
                 Err(e) => {
                     if started.elapsed() >= proxy.cfg.startup_timeout {
-                        return Err(StartError::ClusterUnreachable { bootstrap: proxy.cfg.bootstrap.join(","), waited: started.elapsed(), last: e.to_string() });
+                        return Err(StartError::ClusterUnreachable {
+                            bootstrap: proxy.cfg.bootstrap.join(","),
+                            waited: started.elapsed(),
+                            last: e.to_string(),
+                        });
                     }
                     warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cluster not reachable yet");
                     tokio::time::sleep(delay).await;
@@ -65,16 +97,35 @@ impl Server {
             }
         }
 
-        let bootstrap_addr = proxy.listeners.bind_bootstrap().map_err(|source| StartError::Bind { addr: proxy.cfg.listen, source })?;
+        let bootstrap_addr =
+            proxy
+                .listeners
+                .bind_bootstrap()
+                .map_err(|source| StartError::Bind {
+                    addr: proxy.cfg.listen,
+                    source,
+                })?;
         for id in proxy.leadership.brokers().keys() {
             proxy.listeners.ensure_node(*id);
         }
         let connections = Arc::new(Semaphore::new(proxy.cfg.max_connections));
-        tokio::spawn(listener::run(proxy.clone(), bound_rx, connections.clone(), shutdown_rx.clone()));
-        tokio::spawn(periodic_refresh(proxy.clone(), shutdown_rx));
+        tokio::spawn(listener::run(
+            proxy.clone(),
+            bound_rx,
+            connections.clone(),
+            shutdown_rx.clone(),
+        ));
+        tokio::spawn(periodic_refresh(proxy.clone(), shutdown_rx.clone()));
+        tokio::spawn(close_incidents(proxy.clone(), shutdown_rx));
         readiness.listeners_bound.store(true, Ordering::Release);
         info!(bootstrap = %bootstrap_addr, brokers = proxy.leadership.brokers().len(), "fairlead ready");
-        Ok(Server { proxy, bootstrap_addr, admin_addr, shutdown, connections })
+        Ok(Server {
+            proxy,
+            bootstrap_addr,
+            admin_addr,
+            shutdown,
+            connections,
+        })
     }
 
     /// Stops accepting, lets connections answer what they have in flight (bounded by
@@ -82,10 +133,17 @@ impl Server {
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let max = self.proxy.cfg.max_connections as u32;
-        let drained = tokio::time::timeout(self.proxy.cfg.drain_timeout + Duration::from_millis(500), self.connections.acquire_many(max)).await;
+        let drained = tokio::time::timeout(
+            self.proxy.cfg.drain_timeout + Duration::from_millis(500),
+            self.connections.acquire_many(max),
+        )
+        .await;
         match drained {
             Ok(_) => info!("all client connections drained"),
-            Err(_) => warn!(open = max as usize - self.connections.available_permits(), "drain time over; exiting with connections open"),
+            Err(_) => warn!(
+                open = max as usize - self.connections.available_permits(),
+                "drain time over; exiting with connections open"
+            ),
         }
     }
 }
@@ -98,11 +156,28 @@ async fn periodic_refresh(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>
             _ = shutdown.changed() => return,
         }
         // Only if nothing refreshed in the meantime.
-        if proxy.leadership.last_metadata().is_some_and(|t| t.elapsed() < every / 2) {
+        if proxy
+            .leadership
+            .last_metadata()
+            .is_some_and(|t| t.elapsed() < every / 2)
+        {
             continue;
         }
-        if let Err(e) = proxy.refresh(proxy.leadership.generation(), Trigger::Periodic).await {
+        if let Err(e) = proxy
+            .refresh(proxy.leadership.generation(), Trigger::Periodic)
+            .await
+        {
             warn!(error = %e, "periodic metadata refresh failed");
         }
+    }
+}
+
+async fn close_incidents(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+        proxy.incidents.sweep();
     }
 }

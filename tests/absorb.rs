@@ -23,26 +23,65 @@ fn through_fairlead(name: &str, client: ClientKind, rolling_restart: bool) -> (O
 }
 
 fn assert_absorbed(out: &Outcome, fairlead: &Fairlead) {
-    let ctx = format!("{}\n--- fairlead log tail ---\n{}", out.summary(), support::tail(&fairlead.log, 6000));
-    assert!(out.partition_moves >= 20, "only {} partition moves\n{ctx}", out.partition_moves);
-    assert_eq!(out.leadership_errors_seen, 0, "leadership errors reached clients through fairlead\n{ctx}");
+    let ctx = format!(
+        "{}\n--- fairlead log tail ---\n{}",
+        out.summary(),
+        support::tail(&fairlead.log, 6000)
+    );
+    assert!(
+        out.partition_moves >= 20,
+        "only {} partition moves\n{ctx}",
+        out.partition_moves
+    );
+    assert_eq!(
+        out.leadership_errors_seen, 0,
+        "leadership errors reached clients through fairlead\n{ctx}"
+    );
     for (name, s) in out.legacy.iter().chain(&out.idempotent) {
-        assert_eq!(scenario::num(&s["failed"]), 0.0, "{name} had failed sends\n{ctx}");
-        assert_eq!(scenario::num(&s["record_error_total"]), 0.0, "{name} record-error-total\n{ctx}");
-        assert_eq!(scenario::num(&s["record_retry_total"]), 0.0, "{name} record-retry-total\n{ctx}");
+        assert_eq!(
+            scenario::num(&s["failed"]),
+            0.0,
+            "{name} had failed sends\n{ctx}"
+        );
+        assert_eq!(
+            scenario::num(&s["record_error_total"]),
+            0.0,
+            "{name} record-error-total\n{ctx}"
+        );
+        assert_eq!(
+            scenario::num(&s["record_retry_total"]),
+            0.0,
+            "{name} record-retry-total\n{ctx}"
+        );
     }
     for (run, topic, v) in &out.verdicts {
         if run.starts_with("idem") {
-            assert!(v.exactly_once_in_order(), "{run} on {topic}: not exactly once in order: {v:?}\n{ctx}");
+            assert!(
+                v.exactly_once_in_order(),
+                "{run} on {topic}: not exactly once in order: {v:?}\n{ctx}"
+            );
         } else {
-            assert!(v.lossless(), "{run} on {topic}: acknowledged records missing: {:?}\n{ctx}", v.missing);
+            assert!(
+                v.lossless(),
+                "{run} on {topic}: acknowledged records missing: {:?}\n{ctx}",
+                v.missing
+            );
         }
-        assert!(v.acked > 100, "{run} on {topic}: only {} records acknowledged\n{ctx}", v.acked);
+        assert!(
+            v.acked > 100,
+            "{run} on {topic}: only {} records acknowledged\n{ctx}",
+            v.acked
+        );
     }
     let absorbed = fairlead.metric("fairlead_errors_absorbed_total", &[]);
     let rerouted = fairlead.metric("fairlead_reroutes_total", &[]);
-    assert!(absorbed + rerouted > 0.0, "fairlead neither absorbed nor rerouted anything: the chaos did not reach it\n{ctx}");
-    println!("fairlead absorbed {absorbed} leadership errors and rerouted {rerouted} partition requests");
+    assert!(
+        absorbed + rerouted > 0.0,
+        "fairlead neither absorbed nor rerouted anything: the chaos did not reach it\n{ctx}"
+    );
+    println!(
+        "fairlead absorbed {absorbed} leadership errors and rerouted {rerouted} partition requests"
+    );
 }
 
 #[test]

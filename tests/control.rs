@@ -17,7 +17,19 @@ fn legacy_clients_talking_directly_to_the_brokers_see_leadership_errors() {
     let plan = Plan::new("control", ClientKind::Java);
     let out = scenario::run(&plan, &cluster.bootstrap, support::run_dir("control"));
     println!("{}", out.summary());
-    assert!(out.partition_moves >= 10, "leadership moved {} times", out.partition_moves);
-    assert!(out.legacy_errors_and_retries() > 0.0, "the legacy producer saw no error and no retry: the control proves nothing\n{}", out.summary());
-    assert!(out.leadership_errors_seen > 0, "no leadership error reached a client directly: the control proves nothing\n{}", out.summary());
+    assert!(
+        out.partition_moves >= 10,
+        "leadership moved {} times",
+        out.partition_moves
+    );
+    assert!(
+        out.legacy_errors_and_retries() > 0.0,
+        "the legacy producer saw no error and no retry: the control proves nothing\n{}",
+        out.summary()
+    );
+    assert!(
+        out.leadership_errors_seen > 0,
+        "no leadership error reached a client directly: the control proves nothing\n{}",
+        out.summary()
+    );
 }

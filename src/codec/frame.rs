@@ -75,7 +75,12 @@ pub struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(io: R, max_len: usize, min_len: usize) -> Self {
-        FrameReader { io, buf: BytesMut::with_capacity(INITIAL_BUFFER), max_len, min_len }
+        FrameReader {
+            io,
+            buf: BytesMut::with_capacity(INITIAL_BUFFER),
+            max_len,
+            min_len,
+        }
     }
 
     /// The next frame, length prefix included; `None` on a clean end of stream between frames.
@@ -95,7 +100,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                         if self.buf.is_empty() {
                             return Ok(None);
                         }
-                        return Err(FrameError::Truncated { have: self.buf.len(), want: total });
+                        return Err(FrameError::Truncated {
+                            have: self.buf.len(),
+                            want: total,
+                        });
                     }
                 }
             }
@@ -120,11 +128,23 @@ mod tests {
 
     #[test]
     fn check_rejects_negative_oversized_and_undersized() {
-        assert!(matches!(check(&(-1i32).to_be_bytes(), 100, 0), Err(FrameError::NegativeLength { len: -1 })));
-        assert!(matches!(check(&101i32.to_be_bytes(), 100, 0), Err(FrameError::Oversized { len: 101, max: 100 })));
-        assert!(matches!(check(&3i32.to_be_bytes(), 100, 8), Err(FrameError::Undersized { len: 3, min: 8 })));
+        assert!(matches!(
+            check(&(-1i32).to_be_bytes(), 100, 0),
+            Err(FrameError::NegativeLength { len: -1 })
+        ));
+        assert!(matches!(
+            check(&101i32.to_be_bytes(), 100, 0),
+            Err(FrameError::Oversized { len: 101, max: 100 })
+        ));
+        assert!(matches!(
+            check(&3i32.to_be_bytes(), 100, 8),
+            Err(FrameError::Undersized { len: 3, min: 8 })
+        ));
         assert_eq!(check(&[0, 0], 100, 0).unwrap(), Check::Incomplete(4));
-        assert_eq!(check(&frame(b"abc")[..5], 100, 0).unwrap(), Check::Incomplete(7));
+        assert_eq!(
+            check(&frame(b"abc")[..5], 100, 0).unwrap(),
+            Check::Incomplete(7)
+        );
         assert_eq!(check(&frame(b"abc"), 100, 0).unwrap(), Check::Complete(7));
     }
 
@@ -136,8 +156,14 @@ mod tests {
             let (a, b) = wire.split_at(cut);
             let reader = tokio_test_reader(vec![a.to_vec(), b.to_vec()]);
             let mut fr = FrameReader::new(reader, 1024, 0);
-            assert_eq!(&fr.read_frame().await.unwrap().unwrap()[4..], b"first-frame!");
-            assert_eq!(&fr.read_frame().await.unwrap().unwrap()[4..], &[7u8; 300][..]);
+            assert_eq!(
+                &fr.read_frame().await.unwrap().unwrap()[4..],
+                b"first-frame!"
+            );
+            assert_eq!(
+                &fr.read_frame().await.unwrap().unwrap()[4..],
+                &[7u8; 300][..]
+            );
             assert!(fr.read_frame().await.unwrap().is_none());
         }
     }
@@ -146,7 +172,10 @@ mod tests {
     async fn eof_inside_a_frame_is_truncation() {
         let wire = frame(b"0123456789");
         let mut fr = FrameReader::new(tokio_test_reader(vec![wire[..7].to_vec()]), 1024, 0);
-        assert!(matches!(fr.read_frame().await, Err(FrameError::Truncated { have: 7, want: 14 })));
+        assert!(matches!(
+            fr.read_frame().await,
+            Err(FrameError::Truncated { have: 7, want: 14 })
+        ));
     }
 
     /// A reader that hands out the given chunks one read at a time, as TCP may.

@@ -52,7 +52,10 @@ pub fn parse_request(frame: &[u8]) -> Result<RequestHeader, HeaderError> {
             // (Header v0, without client_id, is only ControlledShutdown v0, long gone.)
             let hv = key.request_header_version(api_version);
             let mut off = 8;
-            let len = i16::from_be_bytes([*b.get(off).ok_or(HeaderError::Truncated)?, *b.get(off + 1).ok_or(HeaderError::Truncated)?]);
+            let len = i16::from_be_bytes([
+                *b.get(off).ok_or(HeaderError::Truncated)?,
+                *b.get(off + 1).ok_or(HeaderError::Truncated)?,
+            ]);
             off += 2;
             if len > 0 {
                 off += len as usize;
@@ -68,7 +71,13 @@ pub fn parse_request(frame: &[u8]) -> Result<RequestHeader, HeaderError> {
             Some(LEN_PREFIX + off)
         }
     };
-    Ok(RequestHeader { api_key, api_version, correlation_id, known, body_offset })
+    Ok(RequestHeader {
+        api_key,
+        api_version,
+        correlation_id,
+        known,
+        body_offset,
+    })
 }
 
 /// Offset of the body in a response frame, given the response header version (0 or 1).
@@ -77,7 +86,11 @@ pub fn response_body_offset(frame: &[u8], header_version: i16) -> Result<usize, 
     if b.len() < 4 {
         return Err(HeaderError::Truncated);
     }
-    let off = if header_version >= 1 { skip_tagged_fields(b, 4)? } else { 4 };
+    let off = if header_version >= 1 {
+        skip_tagged_fields(b, 4)?
+    } else {
+        4
+    };
     Ok(LEN_PREFIX + off)
 }
 
@@ -92,7 +105,9 @@ pub fn response_header_version(key: ApiKey, version: i16) -> i16 {
 }
 
 pub fn correlation_id_at(frame: &[u8], offset: usize) -> Option<i32> {
-    frame.get(offset..offset + 4).map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+    frame
+        .get(offset..offset + 4)
+        .map(|s| i32::from_be_bytes([s[0], s[1], s[2], s[3]]))
 }
 
 pub fn set_correlation_id(frame: &mut [u8], offset: usize, id: i32) {
@@ -117,7 +132,9 @@ fn skip_tagged_fields(b: &[u8], mut off: usize) -> Result<usize, HeaderError> {
     for _ in 0..n {
         read_uvarint(b, &mut off)?;
         let size = read_uvarint(b, &mut off)? as usize;
-        off = off.checked_add(size).ok_or(HeaderError::Malformed("tagged field size"))?;
+        off = off
+            .checked_add(size)
+            .ok_or(HeaderError::Malformed("tagged field size"))?;
         if off > b.len() {
             return Err(HeaderError::Truncated);
         }
@@ -139,7 +156,8 @@ mod tests {
         h.correlation_id = 77;
         h.client_id = client_id.map(|c| StrBytes::from_string(c.to_string()));
         if tags {
-            h.unknown_tagged_fields.insert(5, bytes::Bytes::from_static(b"xyz"));
+            h.unknown_tagged_fields
+                .insert(5, bytes::Bytes::from_static(b"xyz"));
         }
         let mut body = BytesMut::new();
         encode_request_header_into_buffer(&mut body, &h).unwrap();
@@ -151,12 +169,23 @@ mod tests {
 
     #[test]
     fn finds_the_body_for_header_v1_and_v2() {
-        for (key, version, tags) in [(ApiKey::Produce, 7, false), (ApiKey::Produce, 9, true), (ApiKey::Fetch, 12, true)] {
+        for (key, version, tags) in [
+            (ApiKey::Produce, 7, false),
+            (ApiKey::Produce, 9, true),
+            (ApiKey::Fetch, 12, true),
+        ] {
             for cid in [None, Some(""), Some("client-x")] {
                 let f = encoded(key, version, cid, tags);
                 let h = parse_request(&f).unwrap();
-                assert_eq!((h.api_key, h.api_version, h.correlation_id), (key as i16, version, 77));
-                assert_eq!(&f[h.body_offset.unwrap()..], b"BODY", "{key:?} v{version} {cid:?}");
+                assert_eq!(
+                    (h.api_key, h.api_version, h.correlation_id),
+                    (key as i16, version, 77)
+                );
+                assert_eq!(
+                    &f[h.body_offset.unwrap()..],
+                    b"BODY",
+                    "{key:?} v{version} {cid:?}"
+                );
             }
         }
     }
@@ -166,7 +195,10 @@ mod tests {
         let mut f = vec![0, 0, 0, 8];
         f.extend_from_slice(&[0x7f, 0x00, 0, 1, 0, 0, 0, 9]);
         let h = parse_request(&f).unwrap();
-        assert_eq!((h.api_key, h.correlation_id, h.known, h.body_offset), (0x7f00, 9, None, None));
+        assert_eq!(
+            (h.api_key, h.correlation_id, h.known, h.body_offset),
+            (0x7f00, 9, None, None)
+        );
     }
 
     #[test]

@@ -10,11 +10,23 @@ use super::header::{response_body_offset, response_header_version, HeaderError};
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
     #[error("{api:?} v{version}: {source}")]
-    Decode { api: ApiKey, version: i16, source: anyhow::Error },
+    Decode {
+        api: ApiKey,
+        version: i16,
+        source: anyhow::Error,
+    },
     #[error("{api:?} v{version}: encoding failed: {source}")]
-    Encode { api: ApiKey, version: i16, source: anyhow::Error },
+    Encode {
+        api: ApiKey,
+        version: i16,
+        source: anyhow::Error,
+    },
     #[error("{api:?} v{version}: {left} bytes left over after the body")]
-    TrailingBytes { api: ApiKey, version: i16, left: usize },
+    TrailingBytes {
+        api: ApiKey,
+        version: i16,
+        left: usize,
+    },
     #[error(transparent)]
     Header(#[from] HeaderError),
 }
@@ -22,32 +34,66 @@ pub enum MessageError {
 /// Decodes a body that starts at `offset` of `frame`. Record batches inside it come out as
 /// slices of the frame (no copy). Trailing garbage is an error: a frame is either understood
 /// completely or passed through untouched.
-pub fn decode_body<T: Decodable>(frame: &Bytes, offset: usize, api: ApiKey, version: i16) -> Result<T, MessageError> {
+pub fn decode_body<T: Decodable>(
+    frame: &Bytes,
+    offset: usize,
+    api: ApiKey,
+    version: i16,
+) -> Result<T, MessageError> {
     if offset > frame.len() {
         return Err(HeaderError::Truncated.into());
     }
     let mut body = frame.slice(offset..);
     // kafka-protocol reports malformed input as errors; it can also panic on some inputs (for
     // example arithmetic on hostile lengths). A panic must cost one frame, not the process.
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| T::decode(&mut body, version)));
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        T::decode(&mut body, version)
+    }));
     match decoded {
         Ok(Ok(v)) if body.is_empty() => Ok(v),
-        Ok(Ok(_)) => Err(MessageError::TrailingBytes { api, version, left: body.len() }),
-        Ok(Err(source)) => Err(MessageError::Decode { api, version, source }),
-        Err(_) => Err(MessageError::Decode { api, version, source: anyhow::anyhow!("decoder panicked") }),
+        Ok(Ok(_)) => Err(MessageError::TrailingBytes {
+            api,
+            version,
+            left: body.len(),
+        }),
+        Ok(Err(source)) => Err(MessageError::Decode {
+            api,
+            version,
+            source,
+        }),
+        Err(_) => Err(MessageError::Decode {
+            api,
+            version,
+            source: anyhow::anyhow!("decoder panicked"),
+        }),
     }
 }
 
 /// Decodes a response frame of the given API and version.
-pub fn decode_response<T: Decodable>(frame: &Bytes, api: ApiKey, version: i16) -> Result<T, MessageError> {
+pub fn decode_response<T: Decodable>(
+    frame: &Bytes,
+    api: ApiKey,
+    version: i16,
+) -> Result<T, MessageError> {
     let off = response_body_offset(frame, response_header_version(api, version))?;
     decode_body(frame, off, api, version)
 }
 
 /// Builds a response frame: length, correlation id, (empty tagged fields for header v1), body.
-pub fn encode_response<T: Encodable>(msg: &T, api: ApiKey, version: i16, correlation_id: i32) -> Result<Bytes, MessageError> {
+pub fn encode_response<T: Encodable>(
+    msg: &T,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+) -> Result<Bytes, MessageError> {
     let hv = response_header_version(api, version);
-    let body_len = msg.compute_size(version).map_err(|source| MessageError::Encode { api, version, source })?;
+    let body_len = msg
+        .compute_size(version)
+        .map_err(|source| MessageError::Encode {
+            api,
+            version,
+            source,
+        })?;
     let header_len = if hv >= 1 { 5 } else { 4 };
     let mut buf = BytesMut::with_capacity(LEN_PREFIX + header_len + body_len);
     buf.put_i32((header_len + body_len) as i32);
@@ -55,23 +101,49 @@ pub fn encode_response<T: Encodable>(msg: &T, api: ApiKey, version: i16, correla
     if hv >= 1 {
         buf.put_u8(0); // no tagged fields
     }
-    msg.encode(&mut buf, version).map_err(|source| MessageError::Encode { api, version, source })?;
+    msg.encode(&mut buf, version)
+        .map_err(|source| MessageError::Encode {
+            api,
+            version,
+            source,
+        })?;
     Ok(buf.freeze())
 }
 
 /// Builds a request frame from raw header bytes (everything between the length prefix and the
 /// body, reused verbatim from the client's request) and a new body.
-pub fn encode_request_with_header<T: Encodable>(header: &[u8], msg: &T, api: ApiKey, version: i16) -> Result<BytesMut, MessageError> {
-    let body_len = msg.compute_size(version).map_err(|source| MessageError::Encode { api, version, source })?;
+pub fn encode_request_with_header<T: Encodable>(
+    header: &[u8],
+    msg: &T,
+    api: ApiKey,
+    version: i16,
+) -> Result<BytesMut, MessageError> {
+    let body_len = msg
+        .compute_size(version)
+        .map_err(|source| MessageError::Encode {
+            api,
+            version,
+            source,
+        })?;
     let mut buf = BytesMut::with_capacity(LEN_PREFIX + header.len() + body_len);
     buf.put_i32((header.len() + body_len) as i32);
     buf.put_slice(header);
-    msg.encode(&mut buf, version).map_err(|source| MessageError::Encode { api, version, source })?;
+    msg.encode(&mut buf, version)
+        .map_err(|source| MessageError::Encode {
+            api,
+            version,
+            source,
+        })?;
     Ok(buf)
 }
 
 /// Builds one of fairlead's own requests (header v1 or v2, client id "fairlead").
-pub fn encode_own_request<T: Encodable>(msg: &T, api: ApiKey, version: i16, correlation_id: i32) -> Result<BytesMut, MessageError> {
+pub fn encode_own_request<T: Encodable>(
+    msg: &T,
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+) -> Result<BytesMut, MessageError> {
     const CLIENT_ID: &[u8] = b"fairlead";
     let mut header = Vec::with_capacity(8 + 2 + CLIENT_ID.len() + 1);
     header.extend_from_slice(&(api as i16).to_be_bytes());

@@ -6,6 +6,7 @@
 //! epoch-guarded: an older leader epoch never overwrites a newer one, so a stale Metadata answer
 //! from a lagging broker cannot route traffic back to a former leader.
 
+pub mod incidents;
 pub mod refresh;
 
 use std::collections::BTreeMap;
@@ -76,6 +77,27 @@ pub struct LeaderChange {
     pub epoch: i32,
 }
 
+/// What a source says about one partition. `replicas`/`isr` are `None` when the source does not
+/// say (a KIP-951 hint names only the leader).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub leader: i32,
+    pub epoch: i32,
+    pub replicas: Option<Vec<i32>>,
+    pub isr: Option<Vec<i32>>,
+}
+
+impl Observed {
+    pub fn leader(leader: i32, epoch: i32) -> Observed {
+        Observed {
+            leader,
+            epoch,
+            replicas: None,
+            isr: None,
+        }
+    }
+}
+
 /// A partition's leader as routing sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leader {
@@ -114,8 +136,14 @@ impl Leadership {
 
     pub fn leader(&self, topic: &str, partition: i32) -> Option<Leader> {
         let t = self.topics.get(topic)?;
-        let p = t.partitions.get(usize::try_from(partition).ok()?)?.as_ref()?;
-        (p.leader >= 0).then_some(Leader { node: p.leader, epoch: p.epoch })
+        let p = t
+            .partitions
+            .get(usize::try_from(partition).ok()?)?
+            .as_ref()?;
+        (p.leader >= 0).then_some(Leader {
+            node: p.leader,
+            epoch: p.epoch,
+        })
     }
 
     /// The leader of a partition named either way.
@@ -151,7 +179,10 @@ impl Leadership {
     }
 
     pub fn topic_id(&self, topic: &str) -> Option<Uuid> {
-        self.topics.get(topic).map(|t| t.id).filter(|id| !id.is_nil())
+        self.topics
+            .get(topic)
+            .map(|t| t.id)
+            .filter(|id| !id.is_nil())
     }
 
     pub fn brokers(&self) -> Arc<BTreeMap<i32, Broker>> {
@@ -163,7 +194,10 @@ impl Leadership {
     }
 
     pub fn topics_snapshot(&self) -> BTreeMap<String, TopicState> {
-        self.topics.iter().map(|e| (e.key().clone(), e.value().clone())).collect()
+        self.topics
+            .iter()
+            .map(|e| (e.key().clone(), e.value().clone()))
+            .collect()
     }
 
     /// Replaces the broker list (Metadata always lists every live broker). Returns the ids
@@ -171,7 +205,11 @@ impl Leadership {
     pub fn set_brokers(&self, brokers: impl IntoIterator<Item = Broker>) -> Vec<i32> {
         let new: BTreeMap<i32, Broker> = brokers.into_iter().map(|b| (b.id, b)).collect();
         let mut cur = self.brokers.write().unwrap();
-        let added = new.keys().filter(|id| !cur.contains_key(id)).copied().collect();
+        let added = new
+            .keys()
+            .filter(|id| !cur.contains_key(id))
+            .copied()
+            .collect();
         if **cur != new {
             *cur = Arc::new(new);
         }
@@ -194,7 +232,19 @@ impl Leadership {
     }
 
     /// Records a partition's state if it is not older than what is known.
-    pub fn update_partition(&self, topic: &str, topic_id: Uuid, partition: i32, leader: i32, epoch: i32, replicas: Option<Vec<i32>>, isr: Option<Vec<i32>>) -> Option<LeaderChange> {
+    pub fn update_partition(
+        &self,
+        topic: &str,
+        topic_id: Uuid,
+        partition: i32,
+        seen: Observed,
+    ) -> Option<LeaderChange> {
+        let Observed {
+            leader,
+            epoch,
+            replicas,
+            isr,
+        } = seen;
         let idx = usize::try_from(partition).ok()?;
         let mut t = match self.topics.get_mut(topic) {
             Some(t) => t,
@@ -216,11 +266,19 @@ impl Leadership {
         match slot {
             Some(cur) => {
                 // An unknown epoch (-1) only replaces another unknown epoch.
-                let newer = epoch > cur.epoch || (epoch == cur.epoch && epoch >= 0) || (epoch < 0 && cur.epoch < 0);
+                let newer = epoch > cur.epoch
+                    || (epoch == cur.epoch && epoch >= 0)
+                    || (epoch < 0 && cur.epoch < 0);
                 if !newer {
                     return None;
                 }
-                let change = (cur.leader != leader).then(|| LeaderChange { topic: topic.to_string(), partition, old_leader: cur.leader, new_leader: leader, epoch });
+                let change = (cur.leader != leader).then(|| LeaderChange {
+                    topic: topic.to_string(),
+                    partition,
+                    old_leader: cur.leader,
+                    new_leader: leader,
+                    epoch,
+                });
                 if change.is_some() {
                     cur.changed_at = SystemTime::now();
                 }
@@ -238,7 +296,13 @@ impl Leadership {
                 change
             }
             None => {
-                *slot = Some(PartitionState { leader, epoch, replicas: replicas.unwrap_or_default(), isr: isr.unwrap_or_default(), changed_at: SystemTime::now() });
+                *slot = Some(PartitionState {
+                    leader,
+                    epoch,
+                    replicas: replicas.unwrap_or_default(),
+                    isr: isr.unwrap_or_default(),
+                    changed_at: SystemTime::now(),
+                });
                 None
             }
         }
@@ -255,7 +319,9 @@ impl Leadership {
         }));
         let mut changes = Vec::new();
         for t in &resp.topics {
-            let Some(name) = t.name.as_ref() else { continue };
+            let Some(name) = t.name.as_ref() else {
+                continue;
+            };
             if t.error_code != 0 {
                 continue;
             }
@@ -267,7 +333,15 @@ impl Leadership {
                 }
                 let replicas = p.replica_nodes.iter().map(|b| b.0).collect();
                 let isr = p.isr_nodes.iter().map(|b| b.0).collect();
-                if let Some(c) = self.update_partition(name.as_str(), t.topic_id, p.partition_index, p.leader_id.0, p.leader_epoch, Some(replicas), Some(isr)) {
+                let seen = Observed {
+                    leader: p.leader_id.0,
+                    epoch: p.leader_epoch,
+                    replicas: Some(replicas),
+                    isr: Some(isr),
+                };
+                if let Some(c) =
+                    self.update_partition(name.as_str(), t.topic_id, p.partition_index, seen)
+                {
                     changes.push(c);
                 }
             }
@@ -281,7 +355,7 @@ mod tests {
     use super::*;
 
     fn upd(l: &Leadership, leader: i32, epoch: i32) -> Option<LeaderChange> {
-        l.update_partition("t", Uuid::nil(), 0, leader, epoch, None, None)
+        l.update_partition("t", Uuid::nil(), 0, Observed::leader(leader, epoch))
     }
 
     #[test]
@@ -303,8 +377,8 @@ mod tests {
         let l = Leadership::new();
         let a = Uuid::from_u128(1);
         let b = Uuid::from_u128(2);
-        l.update_partition("t", a, 0, 1, 9, None, None);
-        l.update_partition("t", b, 0, 2, 0, None, None);
+        l.update_partition("t", a, 0, Observed::leader(1, 9));
+        l.update_partition("t", b, 0, Observed::leader(2, 0));
         assert_eq!(l.leader("t", 0), Some(Leader { node: 2, epoch: 0 }));
         assert_eq!(l.topic_name(&b).as_deref(), Some("t"));
         assert!(l.topic_name(&a).is_none());

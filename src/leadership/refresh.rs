@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicI16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+};
 use kafka_protocol::protocol::StrBytes;
 use tracing::{debug, warn};
 
@@ -68,13 +70,29 @@ pub struct Refresher {
 }
 
 impl Refresher {
-    pub fn new(leadership: Arc<Leadership>, pool: Arc<Pool>, bootstrap: Vec<String>, timeout: Duration) -> Self {
-        Refresher { leadership, pool, bootstrap, timeout, metadata_version: Arc::new(AtomicI16::new(-1)), flight: tokio::sync::Mutex::new(()) }
+    pub fn new(
+        leadership: Arc<Leadership>,
+        pool: Arc<Pool>,
+        bootstrap: Vec<String>,
+        timeout: Duration,
+    ) -> Self {
+        Refresher {
+            leadership,
+            pool,
+            bootstrap,
+            timeout,
+            metadata_version: Arc::new(AtomicI16::new(-1)),
+            flight: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Refreshes unless a refresh completed after `seen_generation` was read (then the cache is
     /// already newer than what the caller acted on). Returns `None` when it did not run.
-    pub async fn refresh(&self, seen_generation: u64, trigger: Trigger) -> Result<Option<Refreshed>, RefreshError> {
+    pub async fn refresh(
+        &self,
+        seen_generation: u64,
+        trigger: Trigger,
+    ) -> Result<Option<Refreshed>, RefreshError> {
         let _flight = self.flight.lock().await;
         if self.leadership.generation() > seen_generation {
             return Ok(None);
@@ -83,8 +101,17 @@ impl Refresher {
         let resp = self.fetch().await?;
         let (new_brokers, changes) = self.leadership.apply_metadata(&resp);
         self.leadership.bump_generation();
-        debug!(trigger = trigger.label(), brokers = resp.brokers.len(), topics = resp.topics.len(), changes = changes.len(), "metadata refreshed");
-        Ok(Some(Refreshed { new_brokers, changes }))
+        debug!(
+            trigger = trigger.label(),
+            brokers = resp.brokers.len(),
+            topics = resp.topics.len(),
+            changes = changes.len(),
+            "metadata refreshed"
+        );
+        Ok(Some(Refreshed {
+            new_brokers,
+            changes,
+        }))
     }
 
     /// Asks brokers for metadata, hedged: if the first does not answer within
@@ -94,7 +121,12 @@ impl Refresher {
     async fn fetch(&self) -> Result<MetadataResponse, RefreshError> {
         // Known brokers first (rotating, so one slow broker is not always asked first), then
         // the bootstrap addresses.
-        let mut targets: Vec<(i32, String)> = self.leadership.brokers().values().map(|b| (b.id, b.addr())).collect();
+        let mut targets: Vec<(i32, String)> = self
+            .leadership
+            .brokers()
+            .values()
+            .map(|b| (b.id, b.addr()))
+            .collect();
         if !targets.is_empty() {
             let k = (self.leadership.generation() as usize) % targets.len();
             targets.rotate_left(k);
@@ -106,7 +138,11 @@ impl Refresher {
         let mut last = String::from("no broker known");
         loop {
             if let Some((node, addr)) = pending.next() {
-                let (pool, timeout, version) = (self.pool.clone(), self.timeout, self.metadata_version.clone());
+                let (pool, timeout, version) = (
+                    self.pool.clone(),
+                    self.timeout,
+                    self.metadata_version.clone(),
+                );
                 running.spawn(async move {
                     let r = fetch_from(&pool, node, &addr, timeout, &version).await;
                     (node, addr, r)
@@ -114,25 +150,18 @@ impl Refresher {
             } else if running.is_empty() {
                 return Err(RefreshError::NoBroker { tried, last });
             }
-            let hedge = tokio::time::sleep(HEDGE_AFTER);
-            tokio::pin!(hedge);
-            loop {
-                tokio::select! {
-                    done = running.join_next(), if !running.is_empty() => match done {
-                        Some(Ok((_, _, Ok(resp)))) => return Ok(resp),
-                        Some(Ok((node, addr, Err(e)))) => {
-                            warn!(node, addr = addr.as_str(), error = %e, "metadata request failed");
-                            last = e.to_string();
-                            break;
-                        }
-                        Some(Err(e)) => {
-                            last = e.to_string();
-                            break;
-                        }
-                        None => break,
-                    },
-                    _ = &mut hedge => break,
-                }
+            // Wait for an answer, or for the hedge delay to start the next broker.
+            tokio::select! {
+                done = running.join_next(), if !running.is_empty() => match done {
+                    Some(Ok((_, _, Ok(resp)))) => return Ok(resp),
+                    Some(Ok((node, addr, Err(e)))) => {
+                        warn!(node, addr = addr.as_str(), error = %e, "metadata request failed");
+                        last = e.to_string();
+                    }
+                    Some(Err(e)) => last = e.to_string(),
+                    None => {}
+                },
+                _ = tokio::time::sleep(HEDGE_AFTER) => {}
             }
         }
     }
@@ -141,21 +170,36 @@ impl Refresher {
 /// How long to wait for one broker's Metadata answer before also asking the next.
 const HEDGE_AFTER: Duration = Duration::from_millis(300);
 
-async fn fetch_from(pool: &Pool, node: i32, addr: &str, timeout: Duration, version_cache: &AtomicI16) -> Result<MetadataResponse, RequestError> {
+async fn fetch_from(
+    pool: &Pool,
+    node: i32,
+    addr: &str,
+    timeout: Duration,
+    version_cache: &AtomicI16,
+) -> Result<MetadataResponse, RequestError> {
     let up = pool.get(node, addr).await?;
     let mut version = version_cache.load(Ordering::Relaxed);
     if version < 0 {
         version = negotiate(&up, timeout).await?;
         version_cache.store(version, Ordering::Relaxed);
     }
-    let req = MetadataRequest::default().with_topics(None).with_allow_auto_topic_creation(false);
+    let req = MetadataRequest::default()
+        .with_topics(None)
+        .with_allow_auto_topic_creation(false);
     up.request(ApiKey::Metadata, version, &req, timeout).await
 }
 
 /// The Metadata version to use with this broker.
 async fn negotiate(up: &crate::upstream::Upstream, timeout: Duration) -> Result<i16, RequestError> {
-    let req = ApiVersionsRequest::default().with_client_software_name(StrBytes::from_static_str("fairlead")).with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+    let req = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("fairlead"))
+        .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
     let resp: ApiVersionsResponse = up.request(ApiKey::ApiVersions, 3, &req, timeout).await?;
-    let max = resp.api_keys.iter().find(|k| k.api_key == ApiKey::Metadata as i16).map(|k| k.max_version).unwrap_or(PREFERRED_METADATA_VERSION);
+    let max = resp
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == ApiKey::Metadata as i16)
+        .map(|k| k.max_version)
+        .unwrap_or(PREFERRED_METADATA_VERSION);
     Ok(max.min(PREFERRED_METADATA_VERSION))
 }

@@ -43,7 +43,9 @@ pub fn cap(frame: &Bytes, version: i16, correlation_id: i32) -> Result<Bytes, Me
     }
     let mut changed = false;
     r.api_keys.retain_mut(|k| {
-        let Ok(key) = ApiKey::try_from(k.api_key) else { return true };
+        let Ok(key) = ApiKey::try_from(k.api_key) else {
+            return true;
+        };
         if !INSPECTED.contains(&key) {
             return true;
         }
@@ -71,17 +73,48 @@ mod tests {
     use kafka_protocol::messages::api_versions_response::ApiVersion;
 
     fn frame(keys: &[(i16, i16, i16)], version: i16) -> Bytes {
-        let r = ApiVersionsResponse::default().with_api_keys(keys.iter().map(|(k, min, max)| ApiVersion::default().with_api_key(*k).with_min_version(*min).with_max_version(*max)).collect());
+        let r = ApiVersionsResponse::default().with_api_keys(
+            keys.iter()
+                .map(|(k, min, max)| {
+                    ApiVersion::default()
+                        .with_api_key(*k)
+                        .with_min_version(*min)
+                        .with_max_version(*max)
+                })
+                .collect(),
+        );
         encode_response(&r, ApiKey::ApiVersions, version, 9).unwrap()
     }
 
     #[test]
     fn caps_inspected_apis_and_leaves_the_rest() {
-        let f = frame(&[(0, 0, 99), (1, 4, 99), (19, 0, 99), (1000, 0, 3), (3, 0, 12)], 3);
+        let f = frame(
+            &[
+                (0, 0, 99),
+                (1, 4, 99),
+                (19, 0, 99),
+                (1000, 0, 3),
+                (3, 0, 12),
+            ],
+            3,
+        );
         let out = cap(&f, 3, 9).unwrap();
         let r: ApiVersionsResponse = decode_response(&out, ApiKey::ApiVersions, 3).unwrap();
-        let got: Vec<_> = r.api_keys.iter().map(|k| (k.api_key, k.min_version, k.max_version)).collect();
-        assert_eq!(got, vec![(0, 0, max_supported(ApiKey::Produce)), (1, 4, max_supported(ApiKey::Fetch)), (19, 0, 99), (1000, 0, 3), (3, 0, 12)]);
+        let got: Vec<_> = r
+            .api_keys
+            .iter()
+            .map(|k| (k.api_key, k.min_version, k.max_version))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (0, 0, max_supported(ApiKey::Produce)),
+                (1, 4, max_supported(ApiKey::Fetch)),
+                (19, 0, 99),
+                (1000, 0, 3),
+                (3, 0, 12)
+            ]
+        );
     }
 
     #[test]
@@ -93,7 +126,8 @@ mod tests {
     #[test]
     fn an_api_only_newer_than_fairlead_is_dropped() {
         let f = frame(&[(1, 50, 60)], 3);
-        let r: ApiVersionsResponse = decode_response(&cap(&f, 3, 9).unwrap(), ApiKey::ApiVersions, 3).unwrap();
+        let r: ApiVersionsResponse =
+            decode_response(&cap(&f, 3, 9).unwrap(), ApiKey::ApiVersions, 3).unwrap();
         assert!(r.api_keys.is_empty());
     }
 }

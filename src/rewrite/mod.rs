@@ -12,7 +12,10 @@
 pub mod api_versions;
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, DescribeClusterResponse, FindCoordinatorResponse, MetadataResponse, ShareAcknowledgeResponse, ShareFetchResponse};
+use kafka_protocol::messages::{
+    ApiKey, DescribeClusterResponse, FindCoordinatorResponse, MetadataResponse,
+    ShareAcknowledgeResponse, ShareFetchResponse,
+};
 use tracing::debug;
 
 use crate::codec::header::RequestHeader;
@@ -22,12 +25,24 @@ use crate::proxy::Proxy;
 
 /// Whether responses of this API are decoded on the forward path.
 pub fn inspects(key: Option<ApiKey>) -> bool {
-    matches!(key, Some(ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster | ApiKey::ApiVersions | ApiKey::ShareFetch | ApiKey::ShareAcknowledge))
+    matches!(
+        key,
+        Some(
+            ApiKey::Metadata
+                | ApiKey::FindCoordinator
+                | ApiKey::DescribeCluster
+                | ApiKey::ApiVersions
+                | ApiKey::ShareFetch
+                | ApiKey::ShareAcknowledge
+        )
+    )
 }
 
 /// Rewrites a forwarded response if its API carries broker addresses (or is ApiVersions).
 pub fn response(proxy: &Proxy, hdr: &RequestHeader, frame: Bytes) -> Result<Bytes, MessageError> {
-    let Some(key) = hdr.known.filter(|k| inspects(Some(*k))) else { return Ok(frame) };
+    let Some(key) = hdr.known.filter(|k| inspects(Some(*k))) else {
+        return Ok(frame);
+    };
     let v = hdr.api_version;
     let corr = hdr.correlation_id;
     match key {
@@ -56,7 +71,11 @@ pub fn response(proxy: &Proxy, hdr: &RequestHeader, frame: Bytes) -> Result<Byte
                     (r.host, r.port) = proxy.advertised(r.node_id.0);
                 }
             } else {
-                for c in r.coordinators.iter_mut().filter(|c| c.error_code == 0 && c.node_id.0 >= 0) {
+                for c in r
+                    .coordinators
+                    .iter_mut()
+                    .filter(|c| c.error_code == 0 && c.node_id.0 >= 0)
+                {
                     (c.host, c.port) = proxy.advertised(c.node_id.0);
                 }
             }

@@ -1,8 +1,12 @@
 //! DeleteRecords: routed by partition leader. Deleting up to an offset twice is the same as
 //! once, so a replay is always safe.
 
-use kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
-use kafka_protocol::messages::delete_records_response::{DeleteRecordsPartitionResult, DeleteRecordsTopicResult};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
 use kafka_protocol::messages::{ApiKey, DeleteRecordsRequest, DeleteRecordsResponse};
 
 use super::partitioned::RoutedApi;
@@ -18,7 +22,12 @@ impl RoutedApi for DeleteRecords {
     type PartReq = DeleteRecordsPartition;
     type PartResp = DeleteRecordsPartitionResult;
 
-    fn flatten(mut req: DeleteRecordsRequest) -> (DeleteRecordsRequest, Vec<(TopicRef, DeleteRecordsPartition)>) {
+    fn flatten(
+        mut req: DeleteRecordsRequest,
+    ) -> (
+        DeleteRecordsRequest,
+        Vec<(TopicRef, DeleteRecordsPartition)>,
+    ) {
         let mut parts = Vec::new();
         for t in std::mem::take(&mut req.topics) {
             let r = topic_ref(&t.name.0, &uuid::Uuid::nil());
@@ -27,11 +36,18 @@ impl RoutedApi for DeleteRecords {
         (req, parts)
     }
 
-    fn build(envelope: &DeleteRecordsRequest, parts: &[(&TopicRef, &DeleteRecordsPartition)]) -> DeleteRecordsRequest {
+    fn build(
+        envelope: &DeleteRecordsRequest,
+        parts: &[(&TopicRef, &DeleteRecordsPartition)],
+    ) -> DeleteRecordsRequest {
         let mut req = envelope.clone();
         req.topics = by_topic(parts.iter().map(|(t, p)| (*t, (*p).clone())))
             .into_iter()
-            .map(|(t, ps)| DeleteRecordsTopic::default().with_name(name_and_id(t).0.into()).with_partitions(ps))
+            .map(|(t, ps)| {
+                DeleteRecordsTopic::default()
+                    .with_name(name_and_id(t).0.into())
+                    .with_partitions(ps)
+            })
             .collect();
         req
     }
@@ -40,7 +56,12 @@ impl RoutedApi for DeleteRecords {
         p.partition_index
     }
 
-    fn flatten_resp(mut resp: DeleteRecordsResponse) -> (DeleteRecordsResponse, Vec<(TopicRef, DeleteRecordsPartitionResult)>) {
+    fn flatten_resp(
+        mut resp: DeleteRecordsResponse,
+    ) -> (
+        DeleteRecordsResponse,
+        Vec<(TopicRef, DeleteRecordsPartitionResult)>,
+    ) {
         let mut parts = Vec::new();
         for t in std::mem::take(&mut resp.topics) {
             let r = topic_ref(&t.name.0, &uuid::Uuid::nil());
@@ -49,8 +70,18 @@ impl RoutedApi for DeleteRecords {
         (resp, parts)
     }
 
-    fn build_resp(mut envelope: DeleteRecordsResponse, parts: Vec<(TopicRef, DeleteRecordsPartitionResult)>) -> DeleteRecordsResponse {
-        envelope.topics = by_topic_owned(parts).into_iter().map(|(t, ps)| DeleteRecordsTopicResult::default().with_name(name_and_id(&t).0.into()).with_partitions(ps)).collect();
+    fn build_resp(
+        mut envelope: DeleteRecordsResponse,
+        parts: Vec<(TopicRef, DeleteRecordsPartitionResult)>,
+    ) -> DeleteRecordsResponse {
+        envelope.topics = by_topic_owned(parts)
+            .into_iter()
+            .map(|(t, ps)| {
+                DeleteRecordsTopicResult::default()
+                    .with_name(name_and_id(&t).0.into())
+                    .with_partitions(ps)
+            })
+            .collect();
         envelope
     }
 
@@ -67,6 +98,9 @@ impl RoutedApi for DeleteRecords {
     }
 
     fn error_part(p: &DeleteRecordsPartition, code: i16) -> DeleteRecordsPartitionResult {
-        DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index).with_error_code(code).with_low_watermark(-1)
+        DeleteRecordsPartitionResult::default()
+            .with_partition_index(p.partition_index)
+            .with_error_code(code)
+            .with_low_watermark(-1)
     }
 }

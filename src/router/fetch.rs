@@ -39,7 +39,10 @@ impl RoutedApi for Fetch {
             .into_iter()
             .map(|(t, ps)| {
                 let (name, id) = name_and_id(t);
-                FetchTopic::default().with_topic(name.into()).with_topic_id(id).with_partitions(ps)
+                FetchTopic::default()
+                    .with_topic(name.into())
+                    .with_topic_id(id)
+                    .with_partitions(ps)
             })
             .collect();
         req
@@ -66,13 +69,19 @@ impl RoutedApi for Fetch {
         (resp, parts)
     }
 
-    fn build_resp(mut envelope: FetchResponse, parts: Vec<(TopicRef, PartitionData)>) -> FetchResponse {
+    fn build_resp(
+        mut envelope: FetchResponse,
+        parts: Vec<(TopicRef, PartitionData)>,
+    ) -> FetchResponse {
         envelope.session_id = 0;
         envelope.responses = by_topic_owned(parts)
             .into_iter()
             .map(|(t, ps)| {
                 let (name, id) = name_and_id(&t);
-                FetchableTopicResponse::default().with_topic(name.into()).with_topic_id(id).with_partitions(ps)
+                FetchableTopicResponse::default()
+                    .with_topic(name.into())
+                    .with_topic_id(id)
+                    .with_partitions(ps)
             })
             .collect();
         envelope
@@ -91,16 +100,24 @@ impl RoutedApi for Fetch {
         if into.error_code == 0 {
             into.error_code = from.error_code;
         }
-        union_endpoints(&mut into.node_endpoints, &from.node_endpoints, |e| e.node_id.0);
+        union_endpoints(&mut into.node_endpoints, &from.node_endpoints, |e| {
+            e.node_id.0
+        });
     }
 
     fn error_part(p: &FetchPartition, code: i16) -> PartitionData {
         // Empty (not null) records: librdkafka rejects a null records field.
-        PartitionData::default().with_partition_index(p.partition).with_error_code(code).with_high_watermark(-1).with_last_stable_offset(-1).with_log_start_offset(-1)
+        PartitionData::default()
+            .with_partition_index(p.partition)
+            .with_error_code(code)
+            .with_high_watermark(-1)
+            .with_last_stable_offset(-1)
+            .with_log_start_offset(-1)
     }
 
     fn leader_hint(p: &PartitionData) -> Option<(i32, i32)> {
-        (p.current_leader.leader_id.0 >= 0).then_some((p.current_leader.leader_id.0, p.current_leader.leader_epoch))
+        (p.current_leader.leader_id.0 >= 0)
+            .then_some((p.current_leader.leader_id.0, p.current_leader.leader_epoch))
     }
 
     fn node_endpoints(resp: &mut FetchResponse) -> Option<&mut dyn EndpointList> {
@@ -124,7 +141,9 @@ impl RoutedApi for Fetch {
     fn routable(envelope: &FetchRequest, _version: i16) -> bool {
         // A broker's follower fetch is never touched; an incremental session (only possible if
         // a session was created without fairlead) must stay on its broker.
-        envelope.replica_id.0 < 0 && envelope.replica_state.replica_id.0 < 0 && envelope.session_id == 0
+        envelope.replica_id.0 < 0
+            && envelope.replica_state.replica_id.0 < 0
+            && envelope.session_id == 0
     }
 
     fn home_may_serve(envelope: &FetchRequest, version: i16, home: i32, replicas: &[i32]) -> bool {

@@ -42,10 +42,18 @@ impl Lanes {
             notified.as_mut().enable();
             {
                 let mut lanes = self.lanes.lock().unwrap();
-                let clear = wanted.iter().all(|(k, route)| lanes.get(k).is_none_or(|l| l.in_flight == 0 || l.route == *route));
+                let clear = wanted.iter().all(|(k, route)| {
+                    lanes
+                        .get(k)
+                        .is_none_or(|l| l.in_flight == 0 || l.route == *route)
+                });
                 if clear {
                     for (k, route) in wanted {
-                        let l = lanes.entry(k.clone()).or_insert(Lane { in_flight: 0, route: *route, recovering: false });
+                        let l = lanes.entry(k.clone()).or_insert(Lane {
+                            in_flight: 0,
+                            route: *route,
+                            recovering: false,
+                        });
                         l.in_flight += 1;
                         l.route = *route;
                     }
@@ -81,7 +89,11 @@ impl Lanes {
     }
 
     pub fn recovering(&self, key: &(TopicRef, i32)) -> bool {
-        self.lanes.lock().unwrap().get(key).is_some_and(|l| l.recovering)
+        self.lanes
+            .lock()
+            .unwrap()
+            .get(key)
+            .is_some_and(|l| l.recovering)
     }
 }
 
@@ -92,7 +104,10 @@ mod tests {
     use std::time::Duration;
 
     fn key(p: i32) -> (TopicRef, i32) {
-        (TopicRef::Name(kafka_protocol::protocol::StrBytes::from_static_str("t")), p)
+        (
+            TopicRef::Name(kafka_protocol::protocol::StrBytes::from_static_str("t")),
+            p,
+        )
     }
 
     #[tokio::test]
@@ -100,15 +115,27 @@ mod tests {
         let lanes = Arc::new(Lanes::default());
         assert!(!lanes.acquire(&[(key(0), 1)]).await);
         assert!(!lanes.acquire(&[(key(0), 1)]).await, "same route: no wait");
-        assert!(!lanes.acquire(&[(key(1), 2)]).await, "other partition: no wait");
+        assert!(
+            !lanes.acquire(&[(key(1), 2)]).await,
+            "other partition: no wait"
+        );
         let l2 = lanes.clone();
         let waiter = tokio::spawn(async move { l2.acquire(&[(key(0), 2)]).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "route change must wait for in-flight batches");
+        assert!(
+            !waiter.is_finished(),
+            "route change must wait for in-flight batches"
+        );
         lanes.release(&[key(0)]);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "one batch still in flight on the old route");
+        assert!(
+            !waiter.is_finished(),
+            "one batch still in flight on the old route"
+        );
         lanes.release(&[key(0)]);
-        assert!(tokio::time::timeout(Duration::from_secs(1), waiter).await.unwrap().unwrap());
+        assert!(tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap());
     }
 }

@@ -1,7 +1,9 @@
 //! ListOffsets: routed by partition leader; leadership errors re-sent to the current leader.
 
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ApiKey, ListOffsetsRequest, ListOffsetsResponse};
 
 use super::partitioned::RoutedApi;
@@ -17,7 +19,9 @@ impl RoutedApi for ListOffsets {
     type PartReq = ListOffsetsPartition;
     type PartResp = ListOffsetsPartitionResponse;
 
-    fn flatten(mut req: ListOffsetsRequest) -> (ListOffsetsRequest, Vec<(TopicRef, ListOffsetsPartition)>) {
+    fn flatten(
+        mut req: ListOffsetsRequest,
+    ) -> (ListOffsetsRequest, Vec<(TopicRef, ListOffsetsPartition)>) {
         let mut parts = Vec::new();
         for t in std::mem::take(&mut req.topics) {
             let r = topic_ref(&t.name.0, &uuid::Uuid::nil());
@@ -26,11 +30,18 @@ impl RoutedApi for ListOffsets {
         (req, parts)
     }
 
-    fn build(envelope: &ListOffsetsRequest, parts: &[(&TopicRef, &ListOffsetsPartition)]) -> ListOffsetsRequest {
+    fn build(
+        envelope: &ListOffsetsRequest,
+        parts: &[(&TopicRef, &ListOffsetsPartition)],
+    ) -> ListOffsetsRequest {
         let mut req = envelope.clone();
         req.topics = by_topic(parts.iter().map(|(t, p)| (*t, (*p).clone())))
             .into_iter()
-            .map(|(t, ps)| ListOffsetsTopic::default().with_name(name_and_id(t).0.into()).with_partitions(ps))
+            .map(|(t, ps)| {
+                ListOffsetsTopic::default()
+                    .with_name(name_and_id(t).0.into())
+                    .with_partitions(ps)
+            })
             .collect();
         req
     }
@@ -47,7 +58,12 @@ impl RoutedApi for ListOffsets {
         p.current_leader_epoch = epoch;
     }
 
-    fn flatten_resp(mut resp: ListOffsetsResponse) -> (ListOffsetsResponse, Vec<(TopicRef, ListOffsetsPartitionResponse)>) {
+    fn flatten_resp(
+        mut resp: ListOffsetsResponse,
+    ) -> (
+        ListOffsetsResponse,
+        Vec<(TopicRef, ListOffsetsPartitionResponse)>,
+    ) {
         let mut parts = Vec::new();
         for t in std::mem::take(&mut resp.topics) {
             let r = topic_ref(&t.name.0, &uuid::Uuid::nil());
@@ -56,8 +72,18 @@ impl RoutedApi for ListOffsets {
         (resp, parts)
     }
 
-    fn build_resp(mut envelope: ListOffsetsResponse, parts: Vec<(TopicRef, ListOffsetsPartitionResponse)>) -> ListOffsetsResponse {
-        envelope.topics = by_topic_owned(parts).into_iter().map(|(t, ps)| ListOffsetsTopicResponse::default().with_name(name_and_id(&t).0.into()).with_partitions(ps)).collect();
+    fn build_resp(
+        mut envelope: ListOffsetsResponse,
+        parts: Vec<(TopicRef, ListOffsetsPartitionResponse)>,
+    ) -> ListOffsetsResponse {
+        envelope.topics = by_topic_owned(parts)
+            .into_iter()
+            .map(|(t, ps)| {
+                ListOffsetsTopicResponse::default()
+                    .with_name(name_and_id(&t).0.into())
+                    .with_partitions(ps)
+            })
+            .collect();
         envelope
     }
 
@@ -74,7 +100,12 @@ impl RoutedApi for ListOffsets {
     }
 
     fn error_part(p: &ListOffsetsPartition, code: i16) -> ListOffsetsPartitionResponse {
-        ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index).with_error_code(code).with_timestamp(-1).with_offset(-1).with_leader_epoch(-1)
+        ListOffsetsPartitionResponse::default()
+            .with_partition_index(p.partition_index)
+            .with_error_code(code)
+            .with_timestamp(-1)
+            .with_offset(-1)
+            .with_leader_epoch(-1)
     }
 
     fn routable(envelope: &ListOffsetsRequest, _version: i16) -> bool {

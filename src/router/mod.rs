@@ -35,20 +35,46 @@ pub type JobFuture = Pin<Box<dyn Future<Output = Result<Bytes, JobError>> + Send
 /// What the connection's writer does for one request, in request order.
 pub enum Pending {
     /// Forward the home broker's answer (rewriting addresses for the APIs that carry any).
-    Forward { rx: ReplyRx, hdr: RequestHeader, frame: Bytes, started: Instant },
+    Forward {
+        rx: ReplyRx,
+        hdr: RequestHeader,
+        frame: Bytes,
+        started: Instant,
+    },
     /// A routed request: its completion builds the answer.
-    Routed { job: JobFuture, hdr: RequestHeader, started: Instant },
+    Routed {
+        job: JobFuture,
+        hdr: RequestHeader,
+        started: Instant,
+    },
 }
 
 /// Routes one request. Returns `None` when no response will come (acks=0 produce).
-pub async fn route(proxy: &Arc<Proxy>, home: &Arc<Upstream>, lanes: &Arc<lanes::Lanes>, frame: Bytes, hdr: RequestHeader) -> Result<Option<Pending>, UpstreamError> {
+pub async fn route(
+    proxy: &Arc<Proxy>,
+    home: &Arc<Upstream>,
+    lanes: &Arc<lanes::Lanes>,
+    frame: Bytes,
+    hdr: RequestHeader,
+) -> Result<Option<Pending>, UpstreamError> {
     let started = Instant::now();
     let routed = match hdr.known {
-        Some(ApiKey::Produce) => dispatch::<produce::Produce>(proxy, home, Some(lanes), &frame, &hdr).await?,
+        Some(ApiKey::Produce) => {
+            dispatch::<produce::Produce>(proxy, home, Some(lanes), &frame, &hdr).await?
+        }
         Some(ApiKey::Fetch) => dispatch::<fetch::Fetch>(proxy, home, None, &frame, &hdr).await?,
-        Some(ApiKey::ListOffsets) => dispatch::<list_offsets::ListOffsets>(proxy, home, None, &frame, &hdr).await?,
-        Some(ApiKey::OffsetForLeaderEpoch) => dispatch::<offsets_for_leader_epoch::OffsetsForLeaderEpoch>(proxy, home, None, &frame, &hdr).await?,
-        Some(ApiKey::DeleteRecords) => dispatch::<delete_records::DeleteRecords>(proxy, home, None, &frame, &hdr).await?,
+        Some(ApiKey::ListOffsets) => {
+            dispatch::<list_offsets::ListOffsets>(proxy, home, None, &frame, &hdr).await?
+        }
+        Some(ApiKey::OffsetForLeaderEpoch) => {
+            dispatch::<offsets_for_leader_epoch::OffsetsForLeaderEpoch>(
+                proxy, home, None, &frame, &hdr,
+            )
+            .await?
+        }
+        Some(ApiKey::DeleteRecords) => {
+            dispatch::<delete_records::DeleteRecords>(proxy, home, None, &frame, &hdr).await?
+        }
         _ => Outcome::Forward,
     };
     match routed {
@@ -57,7 +83,12 @@ pub async fn route(proxy: &Arc<Proxy>, home: &Arc<Upstream>, lanes: &Arc<lanes::
         Outcome::Forward => {
             let expect = expects_response(&frame, &hdr);
             match home.send(frame.clone(), expect)? {
-                Some(rx) => Ok(Some(Pending::Forward { rx, hdr, frame, started })),
+                Some(rx) => Ok(Some(Pending::Forward {
+                    rx,
+                    hdr,
+                    frame,
+                    started,
+                })),
                 None => Ok(None),
             }
         }
@@ -70,12 +101,20 @@ enum Outcome {
     Forward,
 }
 
-async fn dispatch<A: RoutedApi>(proxy: &Arc<Proxy>, home: &Arc<Upstream>, lanes: Option<&Arc<lanes::Lanes>>, frame: &Bytes, hdr: &RequestHeader) -> Result<Outcome, UpstreamError> {
-    Ok(match Job::<A>::dispatch(proxy, home, lanes, frame.clone(), hdr).await? {
-        Dispatched::Job(job) => Outcome::Job(Box::pin(job.complete())),
-        Dispatched::NoResponse => Outcome::NoResponse,
-        Dispatched::Forward => Outcome::Forward,
-    })
+async fn dispatch<A: RoutedApi>(
+    proxy: &Arc<Proxy>,
+    home: &Arc<Upstream>,
+    lanes: Option<&Arc<lanes::Lanes>>,
+    frame: &Bytes,
+    hdr: &RequestHeader,
+) -> Result<Outcome, UpstreamError> {
+    Ok(
+        match Job::<A>::dispatch(proxy, home, lanes, frame.clone(), hdr).await? {
+            Dispatched::Job(job) => Outcome::Job(Box::pin(job.complete())),
+            Dispatched::NoResponse => Outcome::NoResponse,
+            Dispatched::Forward => Outcome::Forward,
+        },
+    )
 }
 
 /// Whether a forwarded request gets a response: every request does, except a Produce with
@@ -118,7 +157,22 @@ fn produce_acks(frame: &[u8], hdr: &RequestHeader) -> Option<i16> {
 pub fn safe_to_resend(key: Option<ApiKey>) -> bool {
     matches!(
         key,
-        Some(ApiKey::ApiVersions | ApiKey::Metadata | ApiKey::FindCoordinator | ApiKey::DescribeCluster | ApiKey::ListGroups | ApiKey::DescribeGroups | ApiKey::OffsetFetch | ApiKey::DescribeConfigs | ApiKey::DescribeAcls | ApiKey::DescribeLogDirs | ApiKey::DescribeProducers | ApiKey::DescribeTransactions | ApiKey::ListTransactions | ApiKey::DescribeTopicPartitions)
+        Some(
+            ApiKey::ApiVersions
+                | ApiKey::Metadata
+                | ApiKey::FindCoordinator
+                | ApiKey::DescribeCluster
+                | ApiKey::ListGroups
+                | ApiKey::DescribeGroups
+                | ApiKey::OffsetFetch
+                | ApiKey::DescribeConfigs
+                | ApiKey::DescribeAcls
+                | ApiKey::DescribeLogDirs
+                | ApiKey::DescribeProducers
+                | ApiKey::DescribeTransactions
+                | ApiKey::ListTransactions
+                | ApiKey::DescribeTopicPartitions
+        )
     )
 }
 
@@ -132,9 +186,16 @@ mod tests {
 
     fn produce_frame(version: i16, acks: i16, txn: Option<&str>) -> Vec<u8> {
         let mut buf = BytesMut::new();
-        let h = KpHeader::default().with_request_api_key(0).with_request_api_version(version).with_correlation_id(3).with_client_id(Some(StrBytes::from_static_str("c")));
+        let h = KpHeader::default()
+            .with_request_api_key(0)
+            .with_request_api_version(version)
+            .with_correlation_id(3)
+            .with_client_id(Some(StrBytes::from_static_str("c")));
         encode_request_header_into_buffer(&mut buf, &h).unwrap();
-        let req = ProduceRequest::default().with_acks(acks).with_timeout_ms(1000).with_transactional_id(txn.map(|t| StrBytes::from_string(t.into()).into()));
+        let req = ProduceRequest::default()
+            .with_acks(acks)
+            .with_timeout_ms(1000)
+            .with_transactional_id(txn.map(|t| StrBytes::from_string(t.into()).into()));
         req.encode(&mut buf, version).unwrap();
         let mut f = (buf.len() as i32).to_be_bytes().to_vec();
         f.extend_from_slice(&buf);

@@ -1,7 +1,11 @@
 //! OffsetsForLeaderEpoch (consumer position validation, KIP-320): routed by partition leader.
 
-use kafka_protocol::messages::offset_for_leader_epoch_request::{OffsetForLeaderPartition, OffsetForLeaderTopic};
-use kafka_protocol::messages::offset_for_leader_epoch_response::{EpochEndOffset, OffsetForLeaderTopicResult};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
 use kafka_protocol::messages::{ApiKey, OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
 use super::partitioned::RoutedApi;
@@ -17,7 +21,12 @@ impl RoutedApi for OffsetsForLeaderEpoch {
     type PartReq = OffsetForLeaderPartition;
     type PartResp = EpochEndOffset;
 
-    fn flatten(mut req: OffsetForLeaderEpochRequest) -> (OffsetForLeaderEpochRequest, Vec<(TopicRef, OffsetForLeaderPartition)>) {
+    fn flatten(
+        mut req: OffsetForLeaderEpochRequest,
+    ) -> (
+        OffsetForLeaderEpochRequest,
+        Vec<(TopicRef, OffsetForLeaderPartition)>,
+    ) {
         let mut parts = Vec::new();
         for t in std::mem::take(&mut req.topics) {
             let r = topic_ref(&t.topic.0, &uuid::Uuid::nil());
@@ -26,11 +35,18 @@ impl RoutedApi for OffsetsForLeaderEpoch {
         (req, parts)
     }
 
-    fn build(envelope: &OffsetForLeaderEpochRequest, parts: &[(&TopicRef, &OffsetForLeaderPartition)]) -> OffsetForLeaderEpochRequest {
+    fn build(
+        envelope: &OffsetForLeaderEpochRequest,
+        parts: &[(&TopicRef, &OffsetForLeaderPartition)],
+    ) -> OffsetForLeaderEpochRequest {
         let mut req = envelope.clone();
         req.topics = by_topic(parts.iter().map(|(t, p)| (*t, (*p).clone())))
             .into_iter()
-            .map(|(t, ps)| OffsetForLeaderTopic::default().with_topic(name_and_id(t).0.into()).with_partitions(ps))
+            .map(|(t, ps)| {
+                OffsetForLeaderTopic::default()
+                    .with_topic(name_and_id(t).0.into())
+                    .with_partitions(ps)
+            })
             .collect();
         req
     }
@@ -47,7 +63,12 @@ impl RoutedApi for OffsetsForLeaderEpoch {
         p.current_leader_epoch = epoch;
     }
 
-    fn flatten_resp(mut resp: OffsetForLeaderEpochResponse) -> (OffsetForLeaderEpochResponse, Vec<(TopicRef, EpochEndOffset)>) {
+    fn flatten_resp(
+        mut resp: OffsetForLeaderEpochResponse,
+    ) -> (
+        OffsetForLeaderEpochResponse,
+        Vec<(TopicRef, EpochEndOffset)>,
+    ) {
         let mut parts = Vec::new();
         for t in std::mem::take(&mut resp.topics) {
             let r = topic_ref(&t.topic.0, &uuid::Uuid::nil());
@@ -56,8 +77,18 @@ impl RoutedApi for OffsetsForLeaderEpoch {
         (resp, parts)
     }
 
-    fn build_resp(mut envelope: OffsetForLeaderEpochResponse, parts: Vec<(TopicRef, EpochEndOffset)>) -> OffsetForLeaderEpochResponse {
-        envelope.topics = by_topic_owned(parts).into_iter().map(|(t, ps)| OffsetForLeaderTopicResult::default().with_topic(name_and_id(&t).0.into()).with_partitions(ps)).collect();
+    fn build_resp(
+        mut envelope: OffsetForLeaderEpochResponse,
+        parts: Vec<(TopicRef, EpochEndOffset)>,
+    ) -> OffsetForLeaderEpochResponse {
+        envelope.topics = by_topic_owned(parts)
+            .into_iter()
+            .map(|(t, ps)| {
+                OffsetForLeaderTopicResult::default()
+                    .with_topic(name_and_id(&t).0.into())
+                    .with_partitions(ps)
+            })
+            .collect();
         envelope
     }
 
@@ -69,12 +100,19 @@ impl RoutedApi for OffsetsForLeaderEpoch {
         p.error_code
     }
 
-    fn merge_envelope(into: &mut OffsetForLeaderEpochResponse, from: &OffsetForLeaderEpochResponse) {
+    fn merge_envelope(
+        into: &mut OffsetForLeaderEpochResponse,
+        from: &OffsetForLeaderEpochResponse,
+    ) {
         into.throttle_time_ms = into.throttle_time_ms.max(from.throttle_time_ms);
     }
 
     fn error_part(p: &OffsetForLeaderPartition, code: i16) -> EpochEndOffset {
-        EpochEndOffset::default().with_partition(p.partition).with_error_code(code).with_leader_epoch(-1).with_end_offset(-1)
+        EpochEndOffset::default()
+            .with_partition(p.partition)
+            .with_error_code(code)
+            .with_leader_epoch(-1)
+            .with_end_offset(-1)
     }
 
     fn routable(envelope: &OffsetForLeaderEpochRequest, _version: i16) -> bool {

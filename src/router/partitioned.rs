@@ -19,12 +19,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::lanes::Lanes;
 use super::retry::{decide, is_leadership_code, Decision, Failure, ProduceFacts};
 use crate::codec::header::RequestHeader;
-use crate::codec::message::{decode_body, decode_response, encode_request_with_header, encode_response};
+use crate::codec::message::{
+    decode_body, decode_response, encode_request_with_header, encode_response,
+};
 use crate::codec::LEN_PREFIX;
 use crate::leadership::refresh::Trigger;
 use crate::leadership::TopicRef;
@@ -100,7 +102,13 @@ pub trait RoutedApi: Send + Sync + 'static {
     }
     /// Produce only: find out whether a partition's batch that a former leader appended
     /// (base offset given) is in the current leader's log (see `written`).
-    fn check_written(_proxy: Arc<Proxy>, _topic: TopicRef, _req: Self::PartReq, _base_offset: i64, _deadline: Instant) -> Option<BoxFuture<Checked<Self::PartResp>>> {
+    fn check_written(
+        _proxy: Arc<Proxy>,
+        _topic: TopicRef,
+        _req: Self::PartReq,
+        _base_offset: i64,
+        _deadline: Instant,
+    ) -> Option<BoxFuture<Checked<Self::PartResp>>> {
         None
     }
 }
@@ -115,14 +123,25 @@ pub enum Checked<P> {
     Unknown,
 }
 
+/// Called with (node id, host, port, rack) of each endpoint; may change host and port.
+pub type EndpointVisitor<'a> = dyn FnMut(
+        &mut i32,
+        &mut kafka_protocol::protocol::StrBytes,
+        &mut i32,
+        Option<&kafka_protocol::protocol::StrBytes>,
+    ) + 'a;
+
 /// A list of KIP-951 node endpoints, whatever the response type.
 pub trait EndpointList {
-    fn visit(&mut self, f: &mut dyn FnMut(&mut i32, &mut kafka_protocol::protocol::StrBytes, &mut i32, Option<&kafka_protocol::protocol::StrBytes>));
+    fn visit(&mut self, f: &mut EndpointVisitor<'_>);
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }
+
+/// Where a part of a request goes: node, partition indices, connection (or why none).
+type Target = (i32, Vec<usize>, Result<Arc<Upstream>, UpstreamError>);
 
 /// One part of a request in flight.
 struct Sent {
@@ -166,9 +185,17 @@ pub enum Dispatched<A: RoutedApi> {
 
 impl<A: RoutedApi> Job<A> {
     /// Decodes, routes and sends a request. `frame` is the client's whole frame.
-    pub async fn dispatch(proxy: &Arc<Proxy>, home: &Arc<Upstream>, lanes: Option<&Arc<Lanes>>, frame: Bytes, hdr: &RequestHeader) -> Result<Dispatched<A>, UpstreamError> {
+    pub async fn dispatch(
+        proxy: &Arc<Proxy>,
+        home: &Arc<Upstream>,
+        lanes: Option<&Arc<Lanes>>,
+        frame: Bytes,
+        hdr: &RequestHeader,
+    ) -> Result<Dispatched<A>, UpstreamError> {
         let version = hdr.api_version;
-        let Some(body_offset) = hdr.body_offset else { return Ok(Dispatched::Forward) };
+        let Some(body_offset) = hdr.body_offset else {
+            return Ok(Dispatched::Forward);
+        };
         let req: A::Req = match decode_body(&frame, body_offset, A::KEY, version) {
             Ok(r) => r,
             Err(e) => {
@@ -203,7 +230,9 @@ impl<A: RoutedApi> Job<A> {
                             changed = true;
                         }
                     }
-                    if s.leader != home_node && A::home_may_serve(&envelope, version, home_node, &s.replicas) {
+                    if s.leader != home_node
+                        && A::home_may_serve(&envelope, version, home_node, &s.replicas)
+                    {
                         home_node
                     } else {
                         s.leader
@@ -231,16 +260,31 @@ impl<A: RoutedApi> Job<A> {
         let rerouted = dest.iter().filter(|d| **d != home_node).count();
         if rerouted > 0 {
             metrics::rerouted(A::KEY as i16, rerouted);
+            for ((topic, p), _) in parts.iter().zip(&dest).filter(|(_, d)| **d != home_node) {
+                proxy.incidents.rerouted(leadership, topic, A::partition(p));
+                if metrics::topic_labels() {
+                    if let Some(name) = leadership.name_of(topic) {
+                        metrics::topic_rerouted(A::KEY as i16, &name, 1);
+                    }
+                }
+            }
         }
 
         // Connect where needed before sending anything, so parts leave back to back.
-        let mut targets: Vec<(i32, Vec<usize>, Result<Arc<Upstream>, UpstreamError>)> = Vec::with_capacity(groups.len());
+        let mut targets: Vec<Target> = Vec::with_capacity(groups.len());
         for (node, idx) in groups {
-            let up = if node == home_node { Ok(home.clone()) } else { proxy.upstream(node).await };
+            let up = if node == home_node {
+                Ok(home.clone())
+            } else {
+                proxy.upstream(node).await
+            };
             targets.push((node, idx, up));
         }
 
-        let idempotent: Vec<bool> = parts.iter().map(|(_, p)| A::produce_facts(p).unwrap_or(false)).collect();
+        let idempotent: Vec<bool> = parts
+            .iter()
+            .map(|(_, p)| A::produce_facts(p).unwrap_or(false))
+            .collect();
         let expects_response = A::expects_response(&envelope);
         let mut lane_keys = Vec::new();
         if let (Some(lanes), true) = (lanes, expects_response) {
@@ -269,8 +313,15 @@ impl<A: RoutedApi> Job<A> {
                     let out = if original {
                         Ok(frame.clone())
                     } else {
-                        let subset: Vec<(&TopicRef, &A::PartReq)> = idx.iter().map(|i| (&parts[*i].0, &parts[*i].1)).collect();
-                        encode_request_with_header(&header, &A::build(&envelope, &subset), A::KEY, version).map(|b| b.freeze())
+                        let subset: Vec<(&TopicRef, &A::PartReq)> =
+                            idx.iter().map(|i| (&parts[*i].0, &parts[*i].1)).collect();
+                        encode_request_with_header(
+                            &header,
+                            &A::build(&envelope, &subset),
+                            A::KEY,
+                            version,
+                        )
+                        .map(|b| b.freeze())
                     };
                     match out {
                         Ok(bytes) => match up.send(bytes, expects_response) {
@@ -291,7 +342,12 @@ impl<A: RoutedApi> Job<A> {
                     None
                 }
             };
-            sent.push(Sent { rx, idx, node, original });
+            sent.push(Sent {
+                rx,
+                idx,
+                node,
+                original,
+            });
         }
         if !expects_response {
             return Ok(Dispatched::NoResponse);
@@ -365,7 +421,14 @@ impl<A: RoutedApi> Job<A> {
                     if s.original {
                         original_reply = Some(frame);
                     }
-                    self.absorb_answer(resp, &s.idx, &mut answers, &mut failures, &mut first_code, &mut envelope);
+                    self.absorb_answer(
+                        resp,
+                        &s.idx,
+                        &mut answers,
+                        &mut failures,
+                        &mut first_code,
+                        &mut envelope,
+                    );
                 }
                 Err(f) => {
                     for i in &s.idx {
@@ -379,6 +442,7 @@ impl<A: RoutedApi> Job<A> {
         let deadline = self.started + self.proxy.cfg.absorb_timeout;
         let mut backoff = Duration::from_millis(self.proxy.cfg.retry_backoff_ms);
         let mut retried = false;
+        let mut absorb_started: Option<Instant> = None;
         let mut seen_generation = self.generation;
         loop {
             let mut todo: Vec<(usize, Decision)> = Vec::new();
@@ -390,8 +454,14 @@ impl<A: RoutedApi> Job<A> {
                 };
                 let facts = A::produce_facts(&self.parts[i].1).map(|_| ProduceFacts {
                     idempotent: self.idempotent[i],
-                    base_offset: if unwritten[i] { -1 } else { answers[i].as_ref().map(A::base_offset).unwrap_or(-1) },
-                    partition_recovering: self.lanes.as_ref().is_some_and(|l| l.recovering(&(self.parts[i].0.clone(), A::partition(&self.parts[i].1)))),
+                    base_offset: if unwritten[i] {
+                        -1
+                    } else {
+                        answers[i].as_ref().map(A::base_offset).unwrap_or(-1)
+                    },
+                    partition_recovering: self.lanes.as_ref().is_some_and(|l| {
+                        l.recovering(&(self.parts[i].0.clone(), A::partition(&self.parts[i].1)))
+                    }),
                 });
                 let d = decide(A::KEY, failure, facts);
                 if d != Decision::PassThrough {
@@ -401,6 +471,7 @@ impl<A: RoutedApi> Job<A> {
             if todo.is_empty() {
                 break;
             }
+            absorb_started.get_or_insert_with(Instant::now);
             if Instant::now() >= deadline {
                 for _ in &todo {
                     metrics::replay(A::KEY as i16, "gave_up");
@@ -409,7 +480,8 @@ impl<A: RoutedApi> Job<A> {
                 break;
             }
             if retried || todo.iter().any(|(_, d)| *d != Decision::Reroute) {
-                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now()))).await;
+                tokio::time::sleep(backoff.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
             retried = true;
@@ -417,7 +489,12 @@ impl<A: RoutedApi> Job<A> {
             // re-send (a KIP-951 hint, or another request's refresh, got there first).
             let stale = todo.iter().any(|(i, d)| {
                 *d == Decision::WaitThenReroute
-                    || (matches!(d, Decision::Reroute | Decision::Verify) && self.proxy.leadership.leader_of(&self.parts[*i].0, A::partition(&self.parts[*i].1)).is_none_or(|l| l.node == last_node[*i]))
+                    || (matches!(d, Decision::Reroute | Decision::Verify)
+                        && self
+                            .proxy
+                            .leadership
+                            .leader_of(&self.parts[*i].0, A::partition(&self.parts[*i].1))
+                            .is_none_or(|l| l.node == last_node[*i]))
             });
             if stale {
                 // Single-flight: concurrent failures share one Metadata round trip.
@@ -426,7 +503,10 @@ impl<A: RoutedApi> Job<A> {
             }
             if let Some(lanes) = &self.lanes {
                 for (i, _) in &todo {
-                    lanes.mark_recovering(&(self.parts[*i].0.clone(), A::partition(&self.parts[*i].1)));
+                    lanes.mark_recovering(&(
+                        self.parts[*i].0.clone(),
+                        A::partition(&self.parts[*i].1),
+                    ));
                 }
             }
 
@@ -434,7 +514,15 @@ impl<A: RoutedApi> Job<A> {
             for (i, _) in todo.iter().filter(|(_, d)| *d == Decision::Verify) {
                 let base = answers[*i].as_ref().map(A::base_offset).unwrap_or(-1);
                 let (topic, req) = &self.parts[*i];
-                let Some(check) = A::check_written(self.proxy.clone(), topic.clone(), req.clone(), base, deadline) else { continue };
+                let Some(check) = A::check_written(
+                    self.proxy.clone(),
+                    topic.clone(),
+                    req.clone(),
+                    base,
+                    deadline,
+                ) else {
+                    continue;
+                };
                 match check.await {
                     Checked::Written(answer) => {
                         answers[*i] = Some(answer);
@@ -471,8 +559,17 @@ impl<A: RoutedApi> Job<A> {
                 if rerouted > 0 {
                     metrics::rerouted(A::KEY as i16, rerouted);
                 }
-                let subset: Vec<(&TopicRef, &A::PartReq)> = idx.iter().map(|i| (&self.parts[*i].0, &self.parts[*i].1)).collect();
-                let frame = encode_request_with_header(&self.header, &A::build(&replay_envelope, &subset), A::KEY, self.version).map_err(|e| JobError::Undecodable(e.to_string()))?;
+                let subset: Vec<(&TopicRef, &A::PartReq)> = idx
+                    .iter()
+                    .map(|i| (&self.parts[*i].0, &self.parts[*i].1))
+                    .collect();
+                let frame = encode_request_with_header(
+                    &self.header,
+                    &A::build(&replay_envelope, &subset),
+                    A::KEY,
+                    self.version,
+                )
+                .map_err(|e| JobError::Undecodable(e.to_string()))?;
                 let rx = match self.proxy.upstream(node).await {
                     Ok(up) => up.send(frame.freeze(), true).ok().flatten(),
                     Err(_) => None,
@@ -498,9 +595,18 @@ impl<A: RoutedApi> Job<A> {
                         for i in &idx {
                             failures[*i] = None;
                         }
-                        self.absorb_answer(resp, &idx, &mut answers, &mut failures, &mut first_code, &mut envelope);
+                        self.absorb_answer(
+                            resp,
+                            &idx,
+                            &mut answers,
+                            &mut failures,
+                            &mut first_code,
+                            &mut envelope,
+                        );
                         for i in &idx {
-                            let ok = answers[*i].as_ref().is_some_and(|a| !is_leadership_code(A::error_code(a)));
+                            let ok = answers[*i]
+                                .as_ref()
+                                .is_some_and(|a| !is_leadership_code(A::error_code(a)));
                             metrics::replay(A::KEY as i16, if ok { "ok" } else { "failed" });
                         }
                     }
@@ -537,6 +643,16 @@ impl<A: RoutedApi> Job<A> {
             if let (Some(code), Ok(_)) = (first_code[i], f) {
                 if !is_leadership_code(final_code) {
                     metrics::absorbed(A::KEY as i16, code);
+                    if metrics::topic_labels() {
+                        if let Some(name) = self.proxy.leadership.name_of(&self.parts[i].0) {
+                            metrics::topic_absorbed(A::KEY as i16, code, &name);
+                        }
+                    }
+                    self.proxy.incidents.absorbed(
+                        &self.proxy.leadership,
+                        &self.parts[i].0,
+                        A::partition(&self.parts[i].1),
+                    );
                     absorbed += 1;
                 }
             }
@@ -544,18 +660,19 @@ impl<A: RoutedApi> Job<A> {
                 metrics::passed_through(A::KEY as i16, final_code);
             }
         }
-        if retried {
-            let took = self.started.elapsed();
+        if let Some(t) = absorb_started {
+            let took = t.elapsed();
             metrics::absorb_duration(A::KEY as i16, took);
-            if absorbed > 0 {
-                info!(api = ?A::KEY, partitions = absorbed, took_ms = took.as_millis() as u64, "absorbed leadership errors: rerouted and answered");
-            }
+            debug!(api = ?A::KEY, partitions = absorbed, took_ms = took.as_millis() as u64, "absorbed leadership errors: rerouted and answered");
         }
 
         // Unchanged single answer: give the client the broker's bytes (addresses rewritten if it
         // names any).
         if let (Some(frame), false) = (original_reply, retried) {
-            let has_endpoints = envelope.as_mut().and_then(|e| A::node_endpoints(e)).is_some_and(|l| !l.is_empty());
+            let has_endpoints = envelope
+                .as_mut()
+                .and_then(|e| A::node_endpoints(e))
+                .is_some_and(|l| !l.is_empty());
             if !has_endpoints {
                 return Ok(frame);
             }
@@ -567,31 +684,56 @@ impl<A: RoutedApi> Job<A> {
             .parts
             .iter()
             .zip(finals)
-            .map(|((topic, req), f)| (topic.clone(), f.unwrap_or_else(|code| A::error_part(req, code))))
+            .map(|((topic, req), f)| {
+                (
+                    topic.clone(),
+                    f.unwrap_or_else(|code| A::error_part(req, code)),
+                )
+            })
             .collect();
         if let Some(list) = A::node_endpoints(&mut envelope) {
             self.proxy.rewrite_endpoints(list);
         }
         let resp = A::build_resp(envelope, parts);
-        encode_response(&resp, A::KEY, self.version, self.correlation_id).map_err(|e| JobError::Undecodable(e.to_string()))
+        encode_response(&resp, A::KEY, self.version, self.correlation_id)
+            .map_err(|e| JobError::Undecodable(e.to_string()))
     }
 
     /// Records a (sub-)response: per-partition answers, KIP-951 leader hints, merged envelope.
-    fn absorb_answer(&self, resp: A::Resp, idx: &[usize], answers: &mut [Option<A::PartResp>], failures: &mut [Option<Failure>], first_code: &mut [Option<i16>], envelope: &mut Option<A::Resp>) {
+    fn absorb_answer(
+        &self,
+        resp: A::Resp,
+        idx: &[usize],
+        answers: &mut [Option<A::PartResp>],
+        failures: &mut [Option<Failure>],
+        first_code: &mut [Option<i16>],
+        envelope: &mut Option<A::Resp>,
+    ) {
         let (mut env, parts) = A::flatten_resp(resp);
         if let Some(list) = A::node_endpoints(&mut env) {
             self.proxy.learn_endpoints(list);
         }
-        let mut by_key: HashMap<(TopicRef, i32), A::PartResp> = parts.into_iter().map(|(t, p)| ((t, A::resp_partition(&p)), p)).collect();
+        let mut by_key: HashMap<(TopicRef, i32), A::PartResp> = parts
+            .into_iter()
+            .map(|(t, p)| ((t, A::resp_partition(&p)), p))
+            .collect();
         for i in idx {
             let (topic, req) = &self.parts[*i];
             match by_key.remove(&(topic.clone(), A::partition(req))) {
                 Some(p) => {
                     let code = A::error_code(&p);
                     if is_leadership_code(code) {
+                        if first_code[*i].is_none() {
+                            self.proxy.incidents.error_seen(
+                                &self.proxy.leadership,
+                                topic,
+                                A::partition(req),
+                            );
+                        }
                         first_code[*i].get_or_insert(code);
                         if let Some((leader, epoch)) = A::leader_hint(&p) {
-                            self.proxy.learn_leader(topic, A::partition(req), leader, epoch);
+                            self.proxy
+                                .learn_leader(topic, A::partition(req), leader, epoch);
                         }
                     }
                     answers[*i] = Some(p);

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::partitioned::{BoxFuture, Checked, EndpointList, RoutedApi};
-use super::written::{self, Written};
-use crate::proxy::Proxy;
 use super::shape::{by_topic, by_topic_owned, name_and_id, topic_ref, union_endpoints};
+use super::written::{self, Written};
 use crate::leadership::TopicRef;
+use crate::proxy::Proxy;
 
 pub struct Produce;
 
@@ -36,13 +36,19 @@ impl RoutedApi for Produce {
         (req, parts)
     }
 
-    fn build(envelope: &ProduceRequest, parts: &[(&TopicRef, &PartitionProduceData)]) -> ProduceRequest {
+    fn build(
+        envelope: &ProduceRequest,
+        parts: &[(&TopicRef, &PartitionProduceData)],
+    ) -> ProduceRequest {
         let mut req = envelope.clone();
         req.topic_data = by_topic(parts.iter().map(|(t, p)| (*t, (*p).clone())))
             .into_iter()
             .map(|(t, ps)| {
                 let (name, id) = name_and_id(t);
-                TopicProduceData::default().with_name(name.into()).with_topic_id(id).with_partition_data(ps)
+                TopicProduceData::default()
+                    .with_name(name.into())
+                    .with_topic_id(id)
+                    .with_partition_data(ps)
             })
             .collect();
         req
@@ -52,7 +58,9 @@ impl RoutedApi for Produce {
         p.index
     }
 
-    fn flatten_resp(mut resp: ProduceResponse) -> (ProduceResponse, Vec<(TopicRef, PartitionProduceResponse)>) {
+    fn flatten_resp(
+        mut resp: ProduceResponse,
+    ) -> (ProduceResponse, Vec<(TopicRef, PartitionProduceResponse)>) {
         let mut parts = Vec::new();
         for t in std::mem::take(&mut resp.responses) {
             let r = topic_ref(&t.name.0, &t.topic_id);
@@ -61,12 +69,18 @@ impl RoutedApi for Produce {
         (resp, parts)
     }
 
-    fn build_resp(mut envelope: ProduceResponse, parts: Vec<(TopicRef, PartitionProduceResponse)>) -> ProduceResponse {
+    fn build_resp(
+        mut envelope: ProduceResponse,
+        parts: Vec<(TopicRef, PartitionProduceResponse)>,
+    ) -> ProduceResponse {
         envelope.responses = by_topic_owned(parts)
             .into_iter()
             .map(|(t, ps)| {
                 let (name, id) = name_and_id(&t);
-                TopicProduceResponse::default().with_name(name.into()).with_topic_id(id).with_partition_responses(ps)
+                TopicProduceResponse::default()
+                    .with_name(name.into())
+                    .with_topic_id(id)
+                    .with_partition_responses(ps)
             })
             .collect();
         envelope
@@ -82,15 +96,23 @@ impl RoutedApi for Produce {
 
     fn merge_envelope(into: &mut ProduceResponse, from: &ProduceResponse) {
         into.throttle_time_ms = into.throttle_time_ms.max(from.throttle_time_ms);
-        union_endpoints(&mut into.node_endpoints, &from.node_endpoints, |e| e.node_id.0);
+        union_endpoints(&mut into.node_endpoints, &from.node_endpoints, |e| {
+            e.node_id.0
+        });
     }
 
     fn error_part(p: &PartitionProduceData, code: i16) -> PartitionProduceResponse {
-        PartitionProduceResponse::default().with_index(p.index).with_error_code(code).with_base_offset(-1).with_log_append_time_ms(-1).with_log_start_offset(-1)
+        PartitionProduceResponse::default()
+            .with_index(p.index)
+            .with_error_code(code)
+            .with_base_offset(-1)
+            .with_log_append_time_ms(-1)
+            .with_log_start_offset(-1)
     }
 
     fn leader_hint(p: &PartitionProduceResponse) -> Option<(i32, i32)> {
-        (p.current_leader.leader_id.0 >= 0).then_some((p.current_leader.leader_id.0, p.current_leader.leader_epoch))
+        (p.current_leader.leader_id.0 >= 0)
+            .then_some((p.current_leader.leader_id.0, p.current_leader.leader_epoch))
     }
 
     fn node_endpoints(resp: &mut ProduceResponse) -> Option<&mut dyn EndpointList> {
@@ -109,12 +131,26 @@ impl RoutedApi for Produce {
         p.base_offset
     }
 
-    fn check_written(proxy: Arc<Proxy>, topic: TopicRef, req: PartitionProduceData, base_offset: i64, deadline: Instant) -> Option<BoxFuture<Checked<PartitionProduceResponse>>> {
+    fn check_written(
+        proxy: Arc<Proxy>,
+        topic: TopicRef,
+        req: PartitionProduceData,
+        base_offset: i64,
+        deadline: Instant,
+    ) -> Option<BoxFuture<Checked<PartitionProduceResponse>>> {
         let records = req.records.clone()?;
         Some(Box::pin(async move {
             match written::check(&proxy, &topic, req.index, &records, base_offset, deadline).await {
-                Written::Yes { log_start_offset, log_append_time_ms } => Checked::Written(
-                    PartitionProduceResponse::default().with_index(req.index).with_error_code(0).with_base_offset(base_offset).with_log_append_time_ms(log_append_time_ms).with_log_start_offset(log_start_offset),
+                Written::Yes {
+                    log_start_offset,
+                    log_append_time_ms,
+                } => Checked::Written(
+                    PartitionProduceResponse::default()
+                        .with_index(req.index)
+                        .with_error_code(0)
+                        .with_base_offset(base_offset)
+                        .with_log_append_time_ms(log_append_time_ms)
+                        .with_log_start_offset(log_start_offset),
                 ),
                 Written::No => Checked::NotWritten,
                 Written::Unknown => Checked::Unknown,
@@ -154,7 +190,9 @@ pub fn all_batches_idempotent(records: &Bytes) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
 
     fn batch(producer_id: i64, version: i8) -> Bytes {
         assert_eq!(version, 2);
@@ -174,7 +212,15 @@ mod tests {
             delete_horizon: false,
         };
         let mut buf = bytes::BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &[rec], &RecordEncodeOptions { version, compression: Compression::None }).unwrap();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &[rec],
+            &RecordEncodeOptions {
+                version,
+                compression: Compression::None,
+            },
+        )
+        .unwrap();
         buf.freeze()
     }
 
@@ -184,10 +230,16 @@ mod tests {
         assert!(!all_batches_idempotent(&batch(-1, 2)));
         let mut v1 = batch(7, 2).to_vec();
         v1[16] = 1;
-        assert!(!all_batches_idempotent(&Bytes::from(v1)), "message format v1 has no producer id");
+        assert!(
+            !all_batches_idempotent(&Bytes::from(v1)),
+            "message format v1 has no producer id"
+        );
         let mut two = batch(7, 2).to_vec();
         two.extend_from_slice(&batch(-1, 2));
-        assert!(!all_batches_idempotent(&Bytes::from(two)), "one non-idempotent batch taints the partition");
+        assert!(
+            !all_batches_idempotent(&Bytes::from(two)),
+            "one non-idempotent batch taints the partition"
+        );
         assert!(!all_batches_idempotent(&Bytes::new()));
         assert!(!all_batches_idempotent(&Bytes::from_static(&[0; 20])));
     }

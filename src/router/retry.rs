@@ -93,8 +93,12 @@ pub fn decide(api: ApiKey, failure: Failure, produce: Option<ProduceFacts>) -> D
                 Decision::PassThrough
             }
         }
-        Failure::Code(NOT_LEADER_OR_FOLLOWER) | Failure::Code(FENCED_LEADER_EPOCH) => leadership(Decision::Reroute),
-        Failure::Code(LEADER_NOT_AVAILABLE) | Failure::Code(UNKNOWN_LEADER_EPOCH) => leadership(Decision::WaitThenReroute),
+        Failure::Code(NOT_LEADER_OR_FOLLOWER) | Failure::Code(FENCED_LEADER_EPOCH) => {
+            leadership(Decision::Reroute)
+        }
+        Failure::Code(LEADER_NOT_AVAILABLE) | Failure::Code(UNKNOWN_LEADER_EPOCH) => {
+            leadership(Decision::WaitThenReroute)
+        }
         Failure::Code(OFFSET_NOT_AVAILABLE) if api == ApiKey::ListOffsets => Decision::RetrySame,
         Failure::Code(OUT_OF_ORDER_SEQUENCE_NUMBER) => match produce {
             Some(p) if p.idempotent && p.partition_recovering && safe => Decision::Reroute,
@@ -106,7 +110,10 @@ pub fn decide(api: ApiKey, failure: Failure, produce: Option<ProduceFacts>) -> D
 
 /// Codes counted as leadership errors (absorbed or passed through) in metrics.
 pub fn is_leadership_code(code: i16) -> bool {
-    matches!(code, LEADER_NOT_AVAILABLE | NOT_LEADER_OR_FOLLOWER | FENCED_LEADER_EPOCH | UNKNOWN_LEADER_EPOCH)
+    matches!(
+        code,
+        LEADER_NOT_AVAILABLE | NOT_LEADER_OR_FOLLOWER | FENCED_LEADER_EPOCH | UNKNOWN_LEADER_EPOCH
+    )
 }
 
 #[cfg(test)]
@@ -115,12 +122,21 @@ mod tests {
     use Decision::*;
 
     fn produce(idempotent: bool, base_offset: i64) -> Option<ProduceFacts> {
-        Some(ProduceFacts { idempotent, base_offset, partition_recovering: false })
+        Some(ProduceFacts {
+            idempotent,
+            base_offset,
+            partition_recovering: false,
+        })
     }
 
     #[test]
     fn reads_are_always_rerouted_on_leadership_errors() {
-        for api in [ApiKey::Fetch, ApiKey::ListOffsets, ApiKey::OffsetForLeaderEpoch, ApiKey::DeleteRecords] {
+        for api in [
+            ApiKey::Fetch,
+            ApiKey::ListOffsets,
+            ApiKey::OffsetForLeaderEpoch,
+            ApiKey::DeleteRecords,
+        ] {
             assert_eq!(decide(api, Failure::Code(6), None), Reroute);
             assert_eq!(decide(api, Failure::Code(74), None), Reroute);
             assert_eq!(decide(api, Failure::Code(5), None), WaitThenReroute);
@@ -132,45 +148,91 @@ mod tests {
 
     #[test]
     fn idempotent_produce_is_always_replayed() {
-        assert_eq!(decide(ApiKey::Produce, Failure::Code(6), produce(true, 42)), Reroute);
-        assert_eq!(decide(ApiKey::Produce, Failure::Code(6), produce(true, -1)), Reroute);
-        assert_eq!(decide(ApiKey::Produce, Failure::ConnectionLost, produce(true, -1)), Reroute);
+        assert_eq!(
+            decide(ApiKey::Produce, Failure::Code(6), produce(true, 42)),
+            Reroute
+        );
+        assert_eq!(
+            decide(ApiKey::Produce, Failure::Code(6), produce(true, -1)),
+            Reroute
+        );
+        assert_eq!(
+            decide(ApiKey::Produce, Failure::ConnectionLost, produce(true, -1)),
+            Reroute
+        );
     }
 
     #[test]
     fn non_idempotent_produce_whose_records_may_have_been_written_is_not_replayed() {
         // ... without first finding out whether the records are in the leader's log
-        assert_eq!(decide(ApiKey::Produce, Failure::Code(6), produce(false, 17)), Verify);
-        assert_eq!(decide(ApiKey::Produce, Failure::Code(6), produce(false, 0)), Verify);
-        assert_eq!(decide(ApiKey::Produce, Failure::Code(75), produce(false, 0)), Verify);
+        assert_eq!(
+            decide(ApiKey::Produce, Failure::Code(6), produce(false, 17)),
+            Verify
+        );
+        assert_eq!(
+            decide(ApiKey::Produce, Failure::Code(6), produce(false, 0)),
+            Verify
+        );
+        assert_eq!(
+            decide(ApiKey::Produce, Failure::Code(75), produce(false, 0)),
+            Verify
+        );
         // no answer at all: no offset to look at, so the client decides
-        assert_eq!(decide(ApiKey::Produce, Failure::ConnectionLost, produce(false, -1)), PassThrough);
+        assert_eq!(
+            decide(ApiKey::Produce, Failure::ConnectionLost, produce(false, -1)),
+            PassThrough
+        );
     }
 
     #[test]
     fn non_idempotent_produce_refused_before_the_append_is_replayed() {
-        assert_eq!(decide(ApiKey::Produce, Failure::Code(6), produce(false, -1)), Reroute);
-        assert_eq!(decide(ApiKey::Produce, Failure::Code(5), produce(false, -1)), WaitThenReroute);
-        assert_eq!(decide(ApiKey::Produce, Failure::NotSent, produce(false, -1)), Reroute);
+        assert_eq!(
+            decide(ApiKey::Produce, Failure::Code(6), produce(false, -1)),
+            Reroute
+        );
+        assert_eq!(
+            decide(ApiKey::Produce, Failure::Code(5), produce(false, -1)),
+            WaitThenReroute
+        );
+        assert_eq!(
+            decide(ApiKey::Produce, Failure::NotSent, produce(false, -1)),
+            Reroute
+        );
     }
 
     #[test]
     fn out_of_order_sequence_is_replayed_only_behind_a_recovery() {
-        let recovering = Some(ProduceFacts { idempotent: true, base_offset: -1, partition_recovering: true });
-        assert_eq!(decide(ApiKey::Produce, Failure::Code(45), recovering), Reroute);
-        assert_eq!(decide(ApiKey::Produce, Failure::Code(45), produce(true, -1)), PassThrough);
+        let recovering = Some(ProduceFacts {
+            idempotent: true,
+            base_offset: -1,
+            partition_recovering: true,
+        });
+        assert_eq!(
+            decide(ApiKey::Produce, Failure::Code(45), recovering),
+            Reroute
+        );
+        assert_eq!(
+            decide(ApiKey::Produce, Failure::Code(45), produce(true, -1)),
+            PassThrough
+        );
     }
 
     #[test]
     fn offset_not_available_retries_the_same_leader_for_list_offsets_only() {
-        assert_eq!(decide(ApiKey::ListOffsets, Failure::Code(78), None), RetrySame);
+        assert_eq!(
+            decide(ApiKey::ListOffsets, Failure::Code(78), None),
+            RetrySame
+        );
         assert_eq!(decide(ApiKey::Fetch, Failure::Code(78), None), PassThrough);
     }
 
     #[test]
     fn other_produce_errors_pass_through() {
         for code in [7, 19, 20, 56, 87] {
-            assert_eq!(decide(ApiKey::Produce, Failure::Code(code), produce(true, -1)), PassThrough);
+            assert_eq!(
+                decide(ApiKey::Produce, Failure::Code(code), produce(true, -1)),
+                PassThrough
+            );
         }
     }
 }

@@ -3,11 +3,13 @@
 use kafka_protocol::messages::{fetch_response, produce_response};
 use kafka_protocol::protocol::StrBytes;
 
-use super::partitioned::EndpointList;
+use super::partitioned::{EndpointList, EndpointVisitor};
 use crate::leadership::TopicRef;
 
 /// Groups partitions by topic, topics in order of first appearance, partitions in order.
-pub fn by_topic<'a, P>(parts: impl IntoIterator<Item = (&'a TopicRef, P)>) -> Vec<(&'a TopicRef, Vec<P>)> {
+pub fn by_topic<'a, P>(
+    parts: impl IntoIterator<Item = (&'a TopicRef, P)>,
+) -> Vec<(&'a TopicRef, Vec<P>)> {
     let mut out: Vec<(&TopicRef, Vec<P>)> = Vec::new();
     for (t, p) in parts {
         match out.iter_mut().find(|(k, _)| *k == t) {
@@ -50,7 +52,7 @@ pub fn name_and_id(t: &TopicRef) -> (StrBytes, uuid::Uuid) {
 macro_rules! endpoint_list {
     ($t:ty) => {
         impl EndpointList for Vec<$t> {
-            fn visit(&mut self, f: &mut dyn FnMut(&mut i32, &mut StrBytes, &mut i32, Option<&StrBytes>)) {
+            fn visit(&mut self, f: &mut EndpointVisitor<'_>) {
                 for e in self.iter_mut() {
                     f(&mut e.node_id.0, &mut e.host, &mut e.port, e.rack.as_ref());
                 }

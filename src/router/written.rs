@@ -8,15 +8,28 @@
 //!
 //! The current leader's log is the truth: at `base_offset` it holds either this batch (it
 //! survived, and is committed once the high watermark passes it: a consumer fetch only returns
-//! committed data) or some other batch (this one is gone), or nothing committed yet (cannot
-//! tell yet). A fetch beyond the leader's log end (OFFSET_OUT_OF_RANGE) also means gone.
+//! committed data) or some other batch (this one is gone). A fetch beyond the leader's log end
+//! (OFFSET_OUT_OF_RANGE) also means gone.
+//!
+//! When nothing is committed at `base_offset` yet, the leader epoch history decides: the former
+//! leader appended in an epoch below the current one, so the end offset the current leader
+//! reports for epoch (current - 1) (OffsetsForLeaderEpoch, KIP-101/KIP-320) is where its log
+//! stops holding anything written before its own leadership. At or below `base_offset`: the
+//! batch is not in the log (gone). Above it: something old is there, and the content check
+//! decides once it is committed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{
+    ApiKey, BrokerId, FetchRequest, FetchResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse,
+};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
 use tracing::debug;
@@ -27,12 +40,17 @@ use crate::proxy::Proxy;
 
 /// Fetch v12: topic names, leader epochs; spoken by every broker line fairlead supports.
 const FETCH_VERSION: i16 = 12;
+/// OffsetsForLeaderEpoch v4 (Kafka 2.7+), with current_leader_epoch fencing.
+const EPOCHS_VERSION: i16 = 4;
 const OFFSET_OUT_OF_RANGE: i16 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
     /// The batch is in the leader's log at `base_offset`, committed.
-    Yes { log_start_offset: i64, log_append_time_ms: i64 },
+    Yes {
+        log_start_offset: i64,
+        log_append_time_ms: i64,
+    },
     /// Something else is at `base_offset`, or the log ends before it.
     No,
     /// The leader has nothing committed at `base_offset` yet (or could not be asked).
@@ -49,17 +67,41 @@ impl Written {
     }
 }
 
-pub async fn check(proxy: &Arc<Proxy>, topic: &TopicRef, partition: i32, records: &Bytes, base_offset: i64, deadline: Instant) -> Written {
+pub async fn check(
+    proxy: &Arc<Proxy>,
+    topic: &TopicRef,
+    partition: i32,
+    records: &Bytes,
+    base_offset: i64,
+    deadline: Instant,
+) -> Written {
     let w = ask(proxy, topic, partition, records, base_offset, deadline).await;
     metrics::produce_check(w.label());
     debug!(%topic, partition, base_offset, result = w.label(), "looked for a produce batch in the leader's log");
     w
 }
 
-async fn ask(proxy: &Arc<Proxy>, topic: &TopicRef, partition: i32, records: &Bytes, base_offset: i64, deadline: Instant) -> Written {
-    let Some(name) = proxy.leadership.name_of(topic) else { return Written::Unknown };
-    let Some(leader) = proxy.leadership.leader(&name, partition) else { return Written::Unknown };
-    let Ok(up) = proxy.upstream(leader.node).await else { return Written::Unknown };
+async fn ask(
+    proxy: &Arc<Proxy>,
+    topic: &TopicRef,
+    partition: i32,
+    records: &Bytes,
+    base_offset: i64,
+    deadline: Instant,
+) -> Written {
+    let Some(name) = proxy.leadership.name_of(topic) else {
+        return Written::Unknown;
+    };
+    let Some(leader) = proxy.leadership.leader(&name, partition) else {
+        return Written::Unknown;
+    };
+    let Ok(up) = proxy.upstream(leader.node).await else {
+        return Written::Unknown;
+    };
+    let timeout = deadline
+        .saturating_duration_since(Instant::now())
+        .min(Duration::from_secs(2));
+    let topic_name: kafka_protocol::messages::TopicName = StrBytes::from_string(name).into();
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(0)
@@ -67,20 +109,26 @@ async fn ask(proxy: &Arc<Proxy>, topic: &TopicRef, partition: i32, records: &Byt
         .with_max_bytes(i32::MAX)
         .with_session_id(0)
         .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default().with_topic(StrBytes::from_string(name).into()).with_partitions(vec![FetchPartition::default()
-            .with_partition(partition)
-            .with_current_leader_epoch(leader.epoch)
-            .with_fetch_offset(base_offset)
-            .with_last_fetched_epoch(-1)
-            .with_log_start_offset(-1)
-            // The first batch is always returned whole, however small the limit (KIP-74).
-            .with_partition_max_bytes(1)])]);
-    let timeout = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(2));
-    let resp: FetchResponse = match up.request(ApiKey::Fetch, FETCH_VERSION, &req, timeout).await {
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(topic_name.clone())
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(leader.epoch)
+                .with_fetch_offset(base_offset)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)
+                // The first batch is always returned whole, however small the limit (KIP-74).
+                .with_partition_max_bytes(1)])]);
+    let resp: FetchResponse = match up
+        .request(ApiKey::Fetch, FETCH_VERSION, &req, timeout)
+        .await
+    {
         Ok(r) => r,
         Err(_) => return Written::Unknown,
     };
-    let Some(p) = resp.responses.first().and_then(|t| t.partitions.first()) else { return Written::Unknown };
+    let Some(p) = resp.responses.first().and_then(|t| t.partitions.first()) else {
+        return Written::Unknown;
+    };
     match p.error_code {
         0 => {}
         // Past the log's end: nothing is at base_offset. (Before the log's start would also be
@@ -90,12 +138,61 @@ async fn ask(proxy: &Arc<Proxy>, topic: &TopicRef, partition: i32, records: &Byt
     }
     let found = match &p.records {
         Some(r) if !r.is_empty() => r,
-        _ => return Written::Unknown,
+        _ => {
+            return epoch_history(
+                &up,
+                topic_name,
+                partition,
+                leader.epoch,
+                base_offset,
+                timeout,
+            )
+            .await
+        }
     };
     if same_batch_at(found, records, base_offset) {
-        Written::Yes { log_start_offset: p.log_start_offset, log_append_time_ms: log_append_time(found) }
+        Written::Yes {
+            log_start_offset: p.log_start_offset,
+            log_append_time_ms: log_append_time(found),
+        }
     } else {
         Written::No
+    }
+}
+
+/// Nothing committed at `base_offset` yet: does the leader's log hold anything there from before
+/// its own leadership?
+async fn epoch_history(
+    up: &crate::upstream::Upstream,
+    topic: kafka_protocol::messages::TopicName,
+    partition: i32,
+    current_epoch: i32,
+    base_offset: i64,
+    timeout: Duration,
+) -> Written {
+    if current_epoch <= 0 {
+        return Written::Unknown;
+    }
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(topic)
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(partition)
+                .with_current_leader_epoch(current_epoch)
+                .with_leader_epoch(current_epoch - 1)])]);
+    let resp: OffsetForLeaderEpochResponse = match up
+        .request(ApiKey::OffsetForLeaderEpoch, EPOCHS_VERSION, &req, timeout)
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => return Written::Unknown,
+    };
+    match resp.topics.first().and_then(|t| t.partitions.first()) {
+        Some(p) if p.error_code == 0 && p.end_offset >= 0 && p.end_offset <= base_offset => {
+            Written::No
+        }
+        _ => Written::Unknown,
     }
 }
 
@@ -113,7 +210,11 @@ fn same_batch_at(found: &Bytes, sent: &Bytes, base_offset: i64) -> bool {
     // Fast path: a CreateTime batch is stored exactly as sent from the CRC on (the broker only
     // sets base offset and leader epoch, which the CRC does not cover).
     let (fl, sl) = (len(found), len(sent));
-    if fl == sl && found.len() >= 12 + fl as usize && sent.len() >= 12 + sl as usize && found[CRC..12 + fl as usize] == sent[CRC..12 + sl as usize] {
+    if fl == sl
+        && found.len() >= 12 + fl as usize
+        && sent.len() >= 12 + sl as usize
+        && found[CRC..12 + fl as usize] == sent[CRC..12 + sl as usize]
+    {
         return true;
     }
     // LogAppendTime or broker-side recompression changes the bytes, not the records.
@@ -121,14 +222,15 @@ fn same_batch_at(found: &Bytes, sent: &Bytes, base_offset: i64) -> bool {
 }
 
 fn same_records(found: &Bytes, sent: &Bytes) -> bool {
-    let first = |b: &Bytes| -> Option<Vec<(Option<Bytes>, Option<Bytes>, i64)>> {
+    type KeyValue = (Option<Bytes>, Option<Bytes>);
+    let first = |b: &Bytes| -> Option<Vec<KeyValue>> {
         let len = i32::from_be_bytes(b[8..12].try_into().ok()?) as usize;
         let mut one = b.slice(0..(12 + len).min(b.len()));
         let set = RecordBatchDecoder::decode(&mut one).ok()?;
-        Some(set.records.into_iter().map(|r| (r.key, r.value, r.sequence as i64)).collect())
+        Some(set.records.into_iter().map(|r| (r.key, r.value)).collect())
     };
     match (first(found), first(sent)) {
-        (Some(a), Some(b)) => !a.is_empty() && a.iter().map(|r| (&r.0, &r.1)).eq(b.iter().map(|r| (&r.0, &r.1))),
+        (Some(a), Some(b)) => !a.is_empty() && a == b,
         _ => false,
     }
 }
@@ -146,7 +248,9 @@ fn log_append_time(batch: &Bytes) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
 
     fn batch(values: &[&'static [u8]], base_offset: i64, compression: Compression) -> Bytes {
         let recs: Vec<Record> = values
@@ -169,7 +273,15 @@ mod tests {
             })
             .collect();
         let mut buf = bytes::BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &recs, &RecordEncodeOptions { version: 2, compression }).unwrap();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &recs,
+            &RecordEncodeOptions {
+                version: 2,
+                compression,
+            },
+        )
+        .unwrap();
         buf.freeze()
     }
 
@@ -184,8 +296,16 @@ mod tests {
     #[test]
     fn another_batch_at_the_offset_is_not_ours() {
         let sent = batch(&[b"a"], 0, Compression::None);
-        assert!(!same_batch_at(&batch(&[b"c"], 42, Compression::None), &sent, 42));
-        assert!(!same_batch_at(&batch(&[b"aa"], 42, Compression::None), &sent, 42));
+        assert!(!same_batch_at(
+            &batch(&[b"c"], 42, Compression::None),
+            &sent,
+            42
+        ));
+        assert!(!same_batch_at(
+            &batch(&[b"aa"], 42, Compression::None),
+            &sent,
+            42
+        ));
     }
 
     #[test]

@@ -27,7 +27,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
 
 use crate::codec::frame::FrameReader;
-use crate::codec::header::{correlation_id_at, set_correlation_id, REQUEST_CORRELATION_OFFSET, RESPONSE_CORRELATION_OFFSET};
+use crate::codec::header::{
+    correlation_id_at, set_correlation_id, REQUEST_CORRELATION_OFFSET, RESPONSE_CORRELATION_OFFSET,
+};
 use crate::codec::message::{decode_response, encode_own_request, MessageError};
 use crate::metrics;
 
@@ -38,13 +40,25 @@ pub const BOOTSTRAP_NODE: i32 = -1;
 pub enum UpstreamError {
     /// Nothing was sent: safe to retry anything elsewhere.
     #[error("connecting to broker {node} at {addr} failed: {reason}")]
-    Connect { node: i32, addr: String, reason: String },
+    Connect {
+        node: i32,
+        addr: String,
+        reason: String,
+    },
     /// The connection ended with the request in flight: the broker may or may not have acted
     /// on it, so only idempotent requests may be retried.
     #[error("connection to broker {node} at {addr} closed: {reason}")]
-    Closed { node: i32, addr: String, reason: String },
+    Closed {
+        node: i32,
+        addr: String,
+        reason: String,
+    },
     #[error("broker {node} at {addr} did not answer within {timeout:?}")]
-    Timeout { node: i32, addr: String, timeout: Duration },
+    Timeout {
+        node: i32,
+        addr: String,
+        timeout: Duration,
+    },
     #[error("broker {node}: {reason}")]
     Protocol { node: i32, reason: String },
 }
@@ -102,14 +116,27 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Upstream#{}(node {} at {})", self.id, self.node, self.addr)
+        write!(
+            f,
+            "Upstream#{}(node {} at {})",
+            self.id, self.node, self.addr
+        )
     }
 }
 
 impl Upstream {
-    pub async fn connect(node: i32, addr: &str, cfg: &UpstreamConfig) -> Result<Arc<Upstream>, UpstreamError> {
-        let err = |reason: String| UpstreamError::Connect { node, addr: addr.to_string(), reason };
-        let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
+    pub async fn connect(
+        node: i32,
+        addr: &str,
+        cfg: &UpstreamConfig,
+    ) -> Result<Arc<Upstream>, UpstreamError> {
+        let err = |reason: String| UpstreamError::Connect {
+            node,
+            addr: addr.to_string(),
+            reason,
+        };
+        let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await
+        {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(err(e.to_string())),
             Err(_) => return Err(err(format!("timed out after {:?}", cfg.connect_timeout))),
@@ -117,12 +144,27 @@ impl Upstream {
         let _ = stream.set_nodelay(true);
         let (rd, wr) = stream.into_split();
         let (tx, rx) = mpsc::unbounded_channel();
-        let inflight = Arc::new(Mutex::new(Inflight { next_correlation: 1, ..Default::default() }));
-        let up = Arc::new(Upstream { id: NEXT_ID.fetch_add(1, Ordering::Relaxed), node, addr: addr.to_string(), tx, inflight: inflight.clone() });
+        let inflight = Arc::new(Mutex::new(Inflight {
+            next_correlation: 1,
+            ..Default::default()
+        }));
+        let up = Arc::new(Upstream {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            node,
+            addr: addr.to_string(),
+            tx,
+            inflight: inflight.clone(),
+        });
         let node_label = node.to_string();
         metrics::upstream_connected(&node_label);
         tokio::spawn(write_loop(wr, rx));
-        tokio::spawn(read_loop(FrameReader::new(rd, cfg.max_frame_bytes, 4), inflight, node, addr.to_string(), node_label));
+        tokio::spawn(read_loop(
+            FrameReader::new(rd, cfg.max_frame_bytes, 4),
+            inflight,
+            node,
+            addr.to_string(),
+            node_label,
+        ));
         debug!(node, addr, "upstream connected");
         Ok(up)
     }
@@ -146,13 +188,21 @@ impl Upstream {
     /// Queues a request frame (length prefix included). Its correlation id is replaced by one of
     /// this connection's and restored on the response. Returns `None` when no response is
     /// expected (acks=0 produce).
-    pub fn send(&self, frame: Bytes, expect_response: bool) -> Result<Option<ReplyRx>, UpstreamError> {
+    pub fn send(
+        &self,
+        frame: Bytes,
+        expect_response: bool,
+    ) -> Result<Option<ReplyRx>, UpstreamError> {
         if frame.len() < HEAD {
-            return Err(UpstreamError::Protocol { node: self.node, reason: "request frame shorter than its header".into() });
+            return Err(UpstreamError::Protocol {
+                node: self.node,
+                reason: "request frame shorter than its header".into(),
+            });
         }
         let mut head = [0u8; HEAD];
         head.copy_from_slice(&frame[..HEAD]);
-        let original = correlation_id_at(&head, REQUEST_CORRELATION_OFFSET).expect("checked length");
+        let original =
+            correlation_id_at(&head, REQUEST_CORRELATION_OFFSET).expect("checked length");
         let mut inf = self.inflight.lock().unwrap();
         if let Some(e) = &inf.closed {
             return Err(e.clone());
@@ -171,9 +221,20 @@ impl Upstream {
             None
         };
         // Sent while holding the lock: the channel order is the order of `send` calls.
-        if self.tx.send(Outgoing { head, rest: frame.slice(HEAD..) }).is_err() {
+        if self
+            .tx
+            .send(Outgoing {
+                head,
+                rest: frame.slice(HEAD..),
+            })
+            .is_err()
+        {
             inf.pending.remove(&corr);
-            let e = UpstreamError::Closed { node: self.node, addr: self.addr.clone(), reason: "writer stopped".into() };
+            let e = UpstreamError::Closed {
+                node: self.node,
+                addr: self.addr.clone(),
+                reason: "writer stopped".into(),
+            };
             inf.closed = Some(e.clone());
             return Err(e);
         }
@@ -181,17 +242,39 @@ impl Upstream {
     }
 
     /// Sends one of fairlead's own requests and decodes the answer.
-    pub async fn request<Req, Resp>(&self, api: ApiKey, version: i16, req: &Req, timeout: Duration) -> Result<Resp, RequestError>
+    pub async fn request<Req, Resp>(
+        &self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, RequestError>
     where
         Req: Encodable,
         Resp: Decodable,
     {
         let frame = encode_own_request(req, api, version, 0)?;
-        let rx = self.send(frame.freeze(), true)?.expect("a response is expected");
+        let rx = self
+            .send(frame.freeze(), true)?
+            .expect("a response is expected");
         let reply = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r?,
-            Ok(Err(_)) => return Err(UpstreamError::Closed { node: self.node, addr: self.addr.clone(), reason: "dropped".into() }.into()),
-            Err(_) => return Err(UpstreamError::Timeout { node: self.node, addr: self.addr.clone(), timeout }.into()),
+            Ok(Err(_)) => {
+                return Err(UpstreamError::Closed {
+                    node: self.node,
+                    addr: self.addr.clone(),
+                    reason: "dropped".into(),
+                }
+                .into())
+            }
+            Err(_) => {
+                return Err(UpstreamError::Timeout {
+                    node: self.node,
+                    addr: self.addr.clone(),
+                    timeout,
+                }
+                .into())
+            }
         };
         Ok(decode_response(&reply.freeze(), api, version)?)
     }
@@ -205,7 +288,10 @@ pub enum RequestError {
     Message(#[from] MessageError),
 }
 
-async fn write_loop(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+async fn write_loop(
+    wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
+) {
     let mut wr = BufWriter::with_capacity(64 * 1024, wr);
     while let Some(first) = rx.recv().await {
         let mut n = 0;
@@ -226,12 +312,19 @@ async fn write_loop(wr: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Unbounded
     let _ = wr.shutdown().await;
 }
 
-async fn read_loop(mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>, inflight: Arc<Mutex<Inflight>>, node: i32, addr: String, node_label: String) {
+async fn read_loop(
+    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    inflight: Arc<Mutex<Inflight>>,
+    node: i32,
+    addr: String,
+    node_label: String,
+) {
     let reason = loop {
         match reader.read_frame().await {
             Ok(Some(mut frame)) => {
                 metrics::bytes(metrics::DIR_FROM_BROKERS, frame.len());
-                let corr = correlation_id_at(&frame, RESPONSE_CORRELATION_OFFSET).unwrap_or(i32::MIN);
+                let corr =
+                    correlation_id_at(&frame, RESPONSE_CORRELATION_OFFSET).unwrap_or(i32::MIN);
                 let pending = inflight.lock().unwrap().pending.remove(&corr);
                 match pending {
                     Some(p) => {
@@ -245,7 +338,11 @@ async fn read_loop(mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>, infl
             Err(e) => break e.to_string(),
         }
     };
-    let err = UpstreamError::Closed { node, addr: addr.clone(), reason: reason.clone() };
+    let err = UpstreamError::Closed {
+        node,
+        addr: addr.clone(),
+        reason: reason.clone(),
+    };
     let pending: Vec<Pending> = {
         let mut inf = inflight.lock().unwrap();
         inf.closed = Some(err.clone());
@@ -254,7 +351,13 @@ async fn read_loop(mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>, infl
     if pending.is_empty() {
         debug!(node, addr, reason, "upstream closed");
     } else {
-        warn!(node, addr, reason, in_flight = pending.len(), "upstream closed with requests in flight");
+        warn!(
+            node,
+            addr,
+            reason,
+            in_flight = pending.len(),
+            "upstream closed with requests in flight"
+        );
     }
     for p in pending {
         let _ = p.reply.send(Err(err.clone()));

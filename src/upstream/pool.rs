@@ -14,7 +14,11 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(cfg: UpstreamConfig) -> Self {
-        Pool { cfg, conns: Mutex::default(), connecting: Mutex::default() }
+        Pool {
+            cfg,
+            conns: Mutex::default(),
+            connecting: Mutex::default(),
+        }
     }
 
     pub fn config(&self) -> &UpstreamConfig {
@@ -26,7 +30,13 @@ impl Pool {
         if let Some(up) = self.live(node, addr) {
             return Ok(up);
         }
-        let gate = self.connecting.lock().unwrap().entry(node).or_default().clone();
+        let gate = self
+            .connecting
+            .lock()
+            .unwrap()
+            .entry(node)
+            .or_default()
+            .clone();
         let _g = gate.lock().await;
         if let Some(up) = self.live(node, addr) {
             return Ok(up);
@@ -39,7 +49,10 @@ impl Pool {
     /// The current connection to `node` if it is open and still points at `addr`.
     pub fn live(&self, node: i32, addr: &str) -> Option<Arc<Upstream>> {
         let conns = self.conns.lock().unwrap();
-        conns.get(&node).filter(|u| !u.is_closed() && u.addr() == addr).cloned()
+        conns
+            .get(&node)
+            .filter(|u| !u.is_closed() && u.addr() == addr)
+            .cloned()
     }
 
     /// Drops the connection to a node (it left the cluster or its address changed).

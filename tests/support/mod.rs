@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod observer;
+pub mod raw;
 pub mod scenario;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -32,7 +33,11 @@ pub fn run_dir(name: &str) -> PathBuf {
 
 /// A name no other test (or earlier run) uses.
 pub fn unique(prefix: &str) -> String {
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() % 100_000_000;
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 100_000_000;
     format!("{prefix}-{}-{t}", std::process::id())
 }
 
@@ -44,10 +49,22 @@ pub fn chaos_lock() -> MutexGuard<'static, ()> {
 
 /// Runs the testbed script; returns its last stdout line as JSON. Panics with its stderr.
 pub fn testbed(args: &[&str]) -> Value {
-    let out = Command::new(repo().join("tests/testbed/testbed")).args(args).output().expect("run tests/testbed/testbed");
+    let out = Command::new(repo().join("tests/testbed/testbed"))
+        .args(args)
+        .output()
+        .expect("run tests/testbed/testbed");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "testbed {args:?} failed:\n{}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
-    let last = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).unwrap_or("{}");
+    assert!(
+        out.status.success(),
+        "testbed {args:?} failed:\n{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .unwrap_or("{}");
     serde_json::from_str(last).unwrap_or(Value::Null)
 }
 
@@ -62,22 +79,45 @@ pub fn cluster() -> &'static Cluster {
     static C: OnceLock<Cluster> = OnceLock::new();
     C.get_or_init(|| {
         let v = testbed(&["up"]);
-        Cluster { bootstrap: v["bootstrap"].as_str().expect("bootstrap").to_string(), version: v["version"].as_str().unwrap_or("?").to_string() }
+        Cluster {
+            bootstrap: v["bootstrap"].as_str().expect("bootstrap").to_string(),
+            version: v["version"].as_str().unwrap_or("?").to_string(),
+        }
     })
 }
 
 fn testkit_classpath() -> &'static str {
     static CP: OnceLock<String> = OnceLock::new();
     CP.get_or_init(|| {
-        let out = Command::new(repo().join("tests/testbed/testbed")).arg("testkit-classpath").output().unwrap();
-        assert!(out.status.success(), "building the Java testkit failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim().to_string()
+        let out = Command::new(repo().join("tests/testbed/testbed"))
+            .arg("testkit-classpath")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "building the Java testkit failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
     })
 }
 
 fn java(cmd: &str) -> Command {
     let mut c = Command::new("java");
-    c.args(["-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp", testkit_classpath(), "dev.fairlead.testkit.Main", cmd]);
+    c.args([
+        "-Xmx256m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-cp",
+        testkit_classpath(),
+        "dev.fairlead.testkit.Main",
+        cmd,
+    ]);
     c
 }
 
@@ -92,10 +132,28 @@ pub struct Admin {
 
 impl Admin {
     pub fn connect(bootstrap: &str) -> Admin {
-        let mut child = java("admin-shell").args(["--bootstrap", bootstrap]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("start admin-shell");
+        Self::connect_with(bootstrap, &[])
+    }
+
+    pub fn connect_with(bootstrap: &str, props: &[(&str, &str)]) -> Admin {
+        let mut cmd = java("admin-shell");
+        cmd.args(["--bootstrap", bootstrap]);
+        for (k, v) in props {
+            cmd.args(["--prop", &format!("{k}={v}")]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start admin-shell");
         let stdin = child.stdin.take().unwrap();
         let stdout = BufReader::new(child.stdout.take().unwrap());
-        let mut a = Admin { child, stdin, stdout };
+        let mut a = Admin {
+            child,
+            stdin,
+            stdout,
+        };
         a.call(json!({"op": "describe-cluster"}));
         a
     }
@@ -111,7 +169,9 @@ impl Admin {
         writeln!(self.stdin, "{cmd}").unwrap();
         self.stdin.flush().unwrap();
         let mut line = String::new();
-        self.stdout.read_line(&mut line).expect("admin-shell answer");
+        self.stdout
+            .read_line(&mut line)
+            .expect("admin-shell answer");
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("admin-shell said {line:?}: {e}"))
     }
 
@@ -124,7 +184,10 @@ impl Admin {
     }
 
     pub fn describe(&mut self, topic: &str) -> Vec<Value> {
-        self.call(json!({"op": "describe", "topic": topic}))["partitions"].as_array().unwrap().clone()
+        self.call(json!({"op": "describe", "topic": topic}))["partitions"]
+            .as_array()
+            .unwrap()
+            .clone()
     }
 
     pub fn move_all(&mut self, topic: &str) -> Value {
@@ -136,7 +199,9 @@ impl Admin {
     }
 
     pub fn reassign(&mut self, topic: &str, partition: i32, replicas: &[i32]) -> Value {
-        self.call(json!({"op": "reassign", "topic": topic, "partition": partition, "replicas": replicas}))
+        self.call(
+            json!({"op": "reassign", "topic": topic, "partition": partition, "replicas": replicas}),
+        )
     }
 
     pub fn wait_healthy(&mut self, topics: &[&str]) -> Value {
@@ -185,18 +250,41 @@ impl Fairlead {
         Self::start_on(bootstrap, dir, listen_port, admin_port, extra)
     }
 
-    pub fn start_on(bootstrap: &str, dir: &Path, listen_port: u16, admin_port: u16, extra: &[&str]) -> Fairlead {
+    pub fn start_on(
+        bootstrap: &str,
+        dir: &Path,
+        listen_port: u16,
+        admin_port: u16,
+        extra: &[&str],
+    ) -> Fairlead {
         let log = dir.join(format!("fairlead-{listen_port}.log"));
-        let logf = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
+        let logf = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_fairlead"))
-            .args(["--bootstrap", bootstrap, "--listen", &format!("127.0.0.1:{listen_port}"), "--admin", &format!("127.0.0.1:{admin_port}")])
+            .args([
+                "--bootstrap",
+                bootstrap,
+                "--listen",
+                &format!("127.0.0.1:{listen_port}"),
+                "--admin",
+                &format!("127.0.0.1:{admin_port}"),
+            ])
             .args(extra)
             .env("NO_COLOR", "1")
             .stdout(logf.try_clone().unwrap())
             .stderr(logf)
             .spawn()
             .expect("start fairlead");
-        let mut f = Fairlead { child: Some(child), bootstrap: format!("127.0.0.1:{listen_port}"), admin: format!("127.0.0.1:{admin_port}"), listen_port, log };
+        let mut f = Fairlead {
+            child: Some(child),
+            bootstrap: format!("127.0.0.1:{listen_port}"),
+            admin: format!("127.0.0.1:{admin_port}"),
+            listen_port,
+            log,
+        };
         f.wait_ready(Duration::from_secs(30));
         f
     }
@@ -208,9 +296,16 @@ impl Fairlead {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("fairlead exited ({status}) before ready:\n{}", self.log_text());
+                panic!(
+                    "fairlead exited ({status}) before ready:\n{}",
+                    self.log_text()
+                );
             }
-            assert!(Instant::now() < deadline, "fairlead not ready in {timeout:?}:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "fairlead not ready in {timeout:?}:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -220,7 +315,9 @@ impl Fairlead {
     }
 
     pub fn metrics(&self) -> String {
-        http_get(&self.admin, "/metrics").expect("scrape /metrics").1
+        http_get(&self.admin, "/metrics")
+            .expect("scrape /metrics")
+            .1
     }
 
     /// Sum of a metric's samples whose labels include all of `labels`.
@@ -235,7 +332,9 @@ impl Fairlead {
     /// SIGTERM, then wait (the process drains and exits).
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
         child.wait().unwrap()
     }
 }
@@ -253,11 +352,21 @@ pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
     use std::io::Read;
     let mut s = std::net::TcpStream::connect(addr)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
-    let code = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let code = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((code, body))
 }
 
@@ -276,7 +385,10 @@ pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         if n != name {
             continue;
         }
-        if labels.iter().all(|(k, v)| lbl.split(',').any(|kv| kv == format!("{k}=\"{v}\""))) {
+        if labels
+            .iter()
+            .all(|(k, v)| lbl.split(',').any(|kv| kv == format!("{k}=\"{v}\"")))
+        {
             sum += value.parse::<f64>().unwrap_or(0.0);
         }
     }
@@ -309,7 +421,16 @@ fn client_command(kind: ClientKind, cmd: &str) -> Command {
         ClientKind::Java => java(cmd),
         ClientKind::Librdkafka | ClientKind::KafkaPython => {
             let mut c = Command::new(python_venv());
-            c.arg(repo().join("tests/testbed/python/driver.py")).arg(cmd).args(["--client", if kind == ClientKind::Librdkafka { "confluent" } else { "kafka-python" }]);
+            c.arg(repo().join("tests/testbed/python/driver.py"))
+                .arg(cmd)
+                .args([
+                    "--client",
+                    if kind == ClientKind::Librdkafka {
+                        "confluent"
+                    } else {
+                        "kafka-python"
+                    },
+                ]);
             c
         }
     }
@@ -318,19 +439,47 @@ fn client_command(kind: ClientKind, cmd: &str) -> Command {
 fn python_venv() -> &'static str {
     static PY: OnceLock<String> = OnceLock::new();
     PY.get_or_init(|| {
-        let out = Command::new(repo().join("tests/testbed/python/setup-venv")).output().expect("run setup-venv");
-        assert!(out.status.success(), "setting up the Python venv failed: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim().to_string()
+        let out = Command::new(repo().join("tests/testbed/python/setup-venv"))
+            .output()
+            .expect("run setup-venv");
+        assert!(
+            out.status.success(),
+            "setting up the Python venv failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
     })
 }
 
 impl ClientProc {
-    pub fn producer(kind: ClientKind, dir: &Path, run_id: &str, bootstrap: &str, topic: &str, rate: u32, props: &[(&str, &str)]) -> ClientProc {
+    pub fn producer(
+        kind: ClientKind,
+        dir: &Path,
+        run_id: &str,
+        bootstrap: &str,
+        topic: &str,
+        rate: u32,
+        props: &[(&str, &str)],
+    ) -> ClientProc {
         let summary = dir.join(format!("{run_id}.summary.json"));
         let data = dir.join(format!("{run_id}.acked"));
         let stderr = dir.join(format!("{run_id}.stderr"));
         let mut c = client_command(kind, "produce");
-        c.args(["--bootstrap", bootstrap, "--topic", topic, "--run-id", run_id, "--rate", &rate.to_string()]);
+        c.args([
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--run-id",
+            run_id,
+            "--rate",
+            &rate.to_string(),
+        ]);
         c.arg("--acked").arg(&data).arg("--summary").arg(&summary);
         for (k, v) in props {
             c.args(["--prop", &format!("{k}={v}")]);
@@ -338,41 +487,88 @@ impl ClientProc {
         Self::spawn(run_id, c, summary, data, stderr)
     }
 
-    pub fn consumer(kind: ClientKind, dir: &Path, name: &str, bootstrap: &str, topics: &[&str], group: Option<&str>, props: &[(&str, &str)]) -> ClientProc {
+    pub fn consumer(
+        kind: ClientKind,
+        dir: &Path,
+        name: &str,
+        bootstrap: &str,
+        topics: &[&str],
+        group: Option<&str>,
+        props: &[(&str, &str)],
+    ) -> ClientProc {
         let summary = dir.join(format!("{name}.summary.json"));
         let data = dir.join(format!("{name}.consumed"));
         let stderr = dir.join(format!("{name}.stderr"));
         let mut c = client_command(kind, "consume");
-        c.args(["--bootstrap", bootstrap, "--topic", &topics.join(","), "--drain-timeout", "60"]);
+        c.args([
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            &topics.join(","),
+            "--drain-timeout",
+            "60",
+        ]);
         if let Some(g) = group {
             c.args(["--group", g]);
         }
-        c.arg("--consumed").arg(&data).arg("--summary").arg(&summary);
+        c.arg("--consumed")
+            .arg(&data)
+            .arg("--summary")
+            .arg(&summary);
         for (k, v) in props {
             c.args(["--prop", &format!("{k}={v}")]);
         }
         Self::spawn(name, c, summary, data, stderr)
     }
 
-    fn spawn(name: &str, mut c: Command, summary: PathBuf, data: PathBuf, stderr: PathBuf) -> ClientProc {
+    fn spawn(
+        name: &str,
+        mut c: Command,
+        summary: PathBuf,
+        data: PathBuf,
+        stderr: PathBuf,
+    ) -> ClientProc {
         let errf = std::fs::File::create(&stderr).unwrap();
-        let mut child = c.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(errf).spawn().unwrap_or_else(|e| panic!("start client {name}: {e}"));
+        let mut child = c
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(errf)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start client {name}: {e}"));
         let stdin = child.stdin.take();
-        ClientProc { name: name.to_string(), child, stdin, summary, data, stderr }
+        ClientProc {
+            name: name.to_string(),
+            child,
+            stdin,
+            summary,
+            data,
+            stderr,
+        }
     }
 
     /// Waits until the client has produced/consumed at least `n` records.
     pub fn wait_records(&mut self, n: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let have = std::fs::read_to_string(&self.data).map(|s| s.lines().count()).unwrap_or(0);
+            let have = std::fs::read_to_string(&self.data)
+                .map(|s| s.lines().count())
+                .unwrap_or(0);
             if have >= n {
                 return;
             }
             if let Some(st) = self.child.try_wait().unwrap() {
-                panic!("client {} exited early ({st}):\n{}", self.name, std::fs::read_to_string(&self.stderr).unwrap_or_default());
+                panic!(
+                    "client {} exited early ({st}):\n{}",
+                    self.name,
+                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
+                );
             }
-            assert!(Instant::now() < deadline, "client {} had {have} of {n} records after {timeout:?}:\n{}", self.name, tail(&self.stderr, 3000));
+            assert!(
+                Instant::now() < deadline,
+                "client {} had {have} of {n} records after {timeout:?}:\n{}",
+                self.name,
+                tail(&self.stderr, 3000)
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -383,12 +579,22 @@ impl ClientProc {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
-                let text = std::fs::read_to_string(&self.summary).unwrap_or_else(|_| panic!("client {} exited ({st}) without a summary:\n{}", self.name, tail(&self.stderr, 4000)));
+                let text = std::fs::read_to_string(&self.summary).unwrap_or_else(|_| {
+                    panic!(
+                        "client {} exited ({st}) without a summary:\n{}",
+                        self.name,
+                        tail(&self.stderr, 4000)
+                    )
+                });
                 return serde_json::from_str(&text).unwrap();
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("client {} did not stop within 120 s:\n{}", self.name, tail(&self.stderr, 4000));
+                panic!(
+                    "client {} did not stop within 120 s:\n{}",
+                    self.name,
+                    tail(&self.stderr, 4000)
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -420,7 +626,10 @@ pub fn read_acked(path: &Path) -> HashMap<(i32, u64), i64> {
     for line in std::fs::read_to_string(path).unwrap_or_default().lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         if f.len() == 3 {
-            m.insert((f[0].parse().unwrap(), f[1].parse().unwrap()), f[2].parse().unwrap());
+            m.insert(
+                (f[0].parse().unwrap(), f[1].parse().unwrap()),
+                f[2].parse().unwrap(),
+            );
         }
     }
     m
@@ -444,7 +653,11 @@ pub fn read_consumed(path: &Path, topic: &str, run_id: &str) -> Vec<Consumed> {
             continue;
         }
         if let Some(seq) = f[3].strip_prefix(&prefix) {
-            v.push(Consumed { partition: f[1].parse().unwrap(), offset: f[2].parse().unwrap(), seq: seq.parse().unwrap() });
+            v.push(Consumed {
+                partition: f[1].parse().unwrap(),
+                offset: f[2].parse().unwrap(),
+                seq: seq.parse().unwrap(),
+            });
         }
     }
     v
@@ -474,10 +687,19 @@ pub fn verify(acked: &HashMap<(i32, u64), i64>, consumed: &[Consumed]) -> Verdic
     let mut offsets_of: HashMap<(i32, u64), HashSet<i64>> = HashMap::new();
     let mut by_partition: BTreeMap<i32, BTreeMap<i64, u64>> = BTreeMap::new();
     for c in consumed {
-        offsets_of.entry((c.partition, c.seq)).or_default().insert(c.offset);
-        by_partition.entry(c.partition).or_default().insert(c.offset, c.seq);
+        offsets_of
+            .entry((c.partition, c.seq))
+            .or_default()
+            .insert(c.offset);
+        by_partition
+            .entry(c.partition)
+            .or_default()
+            .insert(c.offset, c.seq);
     }
-    let mut v = Verdict { acked: acked.len(), ..Default::default() };
+    let mut v = Verdict {
+        acked: acked.len(),
+        ..Default::default()
+    };
     for k in acked.keys() {
         match offsets_of.get(k) {
             None => v.missing.push(*k),

@@ -31,7 +31,16 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(name: &str, client: ClientKind) -> Plan {
-        Plan { name: name.to_string(), client, move_rounds: 10, move_interval: Duration::from_millis(1500), rolling_restart: false, reassignments: 0, idempotent_producer: false, rate: 100 }
+        Plan {
+            name: name.to_string(),
+            client,
+            move_rounds: 10,
+            move_interval: Duration::from_millis(1500),
+            rolling_restart: false,
+            reassignments: 0,
+            idempotent_producer: false,
+            rate: 100,
+        }
     }
 }
 
@@ -51,7 +60,11 @@ pub struct Outcome {
 impl Outcome {
     /// record-error-total + record-retry-total over the legacy producers.
     pub fn legacy_errors_and_retries(&self) -> f64 {
-        self.legacy.iter().chain(&self.idempotent).map(|(_, s)| num(&s["record_error_total"]) + num(&s["record_retry_total"])).sum()
+        self.legacy
+            .iter()
+            .chain(&self.idempotent)
+            .map(|(_, s)| num(&s["record_error_total"]) + num(&s["record_retry_total"]))
+            .sum()
     }
 
     pub fn summary(&self) -> String {
@@ -61,9 +74,18 @@ impl Outcome {
         }
         s += &format!("consumer: {}\n", self.consumer);
         for (run, topic, v) in &self.verdicts {
-            s += &format!("{run} on {topic}: acked {} missing {} duplicated {} out-of-order {}\n", v.acked, v.missing.len(), v.duplicated.len(), v.out_of_order.len());
+            s += &format!(
+                "{run} on {topic}: acked {} missing {} duplicated {} out-of-order {}\n",
+                v.acked,
+                v.missing.len(),
+                v.duplicated.len(),
+                v.out_of_order.len()
+            );
         }
-        s += &format!("partition moves: {}\n{}", self.partition_moves, self.observer_report);
+        s += &format!(
+            "partition moves: {}\n{}",
+            self.partition_moves, self.observer_report
+        );
         s
     }
 }
@@ -74,24 +96,61 @@ pub fn num(v: &Value) -> f64 {
 
 fn legacy_props(client: ClientKind) -> Vec<(&'static str, &'static str)> {
     match client {
-        ClientKind::Java => vec![("acks", "all"), ("retries", "0"), ("enable.idempotence", "false"), ("metadata.max.age.ms", "3600000"), ("max.in.flight.requests.per.connection", "5")],
-        ClientKind::Librdkafka => vec![("acks", "all"), ("retries", "0"), ("enable.idempotence", "false"), ("metadata.max.age.ms", "3600000"), ("topic.metadata.refresh.interval.ms", "-1"), ("max.in.flight.requests.per.connection", "5")],
-        ClientKind::KafkaPython => vec![("acks", "all"), ("retries", "0"), ("metadata_max_age_ms", "3600000"), ("max_in_flight_requests_per_connection", "5")],
+        ClientKind::Java => vec![
+            ("acks", "all"),
+            ("retries", "0"),
+            ("enable.idempotence", "false"),
+            ("metadata.max.age.ms", "3600000"),
+            ("max.in.flight.requests.per.connection", "5"),
+        ],
+        ClientKind::Librdkafka => vec![
+            ("acks", "all"),
+            ("retries", "0"),
+            ("enable.idempotence", "false"),
+            ("metadata.max.age.ms", "3600000"),
+            ("topic.metadata.refresh.interval.ms", "-1"),
+            ("max.in.flight.requests.per.connection", "5"),
+        ],
+        ClientKind::KafkaPython => vec![
+            ("acks", "all"),
+            ("retries", "0"),
+            ("metadata_max_age_ms", "3600000"),
+            ("max_in_flight_requests_per_connection", "5"),
+        ],
     }
 }
 
 fn idempotent_props(client: ClientKind) -> Vec<(&'static str, &'static str)> {
     match client {
-        ClientKind::Java => vec![("acks", "all"), ("enable.idempotence", "true"), ("max.in.flight.requests.per.connection", "5"), ("metadata.max.age.ms", "3600000")],
-        ClientKind::Librdkafka => vec![("acks", "all"), ("enable.idempotence", "true"), ("max.in.flight.requests.per.connection", "5"), ("metadata.max.age.ms", "3600000"), ("topic.metadata.refresh.interval.ms", "-1")],
-        ClientKind::KafkaPython => vec![("acks", "all"), ("enable_idempotence", "true"), ("max_in_flight_requests_per_connection", "5"), ("metadata_max_age_ms", "3600000")],
+        ClientKind::Java => vec![
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("max.in.flight.requests.per.connection", "5"),
+            ("metadata.max.age.ms", "3600000"),
+        ],
+        ClientKind::Librdkafka => vec![
+            ("acks", "all"),
+            ("enable.idempotence", "true"),
+            ("max.in.flight.requests.per.connection", "5"),
+            ("metadata.max.age.ms", "3600000"),
+            ("topic.metadata.refresh.interval.ms", "-1"),
+        ],
+        ClientKind::KafkaPython => vec![
+            ("acks", "all"),
+            ("enable_idempotence", "true"),
+            ("max_in_flight_requests_per_connection", "5"),
+            ("metadata_max_age_ms", "3600000"),
+        ],
     }
 }
 
 fn consumer_props(client: ClientKind) -> Vec<(&'static str, &'static str)> {
     match client {
         ClientKind::Java => vec![("metadata.max.age.ms", "3600000")],
-        ClientKind::Librdkafka => vec![("metadata.max.age.ms", "3600000"), ("topic.metadata.refresh.interval.ms", "-1")],
+        ClientKind::Librdkafka => vec![
+            ("metadata.max.age.ms", "3600000"),
+            ("topic.metadata.refresh.interval.ms", "-1"),
+        ],
         ClientKind::KafkaPython => vec![("metadata_max_age_ms", "3600000")],
     }
 }
@@ -121,14 +180,48 @@ pub fn run(plan: &Plan, target: &str, dir: PathBuf) -> Outcome {
     for t in &topics {
         let short = if *t == main { "main" } else { "moving" };
         let legacy = format!("legacy-{short}");
-        producers.push((legacy.clone(), t.clone(), false, ClientProc::producer(plan.client, &dir, &legacy, &via, t, plan.rate, &legacy_props(plan.client))));
+        producers.push((
+            legacy.clone(),
+            t.clone(),
+            false,
+            ClientProc::producer(
+                plan.client,
+                &dir,
+                &legacy,
+                &via,
+                t,
+                plan.rate,
+                &legacy_props(plan.client),
+            ),
+        ));
         if plan.idempotent_producer {
             let idem = format!("idem-{short}");
-            producers.push((idem.clone(), t.clone(), true, ClientProc::producer(plan.client, &dir, &idem, &via, t, plan.rate, &idempotent_props(plan.client))));
+            producers.push((
+                idem.clone(),
+                t.clone(),
+                true,
+                ClientProc::producer(
+                    plan.client,
+                    &dir,
+                    &idem,
+                    &via,
+                    t,
+                    plan.rate,
+                    &idempotent_props(plan.client),
+                ),
+            ));
         }
     }
     let topic_refs: Vec<&str> = topics.iter().map(|s| s.as_str()).collect();
-    let mut consumer = ClientProc::consumer(plan.client, &dir, "consumer", &via, &topic_refs, Some(&unique("group")), &consumer_props(plan.client));
+    let mut consumer = ClientProc::consumer(
+        plan.client,
+        &dir,
+        "consumer",
+        &via,
+        &topic_refs,
+        Some(&unique("group")),
+        &consumer_props(plan.client),
+    );
     for (_, _, _, p) in producers.iter_mut() {
         p.wait_records(20, Duration::from_secs(90));
     }
@@ -148,9 +241,16 @@ pub fn run(plan: &Plan, target: &str, dir: PathBuf) -> Outcome {
         }
         if let Some(m) = &moving {
             // Spread the reassignments over the run.
-            if reassigned < plan.reassignments && round % (plan.move_rounds / plan.reassignments.max(1)).max(1) == 1 {
+            if reassigned < plan.reassignments
+                && round % (plan.move_rounds / plan.reassignments.max(1)).max(1) == 1
+            {
                 let parts = admin.describe(m);
-                let replicas: Vec<i32> = parts[0]["replicas"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap() as i32).collect();
+                let replicas: Vec<i32> = parts[0]["replicas"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_i64().unwrap() as i32)
+                    .collect();
                 let spare = (1..=3).find(|b| !replicas.contains(b)).unwrap();
                 // Drop the current first replica: the partition moves onto the spare broker.
                 admin.reassign(m, 0, &[replicas[1], spare]);
@@ -179,7 +279,10 @@ pub fn run(plan: &Plan, target: &str, dir: PathBuf) -> Outcome {
     let consumer_summary = consumer.stop();
     let mut verdicts = Vec::new();
     for (name, topic, data) in runs {
-        let v = verify(&read_acked(&data), &read_consumed(&consumed_path, &topic, &name));
+        let v = verify(
+            &read_acked(&data),
+            &read_consumed(&consumed_path, &topic, &name),
+        );
         verdicts.push((name, topic, v));
     }
     Outcome {

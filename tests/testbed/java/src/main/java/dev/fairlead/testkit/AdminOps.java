@@ -47,7 +47,7 @@ import org.slf4j.LoggerFactory;
 final class AdminOps {
     static final Set<String> OPTIONS = Set.of("bootstrap");
     static final List<String> OPS = List.of(
-        "create-topic", "delete-topic", "describe", "describe-cluster", "move-leader", "move-all", "reassign",
+        "create-topic", "delete-topic", "describe", "describe-cluster", "quorum", "move-leader", "move-all", "reassign",
         "elect-preferred", "wait-healthy", "end-offsets");
 
     private static final Logger LOG = LoggerFactory.getLogger("testkit.admin");
@@ -186,6 +186,7 @@ final class AdminOps {
                 case "delete-topic": r = deleteTopic(args, deadline); break;
                 case "describe": r = describeOp(args, deadline); break;
                 case "describe-cluster": r = describeCluster(deadline); break;
+                case "quorum": r = quorum(deadline); break;
                 case "move-leader": r = moveLeader(args, deadline, start); break;
                 case "move-all": r = moveAll(args, deadline, start); break;
                 case "reassign": r = reassign(args, deadline, start); break;
@@ -330,6 +331,15 @@ final class AdminOps {
         r.put("brokers", brokers);
         r.put("controller", controller == null ? -1 : controller.id());
         r.put("cluster_id", get(dc.clusterId(), deadline));
+        return r;
+    }
+
+    /** The KRaft quorum: which node is the active controller. */
+    private Map<String, Object> quorum(long deadline) throws Exception {
+        org.apache.kafka.clients.admin.QuorumInfo q = get(admin.describeMetadataQuorum().quorumInfo(), deadline);
+        Map<String, Object> r = ok();
+        r.put("leader", q.leaderId());
+        r.put("leader_epoch", q.leaderEpoch());
         return r;
     }
 
