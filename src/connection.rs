@@ -29,7 +29,6 @@ use crate::codec::header::{parse_request, RequestHeader};
 use crate::metrics;
 use crate::proxy::Proxy;
 use crate::rewrite;
-use crate::router::lanes::Lanes;
 use crate::router::{self, safe_to_resend, Pending};
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
 
@@ -115,9 +114,14 @@ pub async fn serve(
         reconnect: tokio::sync::Mutex::new(()),
         pinned: AtomicBool::new(false),
     });
+    let mut client = ClientName::new(
+        socket
+            .peer_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default(),
+    );
     let (rd, wr) = socket.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(proxy.cfg.max_in_flight_per_connection);
-    let lanes = Arc::new(Lanes::default());
     let mut writer = tokio::spawn(write_loop(proxy.clone(), wr, rx, home.clone()));
     let mut reader = FrameReader::new(rd, proxy.cfg.max_frame_bytes, 8);
 
@@ -155,7 +159,8 @@ pub async fn serve(
         ) {
             home.pinned.store(true, Ordering::Relaxed);
         }
-        match route_with_home(&proxy, &home, &lanes, frame, hdr).await {
+        let who = client.of(&frame, &hdr);
+        match route_with_home(&proxy, &home, &who, frame, hdr).await {
             Ok(Some(p)) => {
                 if tx.send(p).await.is_err() {
                     break "response path ended".into();
@@ -191,15 +196,15 @@ pub async fn serve(
 async fn route_with_home(
     proxy: &Arc<Proxy>,
     home: &Home,
-    lanes: &Arc<Lanes>,
+    client: &Arc<str>,
     frame: Bytes,
     hdr: RequestHeader,
 ) -> Result<Option<Pending>, UpstreamError> {
     let up = home.get().await?;
-    match router::route(proxy, &up, lanes, frame.clone(), hdr).await {
+    match router::route(proxy, &up, client, frame.clone(), hdr).await {
         Err(UpstreamError::Closed { .. }) => {
             let up = home.get().await?;
-            router::route(proxy, &up, lanes, frame, hdr).await
+            router::route(proxy, &up, client, frame, hdr).await
         }
         other => other,
     }
@@ -311,6 +316,43 @@ async fn forward(
             _ => continue_closed(),
         };
     }
+}
+
+/// Who a producer is, for per-producer ordering: its address and client id, computed once per
+/// connection (and again if the client id changes).
+struct ClientName {
+    ip: String,
+    client_id: Vec<u8>,
+    name: Arc<str>,
+}
+
+impl ClientName {
+    fn new(ip: String) -> Self {
+        let name: Arc<str> = format!("{ip}/").into();
+        ClientName {
+            ip,
+            client_id: Vec::new(),
+            name,
+        }
+    }
+
+    fn of(&mut self, frame: &[u8], hdr: &RequestHeader) -> Arc<str> {
+        let id = client_id(frame, hdr).unwrap_or_default();
+        if id != self.client_id.as_slice() {
+            self.client_id = id.to_vec();
+            self.name = format!("{}/{}", self.ip, String::from_utf8_lossy(id)).into();
+        }
+        self.name.clone()
+    }
+}
+
+/// The client id of a request (header v1+: a nullable INT16-length string after the
+/// correlation id).
+fn client_id<'a>(frame: &'a [u8], hdr: &RequestHeader) -> Option<&'a [u8]> {
+    hdr.body_offset?;
+    let at = crate::codec::LEN_PREFIX + 8;
+    let len = i16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
+    frame.get(at + 2..at + 2 + usize::try_from(len).ok()?)
 }
 
 fn continue_closed() -> ReplyRx {

@@ -12,6 +12,7 @@ use crate::leadership::incidents::Incidents;
 use crate::leadership::refresh::{RefreshError, Refreshed, Refresher, Trigger};
 use crate::leadership::{Broker, LeaderChange, Leadership, Observed, TopicRef};
 use crate::listener::Listeners;
+use crate::router::lanes::Lanes;
 use crate::router::partitioned::EndpointList;
 use crate::upstream::pool::Pool;
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamError};
@@ -25,6 +26,8 @@ pub struct Proxy {
     pub upstream_cfg: UpstreamConfig,
     /// One log line per leadership change (see `leadership::incidents`).
     pub incidents: Incidents,
+    /// Per-producer partition order for produce (see `router::lanes`).
+    pub lanes: Arc<Lanes>,
     advertised_host: StrBytes,
 }
 
@@ -52,6 +55,7 @@ impl Proxy {
             listeners,
             upstream_cfg,
             incidents: Incidents::default(),
+            lanes: Arc::default(),
             advertised_host,
         })
     }

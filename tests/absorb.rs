@@ -10,7 +10,11 @@ use support::{ClientKind, Fairlead};
 fn through_fairlead(name: &str, client: ClientKind, rolling_restart: bool) -> (Outcome, Fairlead) {
     let cluster = support::cluster();
     let dir = support::run_dir(name);
-    let fairlead = Fairlead::start(&cluster.bootstrap, &dir, &[]);
+    let fairlead = Fairlead::start(
+        &cluster.bootstrap,
+        &dir,
+        &["--log-level", "info,fairlead::router=debug"],
+    );
     let mut plan = Plan::new(name, client);
     plan.move_rounds = 20;
     plan.move_interval = std::time::Duration::from_millis(1000);
@@ -88,5 +92,12 @@ fn assert_absorbed(out: &Outcome, fairlead: &Fairlead) {
 fn java_clients_through_fairlead_never_see_leadership_errors() {
     let _chaos = support::chaos_lock();
     let (out, fairlead) = through_fairlead("absorb-java", ClientKind::Java, true);
+    assert_absorbed(&out, &fairlead);
+}
+
+#[test]
+fn librdkafka_clients_through_fairlead_never_see_leadership_errors() {
+    let _chaos = support::chaos_lock();
+    let (out, fairlead) = through_fairlead("absorb-librdkafka", ClientKind::Librdkafka, false);
     assert_absorbed(&out, &fairlead);
 }

@@ -165,6 +165,17 @@ fn close(topic: &str, partition: i32, i: &Incident) -> Closed {
 }
 
 fn log(c: &Closed) {
+    if c.rerouted == 0 && c.absorbed == 0 {
+        // Nobody was sending to it: nothing absorbed, nothing to report above DEBUG.
+        tracing::debug!(
+            topic = c.topic.as_str(),
+            partition = c.partition,
+            old_leader = c.old_leader,
+            new_leader = c.new_leader,
+            "leadership change (no traffic)"
+        );
+        return;
+    }
     info!(
         topic = c.topic.as_str(),
         partition = c.partition,

@@ -1,40 +1,78 @@
-//! Per-partition produce ordering on one client connection.
+//! Per-partition produce ordering, per producer.
 //!
-//! A producer pipelines several Produce requests on a connection; per partition, the broker must
-//! see its batches in the order the client sent them (sequence numbers for idempotent producers,
-//! plain record order for everyone else). When fairlead starts sending a partition somewhere new
-//! (a proactive reroute after learning of a leader change), batches still in flight to the old
-//! place may fail and be replayed to the new one; a new batch sent there first would overtake
-//! them. So a partition's batches may only go to a new route once everything in flight on the
-//! old route has been resolved (answered, or replayed and answered): the new batch waits.
+//! A producer pipelines several Produce requests; per partition, the broker must see its
+//! batches in the order the producer sent them (sequence numbers for idempotent producers, plain
+//! record order for everyone else). Kafka keeps the order of requests on one connection, not
+//! across connections. Two things would break it through fairlead:
 //!
-//! A route is one upstream connection (Kafka orders requests per connection, not per broker).
+//! * fairlead learns that a partition moved while batches are in flight to its old leader: those
+//!   fail and are replayed to the new leader, and a new batch sent there first would overtake
+//!   them;
+//! * the producer itself switches connections for a partition (its own metadata refresh) while
+//!   fairlead is still replaying its earlier batches on the old connection.
+//!
+//! So each producer's partition has a lane: the batches in flight, the node they go to and the
+//! one upstream connection carrying them. A new batch for the same node joins the lane's
+//! connection (same connection, same order), whichever client connection it came from. A batch
+//! for another node waits until the lane is empty: everything earlier answered, or replayed and
+//! answered. A producer is identified by its address and client id.
+//!
+//! Two more holds keep the order where the broker cannot: while a batch of the lane is being
+//! replayed, new batches wait; and for a short while after the partition's leader changed
+//! ([`SETTLE`]), a non-idempotent batch waits for the lane to drain. The new leader may refuse
+//! a first batch (it has not taken over yet) and accept the next one a moment later; an
+//! idempotent producer's next batch would then be refused as out of sequence and replayed in
+//! order, a non-idempotent one would be written first.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
 use crate::leadership::TopicRef;
+use crate::upstream::Upstream;
 
-#[derive(Debug, Clone, Copy)]
+/// How long after a leader change non-idempotent batches of a partition go one at a time.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct LaneKey {
+    /// "<client ip>/<client id>".
+    pub client: Arc<str>,
+    pub topic: TopicRef,
+    pub partition: i32,
+}
+
+#[derive(Debug)]
 struct Lane {
     in_flight: u32,
-    route: u64,
-    /// A batch of this partition was replayed and later ones may meet a sequence gap.
+    node: i32,
+    /// The connection every batch in flight in this lane went out on.
+    upstream: Option<Arc<Upstream>>,
+    /// A batch was replayed: a later one may meet a sequence gap (see `retry`).
     recovering: bool,
+}
+
+/// A batch that wants to go out: its lane, the node it goes to, and the connection it would use.
+pub struct Want {
+    pub key: LaneKey,
+    pub node: i32,
+    pub upstream: Option<Arc<Upstream>>,
+    /// Wait for the lane to drain even when it goes to the same node.
+    pub alone: bool,
 }
 
 #[derive(Default)]
 pub struct Lanes {
-    lanes: Mutex<HashMap<(TopicRef, i32), Lane>>,
+    lanes: Mutex<HashMap<LaneKey, Lane>>,
     released: Notify,
 }
 
 impl Lanes {
-    /// Waits until each partition can go on its route without overtaking earlier batches, then
-    /// counts them in flight. Returns whether it had to wait.
-    pub async fn acquire(&self, wanted: &[((TopicRef, i32), u64)]) -> bool {
+    /// Waits until every batch can go without overtaking an earlier batch of its lane, counts
+    /// them in flight, and returns the connection each must use (the lane's own when it is
+    /// already sending to that node). The bool says whether it had to wait.
+    pub async fn acquire(&self, wanted: Vec<Want>) -> (Vec<Option<Arc<Upstream>>>, bool) {
         let mut waited = false;
         loop {
             let notified = self.released.notified();
@@ -42,22 +80,31 @@ impl Lanes {
             notified.as_mut().enable();
             {
                 let mut lanes = self.lanes.lock().unwrap();
-                let clear = wanted.iter().all(|(k, route)| {
-                    lanes
-                        .get(k)
-                        .is_none_or(|l| l.in_flight == 0 || l.route == *route)
+                let clear = wanted.iter().all(|w| match lanes.get(&w.key) {
+                    None => true,
+                    Some(l) => {
+                        l.in_flight == 0
+                            || (l.node == w.node
+                                && l.upstream.as_ref().is_some_and(|u| !u.is_closed()))
+                    }
                 });
                 if clear {
-                    for (k, route) in wanted {
-                        let l = lanes.entry(k.clone()).or_insert(Lane {
+                    let mut chosen = Vec::with_capacity(wanted.len());
+                    for w in wanted {
+                        let l = lanes.entry(w.key).or_insert(Lane {
                             in_flight: 0,
-                            route: *route,
+                            node: w.node,
+                            upstream: None,
                             recovering: false,
                         });
+                        if l.in_flight == 0 {
+                            l.node = w.node;
+                            l.upstream = w.upstream;
+                        }
                         l.in_flight += 1;
-                        l.route = *route;
+                        chosen.push(l.upstream.clone());
                     }
-                    return waited;
+                    return (chosen, waited);
                 }
             }
             waited = true;
@@ -65,8 +112,8 @@ impl Lanes {
         }
     }
 
-    /// The batches of these partitions (one each) are resolved.
-    pub fn release<'a>(&self, keys: impl IntoIterator<Item = &'a (TopicRef, i32)>) {
+    /// One batch of each of these lanes is resolved.
+    pub fn release<'a>(&self, keys: impl IntoIterator<Item = &'a LaneKey>) {
         let mut lanes = self.lanes.lock().unwrap();
         for k in keys {
             if let Some(l) = lanes.get_mut(k) {
@@ -80,62 +127,107 @@ impl Lanes {
         self.released.notify_waiters();
     }
 
-    /// A batch of this partition is being replayed: until the lane drains, an out-of-order
+    /// A batch of this lane is being replayed: until the lane drains, an out-of-order
     /// sequence error on a later batch is fairlead's doing and that batch is replayed too.
-    pub fn mark_recovering(&self, key: &(TopicRef, i32)) {
+    pub fn mark_recovering(&self, key: &LaneKey) {
         if let Some(l) = self.lanes.lock().unwrap().get_mut(key) {
             l.recovering = true;
         }
     }
 
-    pub fn recovering(&self, key: &(TopicRef, i32)) -> bool {
+    pub fn recovering(&self, key: &LaneKey) -> bool {
         self.lanes
             .lock()
             .unwrap()
             .get(key)
             .is_some_and(|l| l.recovering)
     }
+
+    /// Lanes with batches in flight (for tests and the admin view).
+    pub fn len(&self) -> usize {
+        self.lanes.lock().unwrap().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+    use crate::upstream::UpstreamConfig;
+    use kafka_protocol::protocol::StrBytes;
     use std::time::Duration;
 
-    fn key(p: i32) -> (TopicRef, i32) {
+    fn key(client: &str, p: i32) -> LaneKey {
+        LaneKey {
+            client: client.into(),
+            topic: TopicRef::Name(StrBytes::from_static_str("t")),
+            partition: p,
+        }
+    }
+
+    fn want(client: &str, p: i32, node: i32, up: &Arc<Upstream>) -> Want {
+        Want {
+            key: key(client, p),
+            node,
+            upstream: Some(up.clone()),
+            alone: false,
+        }
+    }
+
+    async fn upstream() -> (Arc<Upstream>, tokio::net::TcpListener) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let cfg = UpstreamConfig {
+            connect_timeout: Duration::from_secs(1),
+            max_frame_bytes: 1 << 20,
+        };
         (
-            TopicRef::Name(kafka_protocol::protocol::StrBytes::from_static_str("t")),
-            p,
+            Upstream::connect(1, &l.local_addr().unwrap().to_string(), &cfg)
+                .await
+                .unwrap(),
+            l,
         )
     }
 
     #[tokio::test]
-    async fn same_route_pipelines_new_route_waits_for_the_old_one_to_drain() {
+    async fn same_node_joins_the_lane_connection_another_node_waits_for_the_lane_to_drain() {
         let lanes = Arc::new(Lanes::default());
-        assert!(!lanes.acquire(&[(key(0), 1)]).await);
-        assert!(!lanes.acquire(&[(key(0), 1)]).await, "same route: no wait");
-        assert!(
-            !lanes.acquire(&[(key(1), 2)]).await,
-            "other partition: no wait"
-        );
+        let (a, _la) = upstream().await;
+        let (b, _lb) = upstream().await;
+        let (c, waited) = lanes.acquire(vec![want("x", 0, 1, &a)]).await;
+        assert!(!waited);
+        assert_eq!(c[0].as_ref().unwrap().id(), a.id());
+        // Same producer, same node, another connection (e.g. the producer switched connections):
+        // it goes on the lane's connection, keeping the order.
+        let (c, waited) = lanes.acquire(vec![want("x", 0, 1, &b)]).await;
+        assert!(!waited);
+        assert_eq!(c[0].as_ref().unwrap().id(), a.id());
+        // Another producer or another partition: its own lane.
+        let (c, _) = lanes
+            .acquire(vec![want("y", 0, 1, &b), want("x", 1, 1, &b)])
+            .await;
+        assert_eq!(c[0].as_ref().unwrap().id(), b.id());
+        assert_eq!(c[1].as_ref().unwrap().id(), b.id());
+        // Another node: waits until both earlier batches of x/0 are resolved.
         let l2 = lanes.clone();
-        let waiter = tokio::spawn(async move { l2.acquire(&[(key(0), 2)]).await });
+        let b2 = b.clone();
+        let waiter = tokio::spawn(async move { l2.acquire(vec![want("x", 0, 2, &b2)]).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         assert!(
             !waiter.is_finished(),
-            "route change must wait for in-flight batches"
+            "a new node must wait for the batches in flight"
         );
-        lanes.release(&[key(0)]);
+        lanes.release(&[key("x", 0)]);
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(
-            !waiter.is_finished(),
-            "one batch still in flight on the old route"
-        );
-        lanes.release(&[key(0)]);
-        assert!(tokio::time::timeout(Duration::from_secs(1), waiter)
+        assert!(!waiter.is_finished(), "one batch still in flight");
+        lanes.release(&[key("x", 0)]);
+        let (c, waited) = tokio::time::timeout(Duration::from_secs(1), waiter)
             .await
             .unwrap()
-            .unwrap());
+            .unwrap();
+        assert!(waited);
+        assert_eq!(c[0].as_ref().unwrap().id(), b.id());
     }
 }

@@ -53,14 +53,15 @@ pub enum Pending {
 pub async fn route(
     proxy: &Arc<Proxy>,
     home: &Arc<Upstream>,
-    lanes: &Arc<lanes::Lanes>,
+    client: &Arc<str>,
     frame: Bytes,
     hdr: RequestHeader,
 ) -> Result<Option<Pending>, UpstreamError> {
     let started = Instant::now();
     let routed = match hdr.known {
         Some(ApiKey::Produce) => {
-            dispatch::<produce::Produce>(proxy, home, Some(lanes), &frame, &hdr).await?
+            dispatch::<produce::Produce>(proxy, home, Some((&proxy.lanes, client)), &frame, &hdr)
+                .await?
         }
         Some(ApiKey::Fetch) => dispatch::<fetch::Fetch>(proxy, home, None, &frame, &hdr).await?,
         Some(ApiKey::ListOffsets) => {
@@ -104,7 +105,7 @@ enum Outcome {
 async fn dispatch<A: RoutedApi>(
     proxy: &Arc<Proxy>,
     home: &Arc<Upstream>,
-    lanes: Option<&Arc<lanes::Lanes>>,
+    lanes: Option<(&Arc<lanes::Lanes>, &Arc<str>)>,
     frame: &Bytes,
     hdr: &RequestHeader,
 ) -> Result<Outcome, UpstreamError> {

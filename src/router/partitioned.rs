@@ -21,7 +21,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tracing::{debug, warn};
 
-use super::lanes::Lanes;
+use super::lanes::{LaneKey, Lanes, Want};
 use super::retry::{decide, is_leadership_code, Decision, Failure, ProduceFacts};
 use crate::codec::header::RequestHeader;
 use crate::codec::message::{
@@ -166,7 +166,7 @@ pub struct Job<A: RoutedApi> {
     sent: Vec<Sent>,
     /// Produce ordering: the lanes this request holds, released on completion.
     lanes: Option<Arc<Lanes>>,
-    lane_keys: Vec<(TopicRef, i32)>,
+    lane_keys: Vec<Option<LaneKey>>,
     /// Leadership generation the routing was decided with.
     generation: u64,
     home_node: i32,
@@ -188,7 +188,7 @@ impl<A: RoutedApi> Job<A> {
     pub async fn dispatch(
         proxy: &Arc<Proxy>,
         home: &Arc<Upstream>,
-        lanes: Option<&Arc<Lanes>>,
+        lanes: Option<(&Arc<Lanes>, &Arc<str>)>,
         frame: Bytes,
         hdr: &RequestHeader,
     ) -> Result<Dispatched<A>, UpstreamError> {
@@ -217,10 +217,17 @@ impl<A: RoutedApi> Job<A> {
         // Where each partition goes: its leader, unless unknown (then the client's broker
         // answers for it) or the client's broker may serve it as a follower.
         let mut dest: Vec<i32> = Vec::with_capacity(parts.len());
+        // Partitions whose leader changed a moment ago (see `lanes::SETTLE`).
+        let mut settling: Vec<bool> = Vec::with_capacity(parts.len());
         let mut unknown = false;
         for (topic, p) in parts.iter_mut() {
             let pi = A::partition(p);
             let state = leadership.partition_of(topic, pi);
+            settling.push(state.as_ref().is_some_and(|s| {
+                s.changed_at
+                    .elapsed()
+                    .is_ok_and(|e| e < super::lanes::SETTLE)
+            }));
             let node = match &state {
                 Some(s) if s.leader >= 0 => {
                     // A stale epoch is fenced even by the right broker (74): give the fresh one.
@@ -286,25 +293,64 @@ impl<A: RoutedApi> Job<A> {
             .map(|(_, p)| A::produce_facts(p).unwrap_or(false))
             .collect();
         let expects_response = A::expects_response(&envelope);
-        let mut lane_keys = Vec::new();
-        if let (Some(lanes), true) = (lanes, expects_response) {
+        // The lane of each partition (produce with a response only), by partition index.
+        let mut lane_keys: Vec<Option<LaneKey>> = Vec::new();
+        if let (Some((lanes, client)), true) = (lanes, expects_response) {
+            lane_keys = vec![None; parts.len()];
+            // Per-producer partition order (see `lanes`): a batch may have to join the
+            // connection its lane is using, or wait for the lane to drain.
             let mut wanted = Vec::with_capacity(parts.len());
-            for (_, idx, up) in &targets {
-                // A part that cannot be sent (route 0: no upstream has that id) is replayed
-                // from the completion side, in order, like any failed part.
-                let route = up.as_ref().map(|u| u.id()).unwrap_or(0);
+            let mut order = Vec::with_capacity(parts.len());
+            for (node, idx, up) in &targets {
                 for i in idx {
-                    wanted.push(((parts[*i].0.clone(), A::partition(&parts[*i].1)), route));
+                    let key = LaneKey {
+                        client: client.clone(),
+                        topic: parts[*i].0.clone(),
+                        partition: A::partition(&parts[*i].1),
+                    };
+                    lane_keys[*i] = Some(key.clone());
+                    // A non-idempotent batch cannot be put back in order by the broker: right
+                    // after a leader change it goes alone.
+                    let alone = settling[*i] && !idempotent[*i];
+                    wanted.push(Want {
+                        key,
+                        node: *node,
+                        upstream: up.as_ref().ok().cloned(),
+                        alone,
+                    });
+                    order.push((*node, *i));
                 }
             }
-            if lanes.acquire(&wanted).await {
+            let (chosen, waited) = lanes.acquire(wanted).await;
+            if waited {
                 debug!(api = ?A::KEY, "held a batch until its partition's earlier batches were resolved");
             }
-            lane_keys = wanted.into_iter().map(|(k, _)| k).collect();
+            // Regroup by the connection each partition must use.
+            let mut regrouped: Vec<Target> = Vec::with_capacity(targets.len());
+            for ((node, i), up) in order.into_iter().zip(chosen) {
+                let id = up.as_ref().map(|u| u.id());
+                match regrouped
+                    .iter_mut()
+                    .find(|(n, _, u)| *n == node && u.as_ref().ok().map(|u| u.id()) == id)
+                {
+                    Some((_, idx, _)) => idx.push(i),
+                    None => regrouped.push((
+                        node,
+                        vec![i],
+                        up.ok_or(UpstreamError::Connect {
+                            node,
+                            addr: String::new(),
+                            reason: "no connection".into(),
+                        }),
+                    )),
+                }
+            }
+            targets = regrouped;
         }
 
         let header = frame.slice(LEN_PREFIX..body_offset);
-        let single_home = targets.len() == 1 && targets[0].0 == home_node;
+        let single_home =
+            targets.len() == 1 && targets[0].2.as_ref().is_ok_and(|u| u.id() == home.id());
         let mut sent = Vec::with_capacity(targets.len());
         for (node, idx, up) in targets {
             let original = single_home && !changed;
@@ -361,7 +407,7 @@ impl<A: RoutedApi> Job<A> {
             parts,
             idempotent,
             sent,
-            lanes: lanes.cloned(),
+            lanes: lanes.map(|(l, _)| l.clone()),
             lane_keys,
             generation,
             home_node,
@@ -373,7 +419,7 @@ impl<A: RoutedApi> Job<A> {
     pub async fn complete(mut self) -> Result<Bytes, JobError> {
         let result = self.run().await;
         if let Some(lanes) = &self.lanes {
-            lanes.release(&self.lane_keys);
+            lanes.release(self.lane_keys.iter().flatten());
         }
         result
     }
@@ -460,7 +506,10 @@ impl<A: RoutedApi> Job<A> {
                         answers[i].as_ref().map(A::base_offset).unwrap_or(-1)
                     },
                     partition_recovering: self.lanes.as_ref().is_some_and(|l| {
-                        l.recovering(&(self.parts[i].0.clone(), A::partition(&self.parts[i].1)))
+                        self.lane_keys
+                            .get(i)
+                            .and_then(|k| k.as_ref())
+                            .is_some_and(|k| l.recovering(k))
                     }),
                 });
                 let d = decide(A::KEY, failure, facts);
@@ -472,6 +521,7 @@ impl<A: RoutedApi> Job<A> {
                 break;
             }
             absorb_started.get_or_insert_with(Instant::now);
+            debug!(api = ?A::KEY, decisions = ?todo.iter().map(|(i, d)| (A::partition(&self.parts[*i].1), *d, failures[*i])).collect::<Vec<_>>(), "absorbing");
             if Instant::now() >= deadline {
                 for _ in &todo {
                     metrics::replay(A::KEY as i16, "gave_up");
@@ -501,12 +551,17 @@ impl<A: RoutedApi> Job<A> {
                 let _ = self.proxy.refresh(seen_generation, Trigger::Error).await;
                 seen_generation = self.proxy.leadership.generation();
             }
+            if Instant::now() >= deadline {
+                // The wait (or the refresh) used up the time: a re-send now could not be
+                // answered before the deadline, and its timeout would replace the broker's answer
+                // with NETWORK_EXCEPTION. Give up with the answers in hand (top of the loop).
+                continue;
+            }
             if let Some(lanes) = &self.lanes {
                 for (i, _) in &todo {
-                    lanes.mark_recovering(&(
-                        self.parts[*i].0.clone(),
-                        A::partition(&self.parts[*i].1),
-                    ));
+                    if let Some(Some(k)) = self.lane_keys.get(*i) {
+                        lanes.mark_recovering(k);
+                    }
                 }
             }
 
@@ -572,8 +627,12 @@ impl<A: RoutedApi> Job<A> {
                 .map_err(|e| JobError::Undecodable(e.to_string()))?;
                 let rx = match self.proxy.upstream(node).await {
                     Ok(up) => up.send(frame.freeze(), true).ok().flatten(),
-                    Err(_) => None,
+                    Err(e) => {
+                        debug!(api = ?A::KEY, node, error = %e, "replay target unreachable");
+                        None
+                    }
                 };
+                debug!(api = ?A::KEY, node, partitions = idx.len(), waited_ms = self.started.elapsed().as_millis() as u64, "replaying");
                 for i in &idx {
                     last_node[*i] = node;
                 }
@@ -594,6 +653,10 @@ impl<A: RoutedApi> Job<A> {
                     Ok(Ok(resp)) => {
                         for i in &idx {
                             failures[*i] = None;
+                            // A new answer: whatever was proved about the previous attempt says
+                            // nothing about this one (it may have been appended, then lost
+                            // leadership again).
+                            unwritten[*i] = false;
                         }
                         self.absorb_answer(
                             resp,

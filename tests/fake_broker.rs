@@ -1,0 +1,1824 @@
+//! Byte-level tests of every rewrite, merge and replay rule, with fairlead running in-process in
+//! front of fake brokers (tests/support/fake.rs) and a raw client speaking the protocol with
+//! kafka-protocol. Each test starts its own fairlead and fake cluster (nodes 1, 2, 3); the tests
+//! run one at a time (metrics are process-global, and the timing of some tests matters).
+
+#[path = "support/fake.rs"]
+mod fake;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use fairlead::config::Config;
+use fairlead::server::Server;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId, DescribeClusterRequest,
+    DescribeClusterResponse, FetchRequest, FetchResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
+};
+use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Encodable, StrBytes};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+use fake::{FakeCluster, FetchAnswer, OffsetAnswer, ProduceAnswer, Received, Script};
+
+const CLIENT_ID: &str = "fake-test";
+
+// ---------------------------------------------------------------------------------------------
+// The bed: fake cluster + fairlead
+// ---------------------------------------------------------------------------------------------
+
+/// One test at a time: fairlead's metrics are process-global, and several tests measure time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+struct Bed {
+    fake: FakeCluster,
+    server: Server,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// A base port P in 30000-38000 with P..P+10 free: P is the bootstrap port, P+1+N node N's.
+fn free_base() -> u16 {
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() % 397) as u16;
+    for _ in 0..400 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let p = 30_000 + ((seed + n) % 399) * 20;
+        if (p..=p + 10).all(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()) {
+            return p;
+        }
+    }
+    panic!("no free block of 11 ports in 30000-38000");
+}
+
+/// Topic t: partitions 0 and 1 led by node 1 (epoch 5); topic u: partition 0 led by node 2
+/// (epoch 3).
+fn standard(s: &mut Script) {
+    s.topic("t", &[(1, 5), (1, 5)]);
+    s.topic("u", &[(2, 3)]);
+}
+
+impl Bed {
+    async fn start(setup: impl FnOnce(&mut Script)) -> Bed {
+        Bed::start_with(setup, |_| {}).await
+    }
+
+    async fn start_with(setup: impl FnOnce(&mut Script), tweak: impl FnOnce(&mut Config)) -> Bed {
+        let serial = SERIAL.lock().await;
+        init_logging();
+        let fake = FakeCluster::start(&[1, 2, 3]).await;
+        setup(&mut fake.script());
+        let base = free_base();
+        let mut cfg = Config::with_bootstrap(&fake.bootstrap());
+        cfg.listen = SocketAddr::from(([127, 0, 0, 1], base));
+        cfg.node_port_base = base + 1;
+        cfg.admin = "127.0.0.1:0".parse().unwrap();
+        cfg.max_frame_bytes = 64 * 1024;
+        cfg.connect_timeout = Duration::from_secs(1);
+        cfg.request_timeout = Duration::from_secs(2);
+        cfg.absorb_timeout = Duration::from_secs(2);
+        cfg.retry_backoff_ms = 25;
+        cfg.metadata_max_age = Duration::from_secs(600);
+        cfg.ready_max_metadata_age = Duration::from_secs(1200);
+        cfg.startup_timeout = Duration::from_secs(5);
+        cfg.drain_timeout = Duration::from_millis(200);
+        tweak(&mut cfg);
+        let server = Server::start(cfg)
+            .await
+            .expect("fairlead starts in front of the fake cluster");
+        Bed {
+            fake,
+            server,
+            _serial: serial,
+        }
+    }
+
+    fn port(&self, node: i32) -> i32 {
+        self.server.proxy.cfg.node_port_base as i32 + node
+    }
+
+    /// Connects to broker `node`'s port on fairlead, or (None) to the bootstrap port.
+    async fn client(&self, node: Option<i32>) -> Client {
+        let addr = match node {
+            Some(n) => SocketAddr::from(([127, 0, 0, 1], self.port(n) as u16)),
+            None => self.server.bootstrap_addr,
+        };
+        Client::connect(addr).await
+    }
+
+    /// Moves leadership in the fake's metadata; fairlead learns it at its next refresh.
+    fn move_leader(&self, topic: &str, partition: i32, leader: i32, epoch: i32) {
+        self.fake
+            .script()
+            .set_leader(topic, partition, leader, epoch);
+    }
+
+    /// Topic name -> id, as the fake cluster knows them.
+    fn topic_ids(&self) -> impl Fn(&str) -> Uuid {
+        let ids: Vec<(String, Uuid)> = self
+            .fake
+            .script()
+            .topics
+            .iter()
+            .map(|t| (t.name.clone(), t.id))
+            .collect();
+        move |n: &str| {
+            ids.iter()
+                .find(|(name, _)| name == n)
+                .map(|(_, id)| *id)
+                .unwrap_or_else(|| panic!("no topic {n}"))
+        }
+    }
+
+    async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let mut s = TcpStream::connect(self.server.admin_addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: fairlead\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        text.lines()
+            .filter(|l| {
+                l.starts_with(&format!("{name}{{"))
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+fn init_logging() {
+    // FAKE_BROKER_LOG=fairlead=debug shows what fairlead does in a failing test.
+    if let Ok(filter) = std::env::var("FAKE_BROKER_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The raw client
+// ---------------------------------------------------------------------------------------------
+
+struct Client {
+    s: TcpStream,
+    next: i32,
+}
+
+/// A request frame (length prefix included) with client id "fake-test".
+fn request_frame<Req: Encodable>(api: ApiKey, version: i16, corr: i32, req: &Req) -> Bytes {
+    let h = RequestHeader::default()
+        .with_request_api_key(api as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(corr)
+        .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+    let mut b = BytesMut::new();
+    b.put_i32(0);
+    encode_request_header_into_buffer(&mut b, &h).unwrap();
+    req.encode(&mut b, version).unwrap();
+    let len = (b.len() - 4) as i32;
+    b[0..4].copy_from_slice(&len.to_be_bytes());
+    b.freeze()
+}
+
+/// A request frame built by hand: header v1 (key, version, correlation id, client id), then
+/// `body` as given.
+fn raw_request(api_key: i16, version: i16, corr: i32, body: &[u8]) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i32(0);
+    b.put_i16(api_key);
+    b.put_i16(version);
+    b.put_i32(corr);
+    b.put_i16(CLIENT_ID.len() as i16);
+    b.put_slice(CLIENT_ID.as_bytes());
+    b.put_slice(body);
+    let len = (b.len() - 4) as i32;
+    b[0..4].copy_from_slice(&len.to_be_bytes());
+    b.freeze()
+}
+
+/// Decodes a response frame: (correlation id, body).
+fn decode_response<Resp: Decodable>(frame: &Bytes, api: ApiKey, version: i16) -> (i32, Resp) {
+    let corr = i32::from_be_bytes(frame[4..8].try_into().unwrap());
+    let hv = if api == ApiKey::ApiVersions {
+        0
+    } else {
+        api.response_header_version(version)
+    };
+    let mut body = frame.slice(if hv >= 1 { 9 } else { 8 }..);
+    let r = Resp::decode(&mut body, version)
+        .unwrap_or_else(|e| panic!("{api:?} v{version} response does not decode: {e}"));
+    assert!(
+        body.is_empty(),
+        "{api:?} v{version}: {} bytes left after the body",
+        body.len()
+    );
+    (corr, r)
+}
+
+/// `frame` with its correlation id (at byte `at`) replaced.
+fn with_correlation(frame: &Bytes, at: usize, corr: i32) -> Bytes {
+    let mut b = frame.to_vec();
+    b[at..at + 4].copy_from_slice(&corr.to_be_bytes());
+    Bytes::from(b)
+}
+
+const REQUEST_CORR_AT: usize = 8;
+const RESPONSE_CORR_AT: usize = 4;
+
+impl Client {
+    async fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connect to fairlead at {addr}: {e}"));
+        s.set_nodelay(true).unwrap();
+        Client { s, next: 1 }
+    }
+
+    fn next_corr(&mut self) -> i32 {
+        let c = self.next;
+        self.next += 1;
+        c
+    }
+
+    async fn send<Req: Encodable>(&mut self, api: ApiKey, version: i16, req: &Req) -> i32 {
+        let corr = self.next_corr();
+        self.s
+            .write_all(&request_frame(api, version, corr, req))
+            .await
+            .unwrap();
+        corr
+    }
+
+    async fn send_bytes(&mut self, frame: &[u8]) {
+        self.s.write_all(frame).await.unwrap();
+    }
+
+    /// The next response frame (length prefix included), or None within `within`. Panics on
+    /// a closed connection.
+    async fn recv_within(&mut self, within: Duration) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        match tokio::time::timeout(within, self.s.read_exact(&mut len)).await {
+            Err(_) => return None,
+            Ok(r) => r.expect("fairlead closed the connection"),
+        };
+        let n = i32::from_be_bytes(len) as usize;
+        let mut b = vec![0u8; 4 + n];
+        b[..4].copy_from_slice(&len);
+        tokio::time::timeout(Duration::from_secs(5), self.s.read_exact(&mut b[4..]))
+            .await
+            .expect("rest of a response frame")
+            .expect("rest of a response frame");
+        Some(Bytes::from(b))
+    }
+
+    async fn recv(&mut self) -> Bytes {
+        self.recv_within(Duration::from_secs(10))
+            .await
+            .expect("a response within 10 s")
+    }
+
+    /// Sends a request, reads the response, checks its correlation id and decodes it.
+    async fn call<Req: Encodable, Resp: Decodable>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Resp {
+        let corr = self.send(api, version, req).await;
+        let frame = self.recv().await;
+        let (got, resp) = decode_response(&frame, api, version);
+        assert_eq!(got, corr, "correlation id of the {api:?} response");
+        resp
+    }
+
+    /// True when fairlead closed the connection (EOF or reset) within `within`.
+    async fn closed_within(&mut self, within: Duration) -> bool {
+        let mut buf = [0u8; 256];
+        let end = Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(end.into(), self.s.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => continue,
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Request builders
+// ---------------------------------------------------------------------------------------------
+
+fn topic_name(n: &str) -> TopicName {
+    TopicName(StrBytes::from_string(n.to_string()))
+}
+
+/// A produce request with these acks and (topic, partition, records) in this order.
+fn produce(acks: i16, parts: &[(&str, i32, Bytes)]) -> ProduceRequest {
+    let mut topics: Vec<TopicProduceData> = Vec::new();
+    for (t, p, records) in parts {
+        let data = PartitionProduceData::default()
+            .with_index(*p)
+            .with_records(Some(records.clone()));
+        match topics.iter_mut().find(|x| x.name.0.as_str() == *t) {
+            Some(x) => x.partition_data.push(data),
+            None => topics.push(
+                TopicProduceData::default()
+                    .with_name(topic_name(t))
+                    .with_partition_data(vec![data]),
+            ),
+        }
+    }
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(5000)
+        .with_topic_data(topics)
+}
+
+/// A produce request like [`produce`], naming topics by id from v13.
+fn produce_with(
+    version: i16,
+    ids: &dyn Fn(&str) -> Uuid,
+    acks: i16,
+    parts: &[(&str, i32, Bytes)],
+) -> ProduceRequest {
+    let mut r = produce(acks, parts);
+    if version >= 13 {
+        for t in r.topic_data.iter_mut() {
+            t.topic_id = ids(t.name.0.as_str());
+            t.name = TopicName::default();
+        }
+    }
+    r
+}
+
+/// (topic, partition, error, base offset) of a produce response, in response order.
+fn produce_results(r: &ProduceResponse) -> Vec<(String, i32, i16, i64)> {
+    r.responses
+        .iter()
+        .flat_map(|t| {
+            t.partition_responses.iter().map(move |p| {
+                (
+                    if t.topic_id.is_nil() {
+                        t.name.0.to_string()
+                    } else {
+                        t.topic_id.to_string()
+                    },
+                    p.index,
+                    p.error_code,
+                    p.base_offset,
+                )
+            })
+        })
+        .collect()
+}
+
+/// A fetch request with (topic, partition, current leader epoch, fetch offset) in this order;
+/// by topic id from v13.
+fn fetch(
+    version: i16,
+    ids: &dyn Fn(&str) -> Uuid,
+    session: (i32, i32),
+    parts: &[(&str, i32, i32, i64)],
+) -> FetchRequest {
+    let mut topics: Vec<(String, FetchTopic)> = Vec::new();
+    for (t, p, epoch, offset) in parts {
+        let part = FetchPartition::default()
+            .with_partition(*p)
+            .with_current_leader_epoch(*epoch)
+            .with_fetch_offset(*offset)
+            .with_partition_max_bytes(1 << 20);
+        match topics.iter_mut().find(|(n, _)| n == t) {
+            Some((_, x)) => x.partitions.push(part),
+            None => {
+                let ft = if version >= 13 {
+                    FetchTopic::default().with_topic_id(ids(t))
+                } else {
+                    FetchTopic::default().with_topic(topic_name(t))
+                };
+                topics.push((t.to_string(), ft.with_partitions(vec![part])));
+            }
+        }
+    }
+    FetchRequest::default()
+        .with_max_wait_ms(500)
+        .with_min_bytes(1)
+        .with_session_id(session.0)
+        .with_session_epoch(session.1)
+        .with_topics(topics.into_iter().map(|(_, t)| t).collect())
+}
+
+/// (topic name or id, partition, error, records) of a fetch response, in response order.
+fn fetch_results(r: &FetchResponse) -> Vec<(String, i32, i16, Bytes)> {
+    r.responses
+        .iter()
+        .flat_map(|t| {
+            let name = if t.topic_id.is_nil() {
+                t.topic.0.to_string()
+            } else {
+                t.topic_id.to_string()
+            };
+            t.partitions.iter().map(move |p| {
+                (
+                    name.clone(),
+                    p.partition_index,
+                    p.error_code,
+                    p.records.clone().unwrap_or_default(),
+                )
+            })
+        })
+        .collect()
+}
+
+fn list_offsets(parts: &[(&str, i32, i32)]) -> ListOffsetsRequest {
+    let topics = parts
+        .iter()
+        .map(|(t, p, epoch)| {
+            ListOffsetsTopic::default()
+                .with_name(topic_name(t))
+                .with_partitions(vec![ListOffsetsPartition::default()
+                    .with_partition_index(*p)
+                    .with_current_leader_epoch(*epoch)
+                    .with_timestamp(-1)])
+        })
+        .collect();
+    ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(topics)
+}
+
+/// A non-idempotent batch (producer id -1) and an idempotent one (producer id 4711).
+fn plain(values: &[&str]) -> Bytes {
+    fake::batch(-1, -1, values)
+}
+
+fn idempotent(seq: i32, values: &[&str]) -> Bytes {
+    fake::batch(4711, seq, values)
+}
+
+fn produce_v(r: &Received) -> Vec<(String, i32, Bytes)> {
+    r.produce_parts()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rewrites
+// ---------------------------------------------------------------------------------------------
+
+/// Metadata v1, v9, v12: every broker address is fairlead's (advertised host, node_port_base +
+/// node id); everything else is the broker's answer, to the byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_brokers_point_at_fairlead_and_nothing_else_changes() {
+    let bed = Bed::start(standard).await;
+    let mut c = bed.client(None).await;
+    for version in [1i16, 9, 12] {
+        let req = MetadataRequest::default().with_topics(None);
+        let corr = c.send(ApiKey::Metadata, version, &req).await;
+        let frame = c.recv().await;
+        let (got_corr, got): (i32, MetadataResponse) =
+            decode_response(&frame, ApiKey::Metadata, version);
+        assert_eq!(got_corr, corr);
+        assert_eq!(got.brokers.len(), 3, "v{version}");
+        for b in &got.brokers {
+            assert_eq!(
+                (b.host.as_str(), b.port),
+                ("127.0.0.1", bed.port(b.node_id.0)),
+                "v{version}: broker {}",
+                b.node_id.0
+            );
+        }
+        let sent = bed
+            .fake
+            .client_requests_any(ApiKey::Metadata)
+            .into_iter()
+            .rfind(|r| r.version == version)
+            .expect("the broker saw the client's Metadata request");
+        let (_, mut expected): (i32, MetadataResponse) =
+            decode_response(sent.response.as_ref().unwrap(), ApiKey::Metadata, version);
+        assert!(
+            expected
+                .brokers
+                .iter()
+                .all(|b| b.port != bed.port(b.node_id.0)),
+            "the fake's own addresses differ from fairlead's"
+        );
+        for b in expected.brokers.iter_mut() {
+            b.port = bed.port(b.node_id.0);
+        }
+        assert_eq!(got, expected, "v{version}: only broker addresses change");
+        assert_eq!(
+            frame,
+            fake::respond(ApiKey::Metadata, version, corr, &expected),
+            "v{version}: byte for byte"
+        );
+    }
+}
+
+/// FindCoordinator v3 (top-level node) and v4 (coordinators[]) point at fairlead; an error
+/// answer (node -1) reaches the client untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_coordinator_v3_and_v4_rewritten_errors_untouched() {
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.coordinators.insert("g".into(), (2, 0));
+        s.coordinators.insert("gone".into(), (-1, 15));
+    })
+    .await;
+    let mut c = bed.client(Some(1)).await;
+
+    let r: FindCoordinatorResponse = c
+        .call(
+            ApiKey::FindCoordinator,
+            3,
+            &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
+        )
+        .await;
+    assert_eq!(
+        (r.error_code, r.node_id.0, r.host.as_str(), r.port),
+        (0, 2, "127.0.0.1", bed.port(2))
+    );
+
+    let corr = c
+        .send(
+            ApiKey::FindCoordinator,
+            3,
+            &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("gone")),
+        )
+        .await;
+    let frame = c.recv().await;
+    let sent = bed
+        .fake
+        .client_requests(1, ApiKey::FindCoordinator)
+        .pop()
+        .unwrap();
+    assert_eq!(
+        frame,
+        with_correlation(sent.response.as_ref().unwrap(), RESPONSE_CORR_AT, corr),
+        "an error answer is the broker's, byte for byte"
+    );
+    let (_, r): (i32, FindCoordinatorResponse) =
+        decode_response(&frame, ApiKey::FindCoordinator, 3);
+    assert_eq!((r.error_code, r.node_id.0, r.port), (15, -1, -1));
+
+    let keys = ["g", "gone", "h"].map(StrBytes::from_static_str).to_vec();
+    let r: FindCoordinatorResponse = c
+        .call(
+            ApiKey::FindCoordinator,
+            4,
+            &FindCoordinatorRequest::default().with_coordinator_keys(keys),
+        )
+        .await;
+    let got: Vec<_> = r
+        .coordinators
+        .iter()
+        .map(|c| {
+            (
+                c.key.to_string(),
+                c.error_code,
+                c.node_id.0,
+                c.host.to_string(),
+                c.port,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("g".into(), 0, 2, "127.0.0.1".into(), bed.port(2)),
+            ("gone".into(), 15, -1, String::new(), -1),
+            ("h".into(), 0, 1, "127.0.0.1".into(), bed.port(1))
+        ]
+    );
+}
+
+/// DescribeCluster (v0 and v1): brokers point at fairlead, the rest is the broker's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_cluster_brokers_rewritten() {
+    let bed = Bed::start(standard).await;
+    let mut c = bed.client(Some(3)).await;
+    for version in [0i16, 1] {
+        let corr = c
+            .send(
+                ApiKey::DescribeCluster,
+                version,
+                &DescribeClusterRequest::default(),
+            )
+            .await;
+        let frame = c.recv().await;
+        let (_, got): (i32, DescribeClusterResponse) =
+            decode_response(&frame, ApiKey::DescribeCluster, version);
+        let sent = bed
+            .fake
+            .client_requests(3, ApiKey::DescribeCluster)
+            .pop()
+            .unwrap();
+        let (_, mut expected): (i32, DescribeClusterResponse) = decode_response(
+            sent.response.as_ref().unwrap(),
+            ApiKey::DescribeCluster,
+            version,
+        );
+        for b in expected.brokers.iter_mut() {
+            b.port = bed.port(b.broker_id.0);
+        }
+        assert_eq!(got.brokers.len(), 3);
+        assert_eq!(got, expected, "v{version}");
+        assert_eq!(
+            frame,
+            fake::respond(ApiKey::DescribeCluster, version, corr, &expected)
+        );
+    }
+}
+
+/// ApiVersions: inspected APIs capped to what fairlead decodes, unknown keys untouched; a
+/// version the broker does not know (its error answer comes in v0) passes byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_versions_capped_unknown_keys_kept_unsupported_version_passed_through() {
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.api_versions = vec![(0, 0, 99), (1, 4, 17), (3, 0, 13), (18, 0, 4), (1000, 0, 3)];
+    })
+    .await;
+    let mut c = bed.client(None).await;
+    let req = ApiVersionsRequest::default()
+        .with_client_software_name(StrBytes::from_static_str("fake-test"))
+        .with_client_software_version(StrBytes::from_static_str("1"));
+    let r: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &req).await;
+    let got: Vec<_> = r
+        .api_keys
+        .iter()
+        .map(|k| (k.api_key, k.min_version, k.max_version))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (0, 0, ApiKey::Produce.valid_versions().max),
+            (1, 4, 17),
+            (3, 0, 13),
+            (18, 0, 4),
+            (1000, 0, 3)
+        ]
+    );
+
+    // ApiVersions v5, header v2, compact strings: unknown to the broker (and to kafka-protocol).
+    let mut body = vec![0u8]; // no header tagged fields
+    body.extend_from_slice(&[5, b'f', b'a', b'k', b'e', 2, b'1', 0]);
+    let frame = {
+        let mut f = raw_request(ApiKey::ApiVersions as i16, 5, 77, &[]).to_vec();
+        f.extend_from_slice(&body);
+        let len = (f.len() - 4) as i32;
+        f[0..4].copy_from_slice(&len.to_be_bytes());
+        Bytes::from(f)
+    };
+    c.send_bytes(&frame).await;
+    let resp = c.recv().await;
+    let sent = bed
+        .fake
+        .client_requests_any(ApiKey::ApiVersions)
+        .into_iter()
+        .rfind(|r| r.version == 5)
+        .expect("the v5 request reached a broker");
+    let broker_corr = sent.correlation_id;
+    assert_eq!(
+        sent.frame,
+        with_correlation(&frame, REQUEST_CORR_AT, broker_corr),
+        "request byte for byte"
+    );
+    assert_eq!(
+        resp,
+        with_correlation(sent.response.as_ref().unwrap(), RESPONSE_CORR_AT, 77),
+        "response byte for byte"
+    );
+    let (_, r): (i32, ApiVersionsResponse) = decode_response(&resp, ApiKey::ApiVersions, 0);
+    assert_eq!(r.error_code, 35);
+}
+
+/// Produce v12: a 6 that reaches the client (a write of unknown outcome the leader's log cannot
+/// settle before the absorb timeout) carries KIP-951 node endpoints: they name fairlead's ports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_error_node_endpoints_rewritten_when_the_error_reaches_the_client() {
+    let bed = Bed::start_with(
+        |s| {
+            standard(s);
+            s.produce(1, "t", 0, ProduceAnswer::error(6, 7).hint(2, 6));
+            s.fetch_always(2, "t", 0, FetchAnswer::records(Bytes::new(), 7));
+            // Epoch 5 ended after offset 7 on the new leader: something old may be at 7.
+            s.epochs_always(
+                2,
+                "t",
+                0,
+                fake::EpochAnswer {
+                    error: 0,
+                    leader_epoch: 5,
+                    end_offset: 8,
+                },
+            );
+        },
+        |c| c.absorb_timeout = Duration::from_secs(1),
+    )
+    .await;
+    bed.move_leader("t", 0, 2, 6);
+    let mut c = bed.client(Some(1)).await;
+    let started = Instant::now();
+    let r: ProduceResponse = c
+        .call(
+            ApiKey::Produce,
+            12,
+            &produce(-1, &[("t", 0, plain(&["a"]))]),
+        )
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the error waited for the absorb timeout"
+    );
+    assert_eq!(produce_results(&r), vec![("t".into(), 0, 6, 7)]);
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(
+        (p.current_leader.leader_id.0, p.current_leader.leader_epoch),
+        (2, 6)
+    );
+    let endpoints: Vec<_> = r
+        .node_endpoints
+        .iter()
+        .map(|e| (e.node_id.0, e.host.to_string(), e.port))
+        .collect();
+    assert_eq!(endpoints, vec![(2, "127.0.0.1".into(), bed.port(2))]);
+    assert!(
+        bed.fake.client_requests(2, ApiKey::Produce).is_empty(),
+        "nothing was replayed"
+    );
+}
+
+/// An API key fairlead does not know, and Produce v2 (below what kafka-protocol decodes): the
+/// request reaches the broker and the response the client byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_api_and_old_produce_pass_through_byte_identical() {
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.raw(
+            Some(1),
+            0x7f00,
+            1,
+            Bytes::from_static(b"\x00\x01whatever the broker says"),
+        );
+        // Produce v2 response: [topic t: [partition 0, error 0, base offset 42, append time -1]],
+        // throttle 0.
+        let mut b = BytesMut::new();
+        b.put_i32(1);
+        b.put_i16(1);
+        b.put_slice(b"t");
+        b.put_i32(1);
+        b.put_i32(0);
+        b.put_i16(0);
+        b.put_i64(42);
+        b.put_i64(-1);
+        b.put_i32(0);
+        s.raw(Some(1), 0, 2, b.freeze());
+    })
+    .await;
+    let mut c = bed.client(Some(1)).await;
+
+    let frame = raw_request(0x7f00, 1, 5, b"\x00\x00\x00\x03opaque-body");
+    c.send_bytes(&frame).await;
+    let resp = c.recv().await;
+    let sent = bed.fake.client_requests(1, ApiKey::Produce).len();
+    assert_eq!(sent, 0);
+    let got = bed
+        .fake
+        .received()
+        .into_iter()
+        .rfind(|r| r.api_key == 0x7f00)
+        .expect("the unknown API reached node 1");
+    assert_eq!(got.node, 1);
+    assert_eq!(
+        got.frame,
+        with_correlation(&frame, REQUEST_CORR_AT, got.correlation_id),
+        "request byte for byte"
+    );
+    assert_eq!(
+        resp,
+        with_correlation(got.response.as_ref().unwrap(), RESPONSE_CORR_AT, 5),
+        "response byte for byte"
+    );
+
+    // Produce v2: acks=1, timeout, [t: [0: message set v1 bytes]].
+    let mut body = BytesMut::new();
+    body.put_i16(1);
+    body.put_i32(1000);
+    body.put_i32(1);
+    body.put_i16(1);
+    body.put_slice(b"t");
+    body.put_i32(1);
+    body.put_i32(0);
+    let legacy = b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x12legacy-message-v1!";
+    body.put_i32(legacy.len() as i32);
+    body.put_slice(legacy);
+    let frame = raw_request(0, 2, 6, &body);
+    c.send_bytes(&frame).await;
+    let resp = c.recv().await;
+    let got = bed
+        .fake
+        .client_requests(1, ApiKey::Produce)
+        .pop()
+        .expect("the v2 produce reached node 1");
+    assert_eq!(got.version, 2);
+    assert_eq!(
+        got.frame,
+        with_correlation(&frame, REQUEST_CORR_AT, got.correlation_id),
+        "request byte for byte"
+    );
+    assert_eq!(
+        resp,
+        with_correlation(got.response.as_ref().unwrap(), RESPONSE_CORR_AT, 6),
+        "response byte for byte"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Merge and routing
+// ---------------------------------------------------------------------------------------------
+
+/// Proactive routing: a produce sent to node 1 for partitions led by nodes 1 and 2 is split; each
+/// broker gets only its partitions; the client gets one response, partitions in request order.
+/// Produce v9 (topic names) and v13 (topic ids).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_split_by_leader_and_merged_in_request_order() {
+    let bed = Bed::start(|s| {
+        s.topic("t", &[(2, 5), (1, 5)]);
+        s.topic("u", &[(1, 3)]);
+        for _ in 0..2 {
+            s.produce(1, "t", 1, ProduceAnswer::ok(11));
+            s.produce(1, "u", 0, ProduceAnswer::ok(33));
+            s.produce(2, "t", 0, ProduceAnswer::ok(22));
+        }
+    })
+    .await;
+    let ids = bed.topic_ids();
+    let (b_t1, b_t0, b_u0) = (plain(&["t1"]), plain(&["t0"]), plain(&["u0"]));
+    let mut c = bed.client(Some(1)).await;
+    for version in [9i16, 13] {
+        let name = |n: &str| {
+            if version >= 13 {
+                ids(n).to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        let parts = [
+            ("t", 1, b_t1.clone()),
+            ("t", 0, b_t0.clone()),
+            ("u", 0, b_u0.clone()),
+        ];
+        let r: ProduceResponse = c
+            .call(
+                ApiKey::Produce,
+                version,
+                &produce_with(version, &ids, -1, &parts),
+            )
+            .await;
+        assert_eq!(
+            produce_results(&r),
+            vec![
+                (name("t"), 1, 0, 11),
+                (name("t"), 0, 0, 22),
+                (name("u"), 0, 0, 33)
+            ],
+            "v{version}"
+        );
+
+        let n1 = bed.fake.client_requests(1, ApiKey::Produce).pop().unwrap();
+        let n2 = bed.fake.client_requests(2, ApiKey::Produce).pop().unwrap();
+        assert_eq!(
+            produce_v(&n1),
+            vec![(name("t"), 1, b_t1.clone()), (name("u"), 0, b_u0.clone())],
+            "v{version}"
+        );
+        assert_eq!(
+            produce_v(&n2),
+            vec![(name("t"), 0, b_t0.clone())],
+            "v{version}"
+        );
+        assert_eq!(
+            (n2.produce().acks, n2.version, n2.client_id.as_deref()),
+            (-1, version, Some(CLIENT_ID)),
+            "the part keeps the client's envelope and header"
+        );
+    }
+    assert_eq!(bed.fake.client_requests(1, ApiKey::Produce).len(), 2);
+    assert_eq!(bed.fake.client_requests(2, ApiKey::Produce).len(), 2);
+}
+
+/// Fetch v12 and v13 (topic ids): split by leader, merged with exactly the partitions asked
+/// for, in order, records unchanged, throttle = max. A client fetch that would open a session
+/// (0, 0) goes upstream sessionless (0, -1), and the client is told session 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_split_and_merged_sessionless_upstream() {
+    let (r0, r1, ru) = (
+        fake::stored_at(&plain(&["zero"]), 10, 5),
+        fake::stored_at(&plain(&["one"]), 20, 5),
+        fake::stored_at(&plain(&["u"]), 30, 3),
+    );
+    let bed = Bed::start(|s| {
+        s.topic("t", &[(1, 5), (2, 5)]);
+        s.topic("u", &[(2, 3)]);
+        for _ in 0..2 {
+            s.fetch(
+                1,
+                "t",
+                0,
+                FetchAnswer::records(r0.clone(), 11).throttled(10),
+            );
+            s.fetch(
+                2,
+                "t",
+                1,
+                FetchAnswer::records(r1.clone(), 21).throttled(30),
+            );
+            s.fetch(2, "u", 0, FetchAnswer::records(ru.clone(), 31));
+        }
+    })
+    .await;
+    let ids = bed.topic_ids();
+    let mut c = bed.client(Some(1)).await;
+    for version in [12i16, 13] {
+        let req = fetch(
+            version,
+            &ids,
+            (0, 0),
+            &[("t", 1, 5, 20), ("t", 0, 5, 10), ("u", 0, 3, 30)],
+        );
+        let r: FetchResponse = c.call(ApiKey::Fetch, version, &req).await;
+        let name = |n: &str| {
+            if version >= 13 {
+                ids(n).to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        assert_eq!(
+            fetch_results(&r),
+            vec![
+                (name("t"), 1, 0, r1.clone()),
+                (name("t"), 0, 0, r0.clone()),
+                (name("u"), 0, 0, ru.clone())
+            ],
+            "v{version}"
+        );
+        assert_eq!(
+            (r.session_id, r.error_code, r.throttle_time_ms),
+            (0, 0, 30),
+            "v{version}"
+        );
+
+        let n1 = bed.fake.client_requests(1, ApiKey::Fetch).pop().unwrap();
+        let n2 = bed.fake.client_requests(2, ApiKey::Fetch).pop().unwrap();
+        for n in [&n1, &n2] {
+            assert_eq!(n.version, version);
+            assert_eq!(
+                (n.fetch().session_id, n.fetch().session_epoch),
+                (0, -1),
+                "v{version}: sessionless upstream"
+            );
+        }
+        assert_eq!(n1.fetch_parts(), vec![(name("t"), 0, 5, 10)]);
+        assert_eq!(
+            n2.fetch_parts(),
+            vec![(name("t"), 1, 5, 20), (name("u"), 0, 3, 30)]
+        );
+    }
+}
+
+/// A fetch carrying an older current_leader_epoch than fairlead knows goes out with the known
+/// one (or the broker would fence it with 74); an unset epoch (-1) stays unset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_carries_the_known_leader_epoch() {
+    let bed = Bed::start(standard).await;
+    let mut c = bed.client(Some(1)).await;
+    let req = fetch(
+        12,
+        &|_| Uuid::nil(),
+        (0, -1),
+        &[("t", 0, 3, 0), ("t", 1, -1, 0)],
+    );
+    let r: FetchResponse = c.call(ApiKey::Fetch, 12, &req).await;
+    assert_eq!(r.responses[0].partitions.len(), 2);
+    let got = bed.fake.client_requests(1, ApiKey::Fetch).pop().unwrap();
+    assert_eq!(
+        got.fetch_parts(),
+        vec![("t".into(), 0, 5, 0), ("t".into(), 1, -1, 0)]
+    );
+}
+
+/// Pipelining: three requests sent back to back, the first answered 300 ms late by its broker
+/// (which answers the others at once): the client gets the three answers in request order,
+/// each with its correlation id, and all three reached the broker before the first was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_leave_in_request_order_under_pipelining() {
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.ordered = false;
+        s.produce(
+            1,
+            "t",
+            0,
+            ProduceAnswer::ok(5).delayed(Duration::from_millis(300)),
+        );
+    })
+    .await;
+    let mut c = bed.client(Some(1)).await;
+    let started = Instant::now();
+    let c1 = c
+        .send(
+            ApiKey::Produce,
+            9,
+            &produce(-1, &[("t", 0, plain(&["slow"]))]),
+        )
+        .await;
+    let c2 = c
+        .send(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+    let c3 = c
+        .send(ApiKey::ListOffsets, 7, &list_offsets(&[("t", 1, 5)]))
+        .await;
+    let f1 = c.recv().await;
+    assert!(started.elapsed() >= Duration::from_millis(290));
+    let f2 = c.recv().await;
+    let f3 = c.recv().await;
+    let (g1, r1): (i32, ProduceResponse) = decode_response(&f1, ApiKey::Produce, 9);
+    let (g2, _): (i32, MetadataResponse) = decode_response(&f2, ApiKey::Metadata, 12);
+    let (g3, r3): (i32, ListOffsetsResponse) = decode_response(&f3, ApiKey::ListOffsets, 7);
+    assert_eq!((g1, g2, g3), (c1, c2, c3));
+    assert_eq!(produce_results(&r1), vec![("t".into(), 0, 0, 5)]);
+    assert_eq!(r3.topics[0].partitions[0].partition_index, 1);
+
+    let rec: Vec<Received> = bed
+        .fake
+        .received()
+        .into_iter()
+        .filter(|r| r.is_from_client() && r.node == 1)
+        .collect();
+    assert_eq!(
+        rec.iter().map(|r| r.api_key).collect::<Vec<_>>(),
+        vec![0, 3, 2],
+        "sent upstream in request order"
+    );
+    assert!(
+        rec[2].at < rec[0].at + Duration::from_millis(250),
+        "pipelined: the later requests did not wait for the first answer"
+    );
+}
+
+/// acks=0: the produce is forwarded (to its leader, also when that is not the client's broker),
+/// the client gets no response, and the next request's response carries its own correlation id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_zero_produce_gets_no_response() {
+    let bed = Bed::start(standard).await;
+    let mut c = bed.client(Some(1)).await;
+    let (b, bu) = (plain(&["fire", "forget"]), plain(&["to", "node 2"]));
+    c.send(ApiKey::Produce, 9, &produce(0, &[("t", 0, b.clone())]))
+        .await;
+    c.send(ApiKey::Produce, 9, &produce(0, &[("u", 0, bu.clone())]))
+        .await;
+    let r: MetadataResponse = c
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+    assert_eq!(r.topics.len(), 2);
+    assert!(
+        c.recv_within(Duration::from_millis(200)).await.is_none(),
+        "nothing else comes"
+    );
+    let got = bed.fake.client_requests(1, ApiKey::Produce);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].produce().acks, produce_v(&got[0])),
+        (0, vec![("t".into(), 0, b)])
+    );
+    let got = bed.fake.client_requests(2, ApiKey::Produce);
+    assert_eq!(got.len(), 1, "u-0 went straight to its leader");
+    assert_eq!(
+        (got[0].produce().acks, produce_v(&got[0])),
+        (0, vec![("u".into(), 0, bu)])
+    );
+}
+
+/// A KIP-951 CurrentLeader hint with the 6 is a free leadership update: the produce is replayed
+/// to the hinted leader without a Metadata round trip, and later requests go there directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_leader_hint_reroutes_without_a_metadata_refresh() {
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.produce(1, "t", 0, ProduceAnswer::error(6, -1).hint(2, 6));
+        s.produce(2, "t", 0, ProduceAnswer::ok(70));
+        s.produce(2, "t", 0, ProduceAnswer::ok(71));
+    })
+    .await;
+    let refreshes = bed
+        .fake
+        .received()
+        .iter()
+        .filter(|r| !r.is_from_client() && r.api_key == ApiKey::Metadata as i16)
+        .count();
+    let mut c = bed.client(Some(1)).await;
+    let r: ProduceResponse = c
+        .call(
+            ApiKey::Produce,
+            12,
+            &produce(-1, &[("t", 0, idempotent(0, &["a"]))]),
+        )
+        .await;
+    assert_eq!(produce_results(&r), vec![("t".into(), 0, 0, 70)]);
+    let r: ProduceResponse = c
+        .call(
+            ApiKey::Produce,
+            12,
+            &produce(-1, &[("t", 0, idempotent(1, &["b"]))]),
+        )
+        .await;
+    assert_eq!(produce_results(&r), vec![("t".into(), 0, 0, 71)]);
+    assert!(r
+        .node_endpoints
+        .iter()
+        .all(|e| e.port == bed.port(e.node_id.0)));
+    assert_eq!(
+        bed.fake.client_requests(1, ApiKey::Produce).len(),
+        1,
+        "the second produce went to node 2 directly"
+    );
+    assert_eq!(bed.fake.client_requests(2, ApiKey::Produce).len(), 2);
+    let after = bed
+        .fake
+        .received()
+        .iter()
+        .filter(|r| !r.is_from_client() && r.api_key == ApiKey::Metadata as i16)
+        .count();
+    assert_eq!(after, refreshes, "no Metadata request was needed");
+}
+
+/// Fetch v17: 74 with a KIP-951 hint and node endpoints: fetched from the hinted leader with its
+/// epoch, without a Metadata round trip; every node endpoint the client sees is fairlead's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_v17_leader_hint_reroutes_and_node_endpoints_point_at_fairlead() {
+    let data = fake::stored_at(&plain(&["hinted"]), 3, 6);
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.fetch(1, "t", 0, FetchAnswer::error(74).hint(2, 6));
+        s.fetch(1, "t", 1, FetchAnswer::records(Bytes::new(), 0).hint(3, 5));
+        s.fetch(2, "t", 0, FetchAnswer::records(data.clone(), 4));
+    })
+    .await;
+    let ids = bed.topic_ids();
+    let refreshes = bed
+        .fake
+        .received()
+        .iter()
+        .filter(|r| !r.is_from_client() && r.api_key == ApiKey::Metadata as i16)
+        .count();
+    let mut c = bed.client(Some(1)).await;
+    let r: FetchResponse = c
+        .call(
+            ApiKey::Fetch,
+            17,
+            &fetch(17, &ids, (0, -1), &[("t", 0, 5, 3), ("t", 1, 5, 0)]),
+        )
+        .await;
+    let t = ids("t").to_string();
+    assert_eq!(
+        fetch_results(&r),
+        vec![(t.clone(), 0, 0, data), (t.clone(), 1, 0, Bytes::new())]
+    );
+    assert!(
+        !r.node_endpoints.is_empty(),
+        "the brokers' node endpoints are kept"
+    );
+    for e in &r.node_endpoints {
+        assert_eq!(
+            (e.host.as_str(), e.port),
+            ("127.0.0.1", bed.port(e.node_id.0)),
+            "node endpoint of {}",
+            e.node_id.0
+        );
+    }
+    assert_eq!(
+        bed.fake.client_requests(2, ApiKey::Fetch)[0].fetch_parts(),
+        vec![(t, 0, 6, 3)]
+    );
+    let after = bed
+        .fake
+        .received()
+        .iter()
+        .filter(|r| !r.is_from_client() && r.api_key == ApiKey::Metadata as i16)
+        .count();
+    assert_eq!(after, refreshes, "no Metadata request was needed");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replay rules
+// ---------------------------------------------------------------------------------------------
+
+/// Idempotent produce answered 6 (with base offset -1 or >= 0): replayed to the new leader with
+/// the client's batch bytes; the client sees success and the new leader's offsets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_produce_answered_6_is_replayed_to_the_new_leader() {
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.produce(1, "t", 0, ProduceAnswer::error(6, -1));
+        s.produce(1, "t", 1, ProduceAnswer::error(6, 5));
+        s.produce(2, "t", 0, ProduceAnswer::ok(100));
+        s.produce(2, "t", 1, ProduceAnswer::ok(200));
+    })
+    .await;
+    bed.move_leader("t", 0, 2, 6);
+    bed.move_leader("t", 1, 2, 6);
+    let (b0, b1) = (idempotent(0, &["a", "b"]), idempotent(0, &["c"]));
+    let mut c = bed.client(Some(1)).await;
+    let r: ProduceResponse = c
+        .call(
+            ApiKey::Produce,
+            9,
+            &produce(-1, &[("t", 0, b0.clone()), ("t", 1, b1.clone())]),
+        )
+        .await;
+    assert_eq!(
+        produce_results(&r),
+        vec![("t".into(), 0, 0, 100), ("t".into(), 1, 0, 200)]
+    );
+
+    let n1 = bed.fake.client_requests(1, ApiKey::Produce);
+    let n2 = bed.fake.client_requests(2, ApiKey::Produce);
+    assert_eq!(n1.len(), 1, "node 1 got the client's request once");
+    assert_eq!(n2.len(), 1, "one replay to node 2");
+    assert_eq!(
+        produce_v(&n2[0]),
+        vec![("t".into(), 0, b0), ("t".into(), 1, b1)],
+        "batches byte for byte"
+    );
+    // The replay reuses the client's header: same client id, same API version.
+    let header_len = 2 + 2 + 4 + 2 + CLIENT_ID.len();
+    assert_eq!(
+        &n2[0].frame[12..4 + header_len],
+        &n1[0].frame[12..4 + header_len]
+    );
+}
+
+/// Non-idempotent produce answered 6 with base offset -1 (refused before the append): replayed.
+/// The other partition of the request, answered fine by node 1, keeps its answer and its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_idempotent_produce_refused_before_the_append_is_replayed() {
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.produce(1, "t", 1, ProduceAnswer::ok(12));
+        s.produce(1, "t", 0, ProduceAnswer::error(6, -1));
+        s.produce(2, "t", 0, ProduceAnswer::ok(3));
+    })
+    .await;
+    bed.move_leader("t", 0, 2, 6);
+    let (b0, b1) = (plain(&["x"]), plain(&["y"]));
+    let mut c = bed.client(Some(1)).await;
+    let r: ProduceResponse = c
+        .call(
+            ApiKey::Produce,
+            9,
+            &produce(1, &[("t", 1, b1.clone()), ("t", 0, b0.clone())]),
+        )
+        .await;
+    assert_eq!(
+        produce_results(&r),
+        vec![("t".into(), 1, 0, 12), ("t".into(), 0, 0, 3)]
+    );
+    let n1 = bed.fake.client_requests(1, ApiKey::Produce);
+    let n2 = bed.fake.client_requests(2, ApiKey::Produce);
+    assert_eq!(n1.len(), 1, "t-1 was not sent twice");
+    assert_eq!(n2.len(), 1);
+    assert_eq!(
+        produce_v(&n2[0]),
+        vec![("t".into(), 0, b0)],
+        "only the refused partition is replayed"
+    );
+}
+
+/// OffsetsForLeaderEpoch answered 74 and DeleteRecords answered 6 by the old leader: sent to the
+/// new one (the epoch request with the new leader's epoch), the client sees the answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_for_leader_epoch_and_delete_records_are_rerouted() {
+    use kafka_protocol::messages::delete_records_request::{
+        DeleteRecordsPartition, DeleteRecordsTopic,
+    };
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::{
+        DeleteRecordsRequest, DeleteRecordsResponse, OffsetForLeaderEpochRequest,
+        OffsetForLeaderEpochResponse,
+    };
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.epochs(
+            1,
+            "t",
+            0,
+            fake::EpochAnswer {
+                error: 74,
+                leader_epoch: -1,
+                end_offset: -1,
+            },
+        );
+        s.epochs(
+            2,
+            "t",
+            0,
+            fake::EpochAnswer {
+                error: 0,
+                leader_epoch: 4,
+                end_offset: 55,
+            },
+        );
+        s.delete_records(1, "t", 1, 6);
+    })
+    .await;
+    bed.move_leader("t", 0, 2, 6);
+    bed.move_leader("t", 1, 3, 6);
+    let mut c = bed.client(Some(1)).await;
+
+    let req = OffsetForLeaderEpochRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![OffsetForLeaderTopic::default()
+            .with_topic(topic_name("t"))
+            .with_partitions(vec![OffsetForLeaderPartition::default()
+                .with_partition(0)
+                .with_current_leader_epoch(5)
+                .with_leader_epoch(4)])]);
+    let r: OffsetForLeaderEpochResponse = c.call(ApiKey::OffsetForLeaderEpoch, 4, &req).await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(
+        (p.partition, p.error_code, p.leader_epoch, p.end_offset),
+        (0, 0, 4, 55)
+    );
+    let n2 = bed.fake.client_requests(2, ApiKey::OffsetForLeaderEpoch);
+    assert_eq!(n2.len(), 1);
+    assert_eq!(
+        n2[0].epochs().topics[0].partitions[0].current_leader_epoch,
+        6,
+        "the new leader's epoch"
+    );
+
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(1000)
+        .with_topics(vec![DeleteRecordsTopic::default()
+            .with_name(topic_name("t"))
+            .with_partitions(vec![DeleteRecordsPartition::default()
+                .with_partition_index(1)
+                .with_offset(9)])]);
+    let r: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, 2, &req).await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(
+        (p.partition_index, p.error_code, p.low_watermark),
+        (1, 0, 9)
+    );
+    let n3 = bed.fake.client_requests(3, ApiKey::DeleteRecords);
+    assert_eq!(n3.len(), 1);
+    assert_eq!(n3[0].delete_records().topics[0].partitions[0].offset, 9);
+}
+
+/// Moves t-0 to node 2 (epoch 6) and sends a non-idempotent produce for it to node 1, which the
+/// test scripted to answer 6 with base offset 7 (node 2's log is scripted by the test too).
+/// Returns the client's response, the batch, and how long the answer took.
+async fn unknown_outcome(bed: &Bed) -> (ProduceResponse, Bytes, Duration) {
+    bed.move_leader("t", 0, 2, 6);
+    let b = plain(&["maybe", "written"]);
+    let mut c = bed.client(Some(1)).await;
+    let started = Instant::now();
+    let r: ProduceResponse = c
+        .call(ApiKey::Produce, 9, &produce(-1, &[("t", 0, b.clone())]))
+        .await;
+    (r, b, started.elapsed())
+}
+
+/// 6 with base offset 7 on a non-idempotent batch, and the new leader's log holds this very
+/// batch at 7: the client gets the success it would have got; nothing is written again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_outcome_found_in_the_log_is_a_success_without_replay() {
+    let b = plain(&["maybe", "written"]);
+    let stored = fake::stored_at(&b, 7, 5);
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.produce(1, "t", 0, ProduceAnswer::error(6, 7));
+        s.fetch_always(2, "t", 0, FetchAnswer::records(stored, 9));
+    })
+    .await;
+    let (r, _, _) = unknown_outcome(&bed).await;
+    assert_eq!(produce_results(&r), vec![("t".into(), 0, 0, 7)]);
+    assert!(
+        bed.fake.client_requests(2, ApiKey::Produce).is_empty(),
+        "the batch was not sent again"
+    );
+    let checks = bed.fake.own_requests(2, ApiKey::Fetch);
+    assert!(!checks.is_empty(), "fairlead read node 2's log");
+    assert_eq!(
+        checks[0].fetch_parts(),
+        vec![("t".into(), 0, 6, 7)],
+        "at offset 7, with the new leader's epoch"
+    );
+}
+
+/// ... and the log holds another batch at 7: the batch is gone, so it is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_outcome_with_another_batch_in_the_log_is_replayed() {
+    let other = fake::stored_at(&plain(&["someone", "else"]), 7, 6);
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.produce(1, "t", 0, ProduceAnswer::error(6, 7));
+        s.fetch_always(2, "t", 0, FetchAnswer::records(other, 9));
+        s.produce(2, "t", 0, ProduceAnswer::ok(9));
+    })
+    .await;
+    let (r, b, _) = unknown_outcome(&bed).await;
+    assert_eq!(produce_results(&r), vec![("t".into(), 0, 0, 9)]);
+    let n2 = bed.fake.client_requests(2, ApiKey::Produce);
+    assert_eq!(n2.len(), 1);
+    assert_eq!(produce_v(&n2[0]), vec![("t".into(), 0, b)]);
+}
+
+/// ... and the log cannot tell (nothing committed at 7, epoch history does not rule it out) until
+/// the absorb timeout: the client gets the original 6 and nothing is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_outcome_the_log_cannot_settle_passes_the_error_through() {
+    let bed = Bed::start_with(
+        |s| {
+            standard(s);
+            s.produce(1, "t", 0, ProduceAnswer::error(6, 7));
+            s.fetch_always(2, "t", 0, FetchAnswer::records(Bytes::new(), 7));
+            s.epochs_always(
+                2,
+                "t",
+                0,
+                fake::EpochAnswer {
+                    error: 0,
+                    leader_epoch: 5,
+                    end_offset: 8,
+                },
+            );
+        },
+        |c| c.absorb_timeout = Duration::from_secs(1),
+    )
+    .await;
+    let labels = [("api", "Produce"), ("outcome", "gave_up")];
+    let gave_up = bed.metric("fairlead_replays_total", &labels).await;
+    let (r, _, took) = unknown_outcome(&bed).await;
+    let gave_up_after = bed.metric("fairlead_replays_total", &labels).await;
+    assert!(
+        gave_up_after >= gave_up + 1.0,
+        "gave_up counted ({gave_up} -> {gave_up_after})"
+    );
+    assert_eq!(
+        produce_results(&r),
+        vec![("t".into(), 0, 6, 7)],
+        "the original error"
+    );
+    assert!(
+        took >= Duration::from_millis(900),
+        "kept trying until the absorb timeout ({took:?})"
+    );
+    assert!(
+        bed.fake.client_requests(2, ApiKey::Produce).is_empty(),
+        "nothing replayed"
+    );
+    assert!(
+        bed.fake.own_requests(2, ApiKey::Fetch).len() >= 2,
+        "the log was asked again while waiting"
+    );
+}
+
+/// ... and the epoch history shows the new leader's log from the old epoch ends at or before 7:
+/// the batch is not there, so it is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_outcome_ruled_out_by_epoch_history_is_replayed() {
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.produce(1, "t", 0, ProduceAnswer::error(6, 7));
+        s.fetch_always(2, "t", 0, FetchAnswer::records(Bytes::new(), 7));
+        s.epochs_always(
+            2,
+            "t",
+            0,
+            fake::EpochAnswer {
+                error: 0,
+                leader_epoch: 5,
+                end_offset: 7,
+            },
+        );
+        s.produce(2, "t", 0, ProduceAnswer::ok(7));
+    })
+    .await;
+    let (r, b, _) = unknown_outcome(&bed).await;
+    assert_eq!(produce_results(&r), vec![("t".into(), 0, 0, 7)]);
+    let n2 = bed.fake.client_requests(2, ApiKey::Produce);
+    assert_eq!(n2.len(), 1);
+    assert_eq!(produce_v(&n2[0]), vec![("t".into(), 0, b)]);
+}
+
+/// Per-partition order: two pipelined idempotent produces R1, R2 answered 6 by node 1 are
+/// replayed to node 2 in order; R3, sent after fairlead learned node 2 leads, waits for them
+/// instead of overtaking (lanes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replays_keep_partition_order_and_later_batches_wait_for_them() {
+    // How long node 1 sits on R1: R3 must be sent within this window to prove it was held.
+    const HOLD_MS: u64 = 600;
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.produce(
+            1,
+            "t",
+            0,
+            ProduceAnswer::error(6, -1).delayed(Duration::from_millis(HOLD_MS)),
+        );
+        s.produce(1, "t", 0, ProduceAnswer::error(6, -1));
+    })
+    .await;
+    let mut c = bed.client(Some(1)).await;
+    let (r1, r2, r3) = (
+        idempotent(0, &["r1"]),
+        idempotent(1, &["r2"]),
+        idempotent(2, &["r3"]),
+    );
+    let c1 = c
+        .send(ApiKey::Produce, 9, &produce(-1, &[("t", 0, r1)]))
+        .await;
+    let c2 = c
+        .send(ApiKey::Produce, 9, &produce(-1, &[("t", 0, r2)]))
+        .await;
+    bed.fake
+        .wait_for("R1 at node 1", Duration::from_secs(5), |r| {
+            r.iter().any(|r| r.node == 1 && r.api_key == 0)
+        })
+        .await;
+
+    // Leadership moves; another client's Metadata tells fairlead.
+    bed.move_leader("t", 0, 2, 6);
+    let mut other = bed.client(None).await;
+    let _: MetadataResponse = other
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+    assert_eq!(
+        bed.server.proxy.leadership.leader("t", 0).map(|l| l.node),
+        Some(2)
+    );
+
+    let sent_r3 = Instant::now();
+    let c3 = c
+        .send(ApiKey::Produce, 9, &produce(-1, &[("t", 0, r3)]))
+        .await;
+    for want in [c1, c2, c3] {
+        let (corr, r): (i32, ProduceResponse) =
+            decode_response(&c.recv().await, ApiKey::Produce, 9);
+        assert_eq!(corr, want);
+        assert_eq!(produce_results(&r)[0].2, 0, "request {want} succeeded");
+    }
+
+    let n1 = bed.fake.client_requests(1, ApiKey::Produce);
+    let n2 = bed.fake.client_requests(2, ApiKey::Produce);
+    assert_eq!(n1.len(), 2, "R3 never went to the old leader");
+    let seqs: Vec<i32> = n2
+        .iter()
+        .map(|r| fake::base_sequence(&produce_v(r)[0].2))
+        .collect();
+    assert_eq!(
+        seqs,
+        vec![0, 1, 2],
+        "node 2 got R1's replay, R2's replay, then R3"
+    );
+    let n1_answered = n1[0].at + Duration::from_millis(HOLD_MS);
+    assert!(
+        sent_r3 < n1_answered,
+        "R3 was sent while R1 was still unanswered, so it was held back"
+    );
+}
+
+/// Fetch answered 74 by the old leader: fetched again from the new leader with its epoch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_fenced_by_the_old_leader_is_fetched_from_the_new_one() {
+    let data = fake::stored_at(&plain(&["data"]), 40, 6);
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.fetch(1, "t", 0, FetchAnswer::error(74));
+        s.fetch(2, "t", 0, FetchAnswer::records(data.clone(), 41));
+    })
+    .await;
+    bed.move_leader("t", 0, 2, 6);
+    let mut c = bed.client(Some(1)).await;
+    let r: FetchResponse = c
+        .call(
+            ApiKey::Fetch,
+            12,
+            &fetch(12, &|_| Uuid::nil(), (0, -1), &[("t", 0, 5, 40)]),
+        )
+        .await;
+    assert_eq!(fetch_results(&r), vec![("t".into(), 0, 0, data)]);
+    let n2 = bed.fake.client_requests(2, ApiKey::Fetch);
+    assert_eq!(n2.len(), 1);
+    assert_eq!(
+        n2[0].fetch_parts(),
+        vec![("t".into(), 0, 6, 40)],
+        "the new leader's epoch, the client's offset"
+    );
+    assert_eq!(n2[0].fetch().max_wait_ms, 0, "a replay does not long-poll");
+}
+
+/// ListOffsets: 78 (OFFSET_NOT_AVAILABLE) is retried on the same leader; 6 is rerouted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_offsets_78_retries_the_same_leader_and_6_reroutes() {
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.list_offsets(1, "t", 0, OffsetAnswer::error(78));
+        s.list_offsets(1, "t", 0, OffsetAnswer::ok(50, 5));
+        s.list_offsets(1, "t", 1, OffsetAnswer::error(6));
+        s.list_offsets(2, "t", 1, OffsetAnswer::ok(60, 6));
+    })
+    .await;
+    let mut c = bed.client(Some(1)).await;
+    let r: ListOffsetsResponse = c
+        .call(ApiKey::ListOffsets, 7, &list_offsets(&[("t", 0, 5)]))
+        .await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!((p.partition_index, p.error_code, p.offset), (0, 0, 50));
+    assert_eq!(
+        bed.fake.client_requests(1, ApiKey::ListOffsets).len(),
+        2,
+        "asked node 1 twice"
+    );
+    assert!(bed.fake.client_requests(2, ApiKey::ListOffsets).is_empty());
+
+    bed.move_leader("t", 1, 2, 6);
+    let r: ListOffsetsResponse = c
+        .call(ApiKey::ListOffsets, 7, &list_offsets(&[("t", 1, 5)]))
+        .await;
+    let p = &r.topics[0].partitions[0];
+    assert_eq!(
+        (p.partition_index, p.error_code, p.offset, p.leader_epoch),
+        (1, 0, 60, 6)
+    );
+    let n2 = bed.fake.client_requests(2, ApiKey::ListOffsets);
+    assert_eq!(n2.len(), 1);
+    assert_eq!(
+        n2[0].list_offsets().topics[0].partitions[0].current_leader_epoch,
+        6
+    );
+}
+
+/// LEADER_NOT_AVAILABLE (5) on a fetch: waited out until metadata shows a leader again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_leader_not_available_waits_for_the_election() {
+    let data = fake::stored_at(&plain(&["after", "election"]), 0, 6);
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.fetch_always(1, "t", 0, FetchAnswer::error(5));
+        s.fetch(2, "t", 0, FetchAnswer::records(data.clone(), 2));
+    })
+    .await;
+    bed.fake.script().set_leaderless("t", 0);
+    let started = Instant::now();
+    let elect = {
+        let script = bed.fake.script_handle();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            script.lock().unwrap().set_leader("t", 0, 2, 6);
+        })
+    };
+    let mut c = bed.client(Some(1)).await;
+    let r: FetchResponse = c
+        .call(
+            ApiKey::Fetch,
+            12,
+            &fetch(12, &|_| Uuid::nil(), (0, -1), &[("t", 0, 5, 0)]),
+        )
+        .await;
+    elect.await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(fetch_results(&r), vec![("t".into(), 0, 0, data)]);
+    assert!(
+        bed.fake.client_requests(1, ApiKey::Fetch).len() >= 2,
+        "retried while the election ran"
+    );
+    assert_eq!(
+        bed.fake.client_requests(2, ApiKey::Fetch)[0].fetch_parts(),
+        vec![("t".into(), 0, 6, 0)]
+    );
+}
+
+/// A replay that never settles: at the absorb timeout the client gets the original error, and
+/// fairlead_replays_total{outcome="gave_up"} counts it. (Regression: the last replay used to
+/// leave at the deadline, time out at once, and turn the broker's 6 into 13.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_never_settles_gives_up_with_the_original_error() {
+    let bed = Bed::start_with(
+        |s| {
+            standard(s);
+            s.produce_always(1, "t", 0, ProduceAnswer::error(6, -1));
+        },
+        |c| c.absorb_timeout = Duration::from_millis(800),
+    )
+    .await;
+    let labels = [("api", "Produce"), ("outcome", "gave_up")];
+    let before = bed.metric("fairlead_replays_total", &labels).await;
+    let mut c = bed.client(Some(1)).await;
+    let started = Instant::now();
+    let r: ProduceResponse = c
+        .call(
+            ApiKey::Produce,
+            9,
+            &produce(-1, &[("t", 0, idempotent(0, &["stuck"]))]),
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(produce_results(&r), vec![("t".into(), 0, 6, -1)]);
+    assert!(
+        took >= Duration::from_millis(750) && took < Duration::from_secs(3),
+        "gave up at the absorb timeout ({took:?})"
+    );
+    assert!(
+        bed.fake.client_requests(1, ApiKey::Produce).len() >= 2,
+        "it did retry"
+    );
+    let after = bed.metric("fairlead_replays_total", &labels).await;
+    assert!(
+        after >= before + 1.0,
+        "gave_up counted ({before} -> {after})"
+    );
+}
+
+/// Bad frames (negative length, over max_frame_bytes, shorter than a header, garbage after a
+/// valid header of a routed API) close that connection only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_frames_close_only_their_connection() {
+    let bed = Bed::start(standard).await;
+    let mut survivor = bed.client(Some(1)).await;
+    let _: MetadataResponse = survivor
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+
+    let garbage_produce = raw_request(0, 9, 1, &[0xff; 40]);
+    let garbage_fetch = raw_request(1, 12, 1, &[0xff; 40]);
+    let cases: [(&str, Bytes); 5] = [
+        (
+            "negative length",
+            Bytes::from_static(&[0xff, 0xff, 0xff, 0xf0, 0, 0, 0, 0]),
+        ),
+        (
+            "over max_frame_bytes",
+            Bytes::from((1i32 << 20).to_be_bytes().to_vec()),
+        ),
+        (
+            "shorter than a header",
+            Bytes::from_static(&[0, 0, 0, 3, 0, 1, 2]),
+        ),
+        ("garbage produce body", garbage_produce),
+        ("garbage fetch body", garbage_fetch),
+    ];
+    for (what, frame) in cases {
+        let mut c = bed.client(Some(1)).await;
+        c.send_bytes(&frame).await;
+        assert!(
+            c.closed_within(Duration::from_secs(3)).await,
+            "{what}: connection closed"
+        );
+    }
+    let _: MetadataResponse = survivor
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+    let mut fresh = bed.client(Some(1)).await;
+    let _: MetadataResponse = fresh
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+}
