@@ -406,7 +406,7 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
         .log_level
         .or(file.log_level)
         .unwrap_or_else(|| "info".to_string());
-    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+    if !valid_log_filter(&log_level) {
         return Err(invalid(
             "log_level",
             &log_level,
@@ -435,6 +435,25 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
         log_level,
         topic_labels: args.topic_labels.or(file.topic_labels).unwrap_or(false),
     })
+}
+
+/// A tracing filter of comma-separated directives: `level`, `target` or `target=level`
+/// (EnvFilter itself accepts almost anything, so typos would silently log nothing).
+fn valid_log_filter(s: &str) -> bool {
+    let level = |l: &str| l.parse::<tracing_subscriber::filter::LevelFilter>().is_ok();
+    let target = |t: &str| {
+        !t.is_empty()
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '-')
+    };
+    !s.trim().is_empty()
+        && tracing_subscriber::EnvFilter::try_new(s).is_ok()
+        && s.split(',')
+            .map(str::trim)
+            .all(|d| match d.split_once('=') {
+                Some((t, l)) => target(t) && level(l),
+                None => level(d) || target(d),
+            })
 }
 
 fn invalid(option: &'static str, value: &str, allowed: &str) -> ConfigError {
