@@ -338,7 +338,9 @@ fn config_precedence_is_file_then_environment_then_flags() {
 fn each_class_of_bad_value_fails_start_up_naming_option_value_and_what_is_allowed() {
     let dir = support::run_dir("config-errors");
     let bad_file = dir.join("bad.toml");
-    let cases: Vec<(Vec<String>, Vec<(&str, &str)>, &str, Vec<&str>)> = vec![
+    // (arguments, environment, config file contents, what the message must say)
+    type Case<'a> = (Vec<String>, Vec<(&'a str, &'a str)>, &'a str, Vec<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             vec![],
             vec![],
