@@ -112,6 +112,12 @@ pub struct RunArgs {
     pub ready_max_metadata_age_ms: Option<u64>,
     #[arg(long, env = "FAIRLEAD_DRAIN_TIMEOUT_MS")]
     pub drain_timeout_ms: Option<u64>,
+    #[arg(long, env = "FAIRLEAD_CLIENT_IDLE_TIMEOUT_MS")]
+    pub client_idle_timeout_ms: Option<u64>,
+    #[arg(long, env = "FAIRLEAD_CLIENT_FRAME_TIMEOUT_MS")]
+    pub client_frame_timeout_ms: Option<u64>,
+    #[arg(long, env = "FAIRLEAD_CLIENT_WRITE_TIMEOUT_MS")]
+    pub client_write_timeout_ms: Option<u64>,
     #[arg(long, env = "FAIRLEAD_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
     /// tracing filter, e.g. "info" or "fairlead=debug".
@@ -143,6 +149,9 @@ pub struct FileConfig {
     pub startup_timeout_ms: Option<u64>,
     pub ready_max_metadata_age_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
+    pub client_idle_timeout_ms: Option<u64>,
+    pub client_frame_timeout_ms: Option<u64>,
+    pub client_write_timeout_ms: Option<u64>,
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
     pub topic_labels: Option<bool>,
@@ -177,6 +186,13 @@ pub struct Config {
     pub startup_timeout: Duration,
     pub ready_max_metadata_age: Duration,
     pub drain_timeout: Duration,
+    /// A client connection with no request for this long is closed (Kafka's
+    /// connections.max.idle.ms).
+    pub client_idle_timeout: Duration,
+    /// A request frame must arrive whole within this (slow-loris protection).
+    pub client_frame_timeout: Duration,
+    /// A client that does not read a response for this long is disconnected.
+    pub client_write_timeout: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
     pub topic_labels: bool,
@@ -349,7 +365,7 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
         "absorb_timeout_ms",
         args.absorb_timeout_ms,
         file.absorb_timeout_ms,
-        10_000,
+        15_000,
         0,
         HOUR,
     )?;
@@ -393,6 +409,30 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
         0,
         HOUR,
     )?;
+    let client_idle_timeout = ms(
+        "client_idle_timeout_ms",
+        args.client_idle_timeout_ms,
+        file.client_idle_timeout_ms,
+        600_000,
+        100,
+        24 * HOUR,
+    )?;
+    let client_frame_timeout = ms(
+        "client_frame_timeout_ms",
+        args.client_frame_timeout_ms,
+        file.client_frame_timeout_ms,
+        30_000,
+        100,
+        HOUR,
+    )?;
+    let client_write_timeout = ms(
+        "client_write_timeout_ms",
+        args.client_write_timeout_ms,
+        file.client_write_timeout_ms,
+        30_000,
+        100,
+        HOUR,
+    )?;
     if ready_max_metadata_age <= metadata_max_age {
         return Err(invalid(
             "ready_max_metadata_age_ms",
@@ -431,6 +471,9 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
         startup_timeout,
         ready_max_metadata_age,
         drain_timeout,
+        client_idle_timeout,
+        client_frame_timeout,
+        client_write_timeout,
         log_format,
         log_level,
         topic_labels: args.topic_labels.or(file.topic_labels).unwrap_or(false),

@@ -18,13 +18,13 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::codec::frame::FrameReader;
+use crate::codec::frame::{FrameError, FrameReader, ReadTimeouts};
 use crate::codec::header::{parse_request, RequestHeader};
 use crate::metrics;
 use crate::proxy::Proxy;
@@ -123,7 +123,11 @@ pub async fn serve(
     let (rd, wr) = socket.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(proxy.cfg.max_in_flight_per_connection);
     let mut writer = tokio::spawn(write_loop(proxy.clone(), wr, rx, home.clone()));
-    let mut reader = FrameReader::new(rd, proxy.cfg.max_frame_bytes, 8);
+    let timeouts = ReadTimeouts {
+        idle: proxy.cfg.client_idle_timeout,
+        frame: proxy.cfg.client_frame_timeout,
+    };
+    let mut reader = FrameReader::with_timeouts(rd, proxy.cfg.max_frame_bytes, 8, timeouts);
 
     let mut writer_result = None;
     let reason: std::borrow::Cow<'static, str> = loop {
@@ -138,6 +142,16 @@ pub async fn serve(
         let frame = match read {
             Ok(Some(f)) => f.freeze(),
             Ok(None) => break "client closed the connection".into(),
+            Err(FrameError::Idle(t)) => {
+                metrics::connection_closed("idle");
+                debug!(idle_for = ?t, "closing idle client connection");
+                break "idle".into();
+            }
+            Err(e @ FrameError::Slow(_)) => {
+                metrics::connection_closed("slow_client");
+                warn!(error = %e, "closing client connection: request frame too slow to arrive");
+                break "slow client".into();
+            }
             Err(e) => {
                 metrics::connection_closed("bad_frame");
                 warn!(error = %e, "closing client connection: unreadable frame");
@@ -216,6 +230,8 @@ enum WriteError {
     Client(#[from] std::io::Error),
     #[error("{0}")]
     Upstream(String),
+    #[error("the client did not read its responses for {0:?}")]
+    NotReading(std::time::Duration),
 }
 
 async fn write_loop(
@@ -224,7 +240,8 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Pending>,
     home: Arc<Home>,
 ) -> Result<(), WriteError> {
-    let mut wr = BufWriter::with_capacity(32 * 1024, wr);
+    let mut wr = wr;
+    let write_timeout = proxy.cfg.client_write_timeout;
     while let Some(p) = rx.recv().await {
         let (bytes, api, started) = match p {
             Pending::Forward {
@@ -245,14 +262,19 @@ async fn write_loop(
                 (bytes, hdr.api_key, started)
             }
         };
-        wr.write_all(&bytes).await?;
-        if rx.is_empty() {
-            wr.flush().await?;
+        // One write per response, from the response's own buffer. A client that stops reading
+        // blocks it; past the write timeout the connection is closed (the reader meanwhile
+        // stops reading new requests: at most max_in_flight_per_connection are pending).
+        match tokio::time::timeout(write_timeout, wr.write_all(&bytes)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                metrics::connection_closed("client_not_reading");
+                return Err(WriteError::NotReading(write_timeout));
+            }
         }
         metrics::bytes(metrics::DIR_TO_CLIENTS, bytes.len());
         metrics::request_duration(api, started.elapsed());
     }
-    wr.flush().await?;
     let _ = wr.shutdown().await;
     Ok(())
 }

@@ -74,7 +74,13 @@ pub const LEADERSHIP_CODES: [i16; 4] = [5, 6, 74, 75];
 /// Replay outcomes: the replay got an answer without a leadership error; the deadline passed
 /// and the original error went to the client; the replay itself failed (connection).
 pub const OUTCOMES: [&str; 3] = ["ok", "gave_up", "failed"];
-pub const TRIGGERS: [&str; 4] = ["startup", "periodic", "error", "unknown_partition"];
+pub const TRIGGERS: [&str; 5] = [
+    "startup",
+    "periodic",
+    "error",
+    "unknown_partition",
+    "slow_broker",
+];
 
 /// Metric label for an API key: the protocol's own name, e.g. "Produce".
 pub fn api_name(key: i16) -> &'static str {

@@ -6,14 +6,19 @@
 //! buffer has grown to the working size. Parsing is the two-step shape of mini-redis: a cheap
 //! [`check`] on the bytes so far, then [`FrameReader::read_frame`] advances only after a whole frame.
 
+use std::time::Duration;
+
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
 
 /// Size of the length prefix.
 pub const LEN_PREFIX: usize = 4;
 
-/// Initial read buffer; it grows to the largest frame seen and is reused.
-const INITIAL_BUFFER: usize = 16 * 1024;
+/// Smallest read; the buffer grows to the largest frame in flight and is reused.
+const MIN_READ: usize = 4 * 1024;
+/// An empty buffer larger than this is given back rather than kept by an idle connection.
+const KEEP_IDLE: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -25,8 +30,27 @@ pub enum FrameError {
     Undersized { len: usize, min: usize },
     #[error("connection closed in the middle of a frame ({have} of {want} bytes)")]
     Truncated { have: usize, want: usize },
+    #[error("no request for {0:?} (idle)")]
+    Idle(Duration),
+    #[error("a frame took longer than {0:?} to arrive (slow client)")]
+    Slow(Duration),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// How long a reader waits: for the first byte of a frame, and for the rest of one.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadTimeouts {
+    pub idle: Duration,
+    pub frame: Duration,
+}
+
+impl ReadTimeouts {
+    /// For peers fairlead trusts to close idle connections themselves (brokers).
+    pub const NONE: ReadTimeouts = ReadTimeouts {
+        idle: Duration::MAX,
+        frame: Duration::MAX,
+    };
 }
 
 /// Outcome of looking at the bytes buffered so far.
@@ -71,31 +95,65 @@ pub struct FrameReader<R> {
     buf: BytesMut,
     max_len: usize,
     min_len: usize,
+    timeouts: ReadTimeouts,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(io: R, max_len: usize, min_len: usize) -> Self {
+        Self::with_timeouts(io, max_len, min_len, ReadTimeouts::NONE)
+    }
+
+    pub fn with_timeouts(io: R, max_len: usize, min_len: usize, timeouts: ReadTimeouts) -> Self {
+        // No buffer until there is something to read: idle connections hold (almost) nothing.
         FrameReader {
             io,
-            buf: BytesMut::with_capacity(INITIAL_BUFFER),
+            buf: BytesMut::new(),
             max_len,
             min_len,
+            timeouts,
         }
     }
 
     /// The next frame, length prefix included; `None` on a clean end of stream between frames.
+    /// Cancel-safe: bytes read so far stay buffered.
     pub async fn read_frame(&mut self) -> Result<Option<BytesMut>, FrameError> {
+        let waiting_since = Instant::now();
+        let mut frame_since = (!self.buf.is_empty()).then(Instant::now);
         loop {
             match check(&self.buf, self.max_len, self.min_len)? {
-                Check::Complete(total) => return Ok(Some(self.buf.split_to(total))),
-                Check::Incomplete(total) => {
-                    // Grow once to hold the whole frame rather than in small steps.
-                    if self.buf.capacity() < total {
-                        self.buf.reserve(total - self.buf.len());
-                    } else if self.buf.capacity() == self.buf.len() {
-                        self.buf.reserve(INITIAL_BUFFER);
+                Check::Complete(total) => {
+                    let frame = self.buf.split_to(total);
+                    if self.buf.is_empty() && self.buf.capacity() > KEEP_IDLE {
+                        self.buf = BytesMut::new();
                     }
-                    let n = self.io.read_buf(&mut self.buf).await?;
+                    return Ok(Some(frame));
+                }
+                Check::Incomplete(total) => {
+                    // Room for the whole frame at once (or a decent read), not small steps.
+                    let want = (total - self.buf.len()).max(MIN_READ);
+                    if self.buf.capacity() - self.buf.len() < want {
+                        self.buf.reserve(want);
+                    }
+                    let (deadline, err) = match frame_since {
+                        None => (
+                            deadline(waiting_since, self.timeouts.idle),
+                            FrameError::Idle(self.timeouts.idle),
+                        ),
+                        Some(t) => (
+                            deadline(t, self.timeouts.frame),
+                            FrameError::Slow(self.timeouts.frame),
+                        ),
+                    };
+                    let n = match deadline {
+                        None => self.io.read_buf(&mut self.buf).await?,
+                        Some(d) => {
+                            match tokio::time::timeout_at(d, self.io.read_buf(&mut self.buf)).await
+                            {
+                                Ok(n) => n?,
+                                Err(_) => return Err(err),
+                            }
+                        }
+                    };
                     if n == 0 {
                         if self.buf.is_empty() {
                             return Ok(None);
@@ -105,6 +163,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                             want: total,
                         });
                     }
+                    frame_since.get_or_insert_with(Instant::now);
                 }
             }
         }
@@ -114,6 +173,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn buffered(&self) -> usize {
         self.buf.len()
     }
+}
+
+fn deadline(from: Instant, after: Duration) -> Option<Instant> {
+    from.checked_add(after)
 }
 
 #[cfg(test)]
@@ -176,6 +239,27 @@ mod tests {
             fr.read_frame().await,
             Err(FrameError::Truncated { have: 7, want: 14 })
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_peer_and_a_slow_frame_time_out() {
+        let t = ReadTimeouts {
+            idle: Duration::from_secs(60),
+            frame: Duration::from_secs(5),
+        };
+        let (client, server) = tokio::io::duplex(64);
+        let mut fr = FrameReader::with_timeouts(server, 1024, 0, t);
+        assert!(matches!(fr.read_frame().await, Err(FrameError::Idle(_))));
+        let (mut client2, server2) = tokio::io::duplex(64);
+        let mut fr = FrameReader::with_timeouts(server2, 1024, 0, t);
+        tokio::io::AsyncWriteExt::write_all(&mut client2, &[0, 0, 0, 10, 1, 2])
+            .await
+            .unwrap();
+        assert!(
+            matches!(fr.read_frame().await, Err(FrameError::Slow(_))),
+            "half a frame, then nothing"
+        );
+        drop(client);
     }
 
     /// A reader that hands out the given chunks one read at a time, as TCP may.

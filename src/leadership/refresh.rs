@@ -33,6 +33,8 @@ pub enum Trigger {
     Error,
     /// A request named a topic or partition fairlead did not know.
     Unknown,
+    /// A broker is slow to answer: has leadership moved away from it?
+    SlowBroker,
 }
 
 impl Trigger {
@@ -42,6 +44,7 @@ impl Trigger {
             Trigger::Periodic => "periodic",
             Trigger::Error => "error",
             Trigger::Unknown => "unknown_partition",
+            Trigger::SlowBroker => "slow_broker",
         }
     }
 }

@@ -133,6 +133,10 @@ impl RoutedApi for Fetch {
         false
     }
 
+    fn broker_wait(envelope: &FetchRequest) -> std::time::Duration {
+        std::time::Duration::from_millis(envelope.max_wait_ms.max(0) as u64)
+    }
+
     fn for_replay(envelope: &mut FetchRequest) {
         // The client already waited once; a replay answers with whatever is there now.
         envelope.max_wait_ms = 0;

@@ -96,6 +96,11 @@ pub trait RoutedApi: Send + Sync + 'static {
     fn expects_response(_envelope: &Self::Req) -> bool {
         true
     }
+    /// How long the broker may legitimately take to answer (Produce: timeout_ms, waiting for
+    /// acks; Fetch: max_wait_ms).
+    fn broker_wait(_envelope: &Self::Req) -> Duration {
+        Duration::ZERO
+    }
     /// Produce only: the base offset in a partition response.
     fn base_offset(_p: &Self::PartResp) -> i64 {
         -1
@@ -146,6 +151,8 @@ type Target = (i32, Vec<usize>, Result<Arc<Upstream>, UpstreamError>);
 /// One part of a request in flight.
 struct Sent {
     rx: Option<ReplyRx>,
+    /// The connection it went on (abandoned if it never answers).
+    up: Option<Arc<Upstream>>,
     /// Indices into the job's partitions.
     idx: Vec<usize>,
     node: i32,
@@ -354,6 +361,7 @@ impl<A: RoutedApi> Job<A> {
         let mut sent = Vec::with_capacity(targets.len());
         for (node, idx, up) in targets {
             let original = single_home && !changed;
+            let used = up.as_ref().ok().cloned();
             let rx = match up {
                 Ok(up) => {
                     let out = if original {
@@ -390,6 +398,7 @@ impl<A: RoutedApi> Job<A> {
             };
             sent.push(Sent {
                 rx,
+                up: used,
                 idx,
                 node,
                 original,
@@ -438,18 +447,19 @@ impl<A: RoutedApi> Job<A> {
         // Produce: the leader's log proved this partition's batch was not written.
         let mut unwritten: Vec<bool> = vec![false; n];
 
+        // A broker that accepts a request and never answers (hung, or paused) must not hold the
+        // client forever: past what the broker may legitimately take plus the absorb budget,
+        // the connection is abandoned and the outcome treated as unknown.
+        let answer_by =
+            self.started + A::broker_wait(&self.envelope) + self.proxy.cfg.absorb_timeout;
         let sent = std::mem::take(&mut self.sent);
-        for s in sent {
+        for mut s in sent {
             for i in &s.idx {
                 last_node[*i] = s.node;
             }
-            let reply = match s.rx {
+            let reply = match s.rx.take() {
                 None => Err(Failure::NotSent),
-                Some(rx) => match rx.await {
-                    Ok(Ok(frame)) => Ok(frame.freeze()),
-                    Ok(Err(UpstreamError::Connect { .. })) => Err(Failure::NotSent),
-                    _ => Err(Failure::ConnectionLost),
-                },
+                Some(rx) => self.wait_part(rx, &s, answer_by).await,
             };
             match reply {
                 Ok(frame) => {
@@ -762,7 +772,65 @@ impl<A: RoutedApi> Job<A> {
             .map_err(|e| JobError::Undecodable(e.to_string()))
     }
 
-    /// Records a (sub-)response: per-partition answers, KIP-951 leader hints, merged envelope.
+    /// Waits for one part's answer. A live broker answers within its own wait; one that stops
+    /// answering (hung, paused) is given up on: early, once every partition of the part has had
+    /// another leader for a while (a live former leader answers NOT_LEADER at once), and in any
+    /// case at `answer_by`, when its connection is abandoned.
+    async fn wait_part(
+        &self,
+        mut rx: ReplyRx,
+        s: &Sent,
+        answer_by: Instant,
+    ) -> Result<Bytes, Failure> {
+        const TICK: Duration = Duration::from_millis(500);
+        const MOVED_FOR: Duration = Duration::from_secs(2);
+        loop {
+            let tick = (Instant::now() + TICK).min(answer_by);
+            match tokio::time::timeout_at(tick.into(), &mut rx).await {
+                Ok(Ok(Ok(frame))) => return Ok(frame.freeze()),
+                Ok(Ok(Err(UpstreamError::Connect { .. }))) => return Err(Failure::NotSent),
+                Ok(_) => return Err(Failure::ConnectionLost),
+                Err(_) if Instant::now() >= answer_by => {
+                    warn!(api = ?A::KEY, node = s.node, waited_ms = self.started.elapsed().as_millis() as u64, "broker did not answer: abandoning its connection");
+                    if let Some(up) = &s.up {
+                        up.abandon();
+                    }
+                    return Err(Failure::ConnectionLost);
+                }
+                Err(_) => {
+                    if self.started.elapsed() >= MOVED_FOR {
+                        // Nothing else will tell fairlead that leadership left a broker that
+                        // stopped answering: ask (single-flight, so one refresh per round).
+                        let (proxy, seen) =
+                            (self.proxy.clone(), self.proxy.leadership.generation());
+                        tokio::spawn(async move {
+                            let _ = proxy.refresh(seen, Trigger::SlowBroker).await;
+                        });
+                    }
+                    let moved_away = s.idx.iter().all(|i| {
+                        let (topic, p) = &self.parts[*i];
+                        // the leader changed after this request went out, a while ago
+                        self.proxy
+                            .leadership
+                            .partition_of(topic, A::partition(p))
+                            .is_some_and(|st| {
+                                st.leader != s.node
+                                    && st
+                                        .changed_at
+                                        .elapsed()
+                                        .is_ok_and(|e| e >= MOVED_FOR && e < self.started.elapsed())
+                            })
+                    });
+                    if moved_away {
+                        warn!(api = ?A::KEY, node = s.node, waited_ms = self.started.elapsed().as_millis() as u64, "no answer from a former leader: treating the request as lost");
+                        return Err(Failure::ConnectionLost);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a (sub)-response: per-partition answers, KIP-951 leader hints, merged envelope.
     fn absorb_answer(
         &self,
         resp: A::Resp,

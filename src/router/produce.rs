@@ -127,6 +127,10 @@ impl RoutedApi for Produce {
         envelope.acks != 0
     }
 
+    fn broker_wait(envelope: &ProduceRequest) -> std::time::Duration {
+        std::time::Duration::from_millis(envelope.timeout_ms.max(0) as u64)
+    }
+
     fn base_offset(p: &PartitionProduceResponse) -> i64 {
         p.base_offset
     }

@@ -21,7 +21,9 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncWriteExt, BufWriter};
+use std::io::IoSlice;
+
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -112,6 +114,8 @@ pub struct Upstream {
     addr: String,
     tx: mpsc::UnboundedSender<Outgoing>,
     inflight: Arc<Mutex<Inflight>>,
+    /// Tells the read task to give up on a broker that stopped answering.
+    abandon: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -148,12 +152,14 @@ impl Upstream {
             next_correlation: 1,
             ..Default::default()
         }));
+        let abandon = Arc::new(tokio::sync::Notify::new());
         let up = Arc::new(Upstream {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             node,
             addr: addr.to_string(),
             tx,
             inflight: inflight.clone(),
+            abandon: abandon.clone(),
         });
         let node_label = node.to_string();
         metrics::upstream_connected(&node_label);
@@ -161,6 +167,7 @@ impl Upstream {
         tokio::spawn(read_loop(
             FrameReader::new(rd, cfg.max_frame_bytes, 4),
             inflight,
+            abandon,
             node,
             addr.to_string(),
             node_label,
@@ -179,6 +186,21 @@ impl Upstream {
 
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// Gives up on this connection (a request went unanswered far too long): everything in
+    /// flight fails as "connection lost" and the next user gets a new connection.
+    pub fn abandon(&self) {
+        self.inflight
+            .lock()
+            .unwrap()
+            .closed
+            .get_or_insert(UpstreamError::Closed {
+                node: self.node,
+                addr: self.addr.clone(),
+                reason: "abandoned".into(),
+            });
+        self.abandon.notify_one();
     }
 
     pub fn is_closed(&self) -> bool {
@@ -288,39 +310,68 @@ pub enum RequestError {
     Message(#[from] MessageError),
 }
 
+/// Frames written per system call at most (two slices each: fairlead's head, the client's rest).
+const BATCH: usize = 32;
+
 async fn write_loop(
-    wr: tokio::net::tcp::OwnedWriteHalf,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
 ) {
-    let mut wr = BufWriter::with_capacity(64 * 1024, wr);
+    // Whatever is queued goes out in one vectored write, straight from the frames' own buffers:
+    // no copy into a write buffer, and no buffer held by an idle connection.
+    let mut batch: Vec<Outgoing> = Vec::new();
     while let Some(first) = rx.recv().await {
-        let mut n = 0;
-        let mut next = Some(first);
-        // Coalesce whatever else is already queued into the same write.
-        while let Some(out) = next {
-            n += HEAD + out.rest.len();
-            if wr.write_all(&out.head).await.is_err() || wr.write_all(&out.rest).await.is_err() {
-                return;
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(o) => batch.push(o),
+                Err(_) => break,
             }
-            next = rx.try_recv().ok();
         }
-        metrics::bytes(metrics::DIR_TO_BROKERS, n);
-        if wr.flush().await.is_err() {
+        let n: usize = batch.iter().map(|o| HEAD + o.rest.len()).sum();
+        if write_batch(&mut wr, &batch).await.is_err() {
             return;
         }
+        metrics::bytes(metrics::DIR_TO_BROKERS, n);
+        batch.clear();
     }
     let _ = wr.shutdown().await;
+}
+
+async fn write_batch(
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    batch: &[Outgoing],
+) -> std::io::Result<()> {
+    let mut slices: [IoSlice<'_>; 2 * BATCH] = [IoSlice::new(&[]); 2 * BATCH];
+    for (i, o) in batch.iter().enumerate() {
+        slices[2 * i] = IoSlice::new(&o.head);
+        slices[2 * i + 1] = IoSlice::new(&o.rest);
+    }
+    let mut bufs = &mut slices[..2 * batch.len()];
+    while !bufs.is_empty() {
+        let n = wr.write_vectored(bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut bufs, n);
+    }
+    Ok(())
 }
 
 async fn read_loop(
     mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
     inflight: Arc<Mutex<Inflight>>,
+    abandon: Arc<tokio::sync::Notify>,
     node: i32,
     addr: String,
     node_label: String,
 ) {
     let reason = loop {
-        match reader.read_frame().await {
+        let read = tokio::select! {
+            r = reader.read_frame() => r,
+            _ = abandon.notified() => break "abandoned: the broker stopped answering".to_string(),
+        };
+        match read {
             Ok(Some(mut frame)) => {
                 metrics::bytes(metrics::DIR_FROM_BROKERS, frame.len());
                 let corr =

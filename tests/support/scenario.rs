@@ -27,6 +27,8 @@ pub struct Plan {
     pub reassignments: usize,
     pub idempotent_producer: bool,
     pub rate: u32,
+    /// Rounds after which a broker is killed with SIGKILL and restarted (nodes in turn).
+    pub kill_restart_rounds: Vec<usize>,
 }
 
 impl Plan {
@@ -40,6 +42,7 @@ impl Plan {
             reassignments: 0,
             idempotent_producer: false,
             rate: 100,
+            kill_restart_rounds: Vec::new(),
         }
     }
 }
@@ -232,8 +235,19 @@ pub fn run(plan: &Plan, target: &str, dir: PathBuf) -> Outcome {
     let mut reassigned = 0;
     for round in 0..plan.move_rounds {
         for t in &topics {
-            let r = admin.move_all(t);
+            // A partition whose followers are catching up (after a restart) has nobody to
+            // move to yet: wait for full ISR and try again.
+            let mut r = admin.try_call(serde_json::json!({"op": "move-all", "topic": t}));
+            if r["ok"] != serde_json::json!(true) {
+                admin.wait_healthy(&[t.as_str()]);
+                r = admin.move_all(t);
+            }
             partition_moves += r["moves"].as_array().map(|m| m.len()).unwrap_or(0);
+        }
+        if let Some(k) = plan.kill_restart_rounds.iter().position(|r| *r == round) {
+            let node = (k % 3 + 1).to_string();
+            testbed(&["kill-restart", &node]);
+            admin.wait_healthy(&topic_refs);
         }
         if plan.rolling_restart && round == plan.move_rounds / 2 {
             testbed(&["rolling-restart"]);
