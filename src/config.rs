@@ -10,6 +10,9 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 
+use crate::security::sasl::{Credentials, Mechanism, Secret};
+pub use crate::security::SaslMode;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("invalid value for `{option}`: {value:?} ({allowed})")]
@@ -70,7 +73,7 @@ pub enum Command {
 
 /// Options of the proxy. Each may also come from the config file (same name with `_`) or from
 /// `FAIRLEAD_<NAME>`.
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Args, Default, Clone)]
 pub struct RunArgs {
     /// TOML config file (see config/fairlead.toml).
     #[arg(long, env = "FAIRLEAD_CONFIG")]
@@ -123,6 +126,44 @@ pub struct RunArgs {
     /// tracing filter, e.g. "info" or "fairlead=debug".
     #[arg(long, env = "FAIRLEAD_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// TLS to brokers.
+    #[arg(long, env = "FAIRLEAD_UPSTREAM_TLS", num_args = 0..=1, default_missing_value = "true")]
+    pub upstream_tls: Option<bool>,
+    /// CA bundle (PEM) that brokers' certificates must chain to.
+    #[arg(long, env = "FAIRLEAD_UPSTREAM_TLS_CA_FILE")]
+    pub upstream_tls_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS with brokers.
+    #[arg(long, env = "FAIRLEAD_UPSTREAM_TLS_CERT_FILE")]
+    pub upstream_tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "FAIRLEAD_UPSTREAM_TLS_KEY_FILE")]
+    pub upstream_tls_key_file: Option<PathBuf>,
+    /// Name to verify brokers' certificates against (default: each broker's advertised host).
+    #[arg(long, env = "FAIRLEAD_UPSTREAM_TLS_SERVER_NAME")]
+    pub upstream_tls_server_name: Option<String>,
+    /// Do not verify brokers' certificates (labs only; logged loudly).
+    #[arg(long, env = "FAIRLEAD_UPSTREAM_TLS_INSECURE_SKIP_VERIFY", num_args = 0..=1, default_missing_value = "true")]
+    pub upstream_tls_insecure_skip_verify: Option<bool>,
+    /// SASL mechanism for fairlead's broker connections: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
+    #[arg(long, env = "FAIRLEAD_SASL_MECHANISM")]
+    pub sasl_mechanism: Option<String>,
+    #[arg(long, env = "FAIRLEAD_SASL_USERNAME")]
+    pub sasl_username: Option<String>,
+    /// File holding the SASL password (the password itself comes from the config file or
+    /// FAIRLEAD_SASL_PASSWORD, never from a flag: flags show in process lists).
+    #[arg(long, env = "FAIRLEAD_SASL_PASSWORD_FILE")]
+    pub sasl_password_file: Option<PathBuf>,
+    /// sidecar: fairlead authenticates every broker connection; passthrough: clients
+    /// authenticate themselves on theirs.
+    #[arg(long, env = "FAIRLEAD_SASL_MODE")]
+    pub sasl_mode: Option<SaslMode>,
+    /// TLS on fairlead's own listeners: certificate and key (PEM).
+    #[arg(long, env = "FAIRLEAD_LISTENER_TLS_CERT_FILE")]
+    pub listener_tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "FAIRLEAD_LISTENER_TLS_KEY_FILE")]
+    pub listener_tls_key_file: Option<PathBuf>,
+    /// Require client certificates chaining to this CA (PEM).
+    #[arg(long, env = "FAIRLEAD_LISTENER_TLS_CLIENT_CA_FILE")]
+    pub listener_tls_client_ca_file: Option<PathBuf>,
     /// Also export per-topic series (fairlead_topic_*): one series per topic, so opt-in.
     #[arg(long, env = "FAIRLEAD_TOPIC_LABELS", num_args = 0..=1, default_missing_value = "true")]
     pub topic_labels: Option<bool>,
@@ -155,6 +196,20 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     pub log_level: Option<String>,
     pub topic_labels: Option<bool>,
+    pub upstream_tls: Option<bool>,
+    pub upstream_tls_ca_file: Option<PathBuf>,
+    pub upstream_tls_cert_file: Option<PathBuf>,
+    pub upstream_tls_key_file: Option<PathBuf>,
+    pub upstream_tls_server_name: Option<String>,
+    pub upstream_tls_insecure_skip_verify: Option<bool>,
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    pub sasl_password: Option<String>,
+    pub sasl_password_file: Option<PathBuf>,
+    pub sasl_mode: Option<SaslMode>,
+    pub listener_tls_cert_file: Option<PathBuf>,
+    pub listener_tls_key_file: Option<PathBuf>,
+    pub listener_tls_client_ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -196,6 +251,28 @@ pub struct Config {
     pub log_format: LogFormat,
     pub log_level: String,
     pub topic_labels: bool,
+    pub upstream_tls: Option<UpstreamTls>,
+    pub sasl: Option<Credentials>,
+    pub sasl_mode: SaslMode,
+    pub listener_tls: Option<ListenerTls>,
+    /// Things worth a WARN line once logging is up (e.g. a world-readable secret).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl Config {
@@ -222,7 +299,28 @@ pub fn load(args: RunArgs) -> Result<Config, ConfigError> {
         Some(path) => read_file(path)?,
         None => FileConfig::default(),
     };
-    resolve(file, args)
+    let secret_in_file = file.sasl_password.is_some();
+    let config_path = args.config.clone();
+    let mut cfg = resolve(file, args)?;
+    if let (true, Some(path)) = (secret_in_file, &config_path) {
+        if let Some(w) = readable_by_others(path) {
+            cfg.warnings.push(w);
+        }
+    }
+    Ok(cfg)
+}
+
+/// A warning if a file holding a secret can be read by other users.
+fn readable_by_others(path: &Path) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} holds a SASL password and is readable by other users (mode {:o}): chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )
+    })
 }
 
 pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
@@ -238,6 +336,7 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 
 /// Flags and environment (already merged by clap, flag first) over the file over defaults.
 pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
+    let mut warnings = Vec::new();
     let bootstrap_raw = args.bootstrap.or(file.bootstrap.map(|b| match b {
         StringOrList::One(s) => s,
         StringOrList::Many(v) => v.join(","),
@@ -454,6 +553,115 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
         ));
     }
 
+    let upstream_tls = {
+        let on = args.upstream_tls.or(file.upstream_tls).unwrap_or(false);
+        let t = UpstreamTls {
+            ca_file: args.upstream_tls_ca_file.or(file.upstream_tls_ca_file),
+            cert_file: args.upstream_tls_cert_file.or(file.upstream_tls_cert_file),
+            key_file: args.upstream_tls_key_file.or(file.upstream_tls_key_file),
+            server_name: args
+                .upstream_tls_server_name
+                .or(file.upstream_tls_server_name),
+            insecure_skip_verify: args
+                .upstream_tls_insecure_skip_verify
+                .or(file.upstream_tls_insecure_skip_verify)
+                .unwrap_or(false),
+        };
+        if on {
+            for (option, f) in [
+                ("upstream_tls_ca_file", &t.ca_file),
+                ("upstream_tls_cert_file", &t.cert_file),
+                ("upstream_tls_key_file", &t.key_file),
+            ] {
+                if let Some(f) = f {
+                    if !f.is_file() {
+                        return Err(invalid(
+                            option,
+                            &f.display().to_string(),
+                            "a readable PEM file",
+                        ));
+                    }
+                }
+            }
+            if t.ca_file.is_none() && !t.insecure_skip_verify {
+                return Err(ConfigError::Missing { option: "upstream_tls_ca_file", hint: "the CA bundle brokers' certificates chain to (or upstream_tls_insecure_skip_verify = true, for labs)" });
+            }
+            if t.cert_file.is_some() != t.key_file.is_some() {
+                return Err(invalid(
+                    "upstream_tls_key_file",
+                    &t.key_file
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                    "set together with upstream_tls_cert_file (mutual TLS)",
+                ));
+            }
+            if t.insecure_skip_verify {
+                warnings.push("upstream_tls_insecure_skip_verify is set: brokers' certificates are NOT verified; anyone on the network path can impersonate the cluster".into());
+            }
+            Some(t)
+        } else {
+            None
+        }
+    };
+    let sasl = match args.sasl_mechanism.or(file.sasl_mechanism) {
+        None => None,
+        Some(m) => {
+            let mechanism = Mechanism::parse(&m).ok_or_else(|| {
+                invalid(
+                    "sasl_mechanism",
+                    &m,
+                    "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                )
+            })?;
+            let username =
+                args.sasl_username
+                    .or(file.sasl_username)
+                    .ok_or(ConfigError::Missing {
+                        option: "sasl_username",
+                        hint: "the SASL user fairlead authenticates as",
+                    })?;
+            let from_env = std::env::var("FAIRLEAD_SASL_PASSWORD").ok();
+            let password = match (from_env.or(file.sasl_password), args.sasl_password_file.or(file.sasl_password_file)) {
+                (Some(p), _) => p,
+                (None, Some(path)) => std::fs::read_to_string(&path)
+                    .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                    .map_err(|e| invalid("sasl_password_file", &path.display().to_string(), &format!("a readable file ({e})")))?,
+                (None, None) => return Err(ConfigError::Missing { option: "sasl_password", hint: "FAIRLEAD_SASL_PASSWORD, sasl_password in the config file, or sasl_password_file" }),
+            };
+            Some(Credentials {
+                mechanism,
+                username,
+                password: Secret::new(password),
+            })
+        }
+    };
+    let sasl_mode = args.sasl_mode.or(file.sasl_mode).unwrap_or_default();
+    let listener_tls = match (
+        args.listener_tls_cert_file.or(file.listener_tls_cert_file),
+        args.listener_tls_key_file.or(file.listener_tls_key_file),
+    ) {
+        (None, None) => None,
+        (Some(cert_file), Some(key_file)) => Some(ListenerTls {
+            cert_file,
+            key_file,
+            client_ca_file: args
+                .listener_tls_client_ca_file
+                .or(file.listener_tls_client_ca_file),
+        }),
+        (c, _) => {
+            return Err(invalid(
+                if c.is_some() {
+                    "listener_tls_key_file"
+                } else {
+                    "listener_tls_cert_file"
+                },
+                "",
+                "listener_tls_cert_file and listener_tls_key_file go together",
+            ))
+        }
+    };
+
     Ok(Config {
         bootstrap,
         listen,
@@ -477,6 +685,11 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
         log_format,
         log_level,
         topic_labels: args.topic_labels.or(file.topic_labels).unwrap_or(false),
+        upstream_tls,
+        sasl,
+        sasl_mode,
+        listener_tls,
+        warnings,
     })
 }
 

@@ -16,11 +16,10 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::listener::ClientIo;
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
@@ -49,13 +48,13 @@ impl Home {
     async fn get(&self) -> Result<Arc<Upstream>, UpstreamError> {
         {
             let cur = self.current.lock().unwrap();
-            if !cur.is_closed() {
+            if cur.usable() {
                 return Ok(cur.clone());
             }
         }
         let _one = self.reconnect.lock().await;
         let cur = self.current.lock().unwrap().clone();
-        if !cur.is_closed() {
+        if cur.usable() {
             return Ok(cur);
         }
         if self.pinned.load(Ordering::Relaxed) {
@@ -93,7 +92,8 @@ impl Drop for ConnGauge {
 
 pub async fn serve(
     proxy: Arc<Proxy>,
-    socket: TcpStream,
+    peer: std::net::SocketAddr,
+    socket: Box<dyn ClientIo>,
     node: Option<i32>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -114,13 +114,8 @@ pub async fn serve(
         reconnect: tokio::sync::Mutex::new(()),
         pinned: AtomicBool::new(false),
     });
-    let mut client = ClientName::new(
-        socket
-            .peer_addr()
-            .map(|a| a.ip().to_string())
-            .unwrap_or_default(),
-    );
-    let (rd, wr) = socket.into_split();
+    let mut client = ClientName::new(peer.ip().to_string());
+    let (rd, wr) = tokio::io::split(socket);
     let (tx, rx) = mpsc::channel::<Pending>(proxy.cfg.max_in_flight_per_connection);
     let mut writer = tokio::spawn(write_loop(proxy.clone(), wr, rx, home.clone()));
     let timeouts = ReadTimeouts {
@@ -236,7 +231,7 @@ enum WriteError {
 
 async fn write_loop(
     proxy: Arc<Proxy>,
-    wr: OwnedWriteHalf,
+    wr: tokio::io::WriteHalf<Box<dyn ClientIo>>,
     mut rx: mpsc::Receiver<Pending>,
     home: Arc<Home>,
 ) -> Result<(), WriteError> {

@@ -16,6 +16,7 @@
 //! * [`rewrite`]: broker addresses in responses replaced by fairlead's; ApiVersions capped.
 //! * [`upstream`]: connections to brokers, multiplexed by correlation id.
 //! * [`leadership`]: who leads what, refreshed single-flight and epoch-guarded.
+//! * [`security`]: TLS to brokers and on listeners, SASL (PLAIN, SCRAM) with fairlead's credentials.
 //! * [`metrics`], [`config`], [`admin`], [`server`]: operations.
 
 #![forbid(unsafe_code)]
@@ -30,5 +31,6 @@ pub mod metrics;
 pub mod proxy;
 pub mod rewrite;
 pub mod router;
+pub mod security;
 pub mod server;
 pub mod upstream;

@@ -17,6 +17,11 @@ use tracing::{error, info, warn, Instrument};
 use crate::connection;
 use crate::metrics;
 use crate::proxy::Proxy;
+use crate::security::tls::TlsServer;
+
+/// A client's byte stream: plain TCP or TLS.
+pub trait ClientIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> ClientIo for T {}
 
 /// A bound socket waiting for its accept loop; `None` node = bootstrap.
 type Bound = (Option<i32>, std::net::TcpListener);
@@ -103,6 +108,7 @@ pub async fn run(
     proxy: Arc<Proxy>,
     mut bound: mpsc::UnboundedReceiver<Bound>,
     limit: Arc<Semaphore>,
+    tls: Option<Arc<TlsServer>>,
     shutdown: watch::Receiver<bool>,
 ) {
     let mut sd = shutdown.clone();
@@ -112,7 +118,7 @@ pub async fn run(
                 let Some((node, sock)) = next else { return };
                 match TcpListener::from_std(sock) {
                     Ok(l) => {
-                        tokio::spawn(accept_loop(proxy.clone(), l, node, limit.clone(), shutdown.clone()));
+                        tokio::spawn(accept_loop(proxy.clone(), l, node, limit.clone(), tls.clone(), shutdown.clone()));
                     }
                     Err(e) => error!(?node, error = %e, "listener setup failed"),
                 }
@@ -127,6 +133,7 @@ async fn accept_loop(
     listener: TcpListener,
     node: Option<i32>,
     limit: Arc<Semaphore>,
+    tls: Option<Arc<TlsServer>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(10);
@@ -158,9 +165,30 @@ async fn accept_loop(
         let span = tracing::info_span!("conn", %peer, node = node.unwrap_or(-1));
         let p = proxy.clone();
         let sd = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(
             async move {
-                connection::serve(p, socket, node, sd).await;
+                let stream: Box<dyn ClientIo> = match tls {
+                    None => Box::new(socket),
+                    Some(tls) => {
+                        match tokio::time::timeout(Duration::from_secs(10), tls.accept(socket))
+                            .await
+                        {
+                            Ok(Ok(s)) => Box::new(s),
+                            Ok(Err(e)) => {
+                                warn!(error = %e, "TLS handshake with client failed");
+                                metrics::connection_closed("tls_handshake");
+                                return;
+                            }
+                            Err(_) => {
+                                warn!("TLS handshake with client timed out");
+                                metrics::connection_closed("tls_handshake");
+                                return;
+                            }
+                        }
+                    }
+                };
+                connection::serve(p, peer, stream, node, sd).await;
                 drop(permit);
             }
             .instrument(span),

@@ -14,6 +14,7 @@ use crate::leadership::{Broker, LeaderChange, Leadership, Observed, TopicRef};
 use crate::listener::Listeners;
 use crate::router::lanes::Lanes;
 use crate::router::partitioned::EndpointList;
+use crate::security::UpstreamSecurity;
 use crate::upstream::pool::Pool;
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamError};
 
@@ -32,11 +33,12 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(cfg: Config, listeners: Listeners) -> Arc<Proxy> {
+    pub fn new(cfg: Config, listeners: Listeners, security: Arc<UpstreamSecurity>) -> Arc<Proxy> {
         let cfg = Arc::new(cfg);
         let upstream_cfg = UpstreamConfig {
             connect_timeout: cfg.connect_timeout,
             max_frame_bytes: cfg.max_frame_bytes,
+            security,
         };
         let leadership = Arc::new(Leadership::new());
         let pool = Arc::new(Pool::new(upstream_cfg.clone()));
@@ -170,7 +172,8 @@ impl Proxy {
         let mut last = None;
         if let Some(node) = node {
             match self.leadership.broker(node) {
-                Some(b) => match Upstream::connect(node, &b.addr(), &self.upstream_cfg).await {
+                Some(b) => match Upstream::connect(node, &b.addr(), &self.upstream_cfg, true).await
+                {
                     Ok(up) => return Ok(up),
                     Err(e) => last = Some(e),
                 },
@@ -204,7 +207,7 @@ impl Proxy {
                 .map(|a| (crate::upstream::BOOTSTRAP_NODE, a.clone())),
         );
         for (id, addr) in candidates {
-            match Upstream::connect(id, &addr, &self.upstream_cfg).await {
+            match Upstream::connect(id, &addr, &self.upstream_cfg, true).await {
                 Ok(up) => return Ok(up),
                 Err(e) => last = Some(e),
             }

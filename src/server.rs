@@ -11,9 +11,11 @@ use tracing::{info, warn};
 
 use crate::admin::{self, Readiness};
 use crate::config::Config;
-use crate::leadership::refresh::Trigger;
+use crate::leadership::refresh::{RefreshError, Trigger};
 use crate::listener::{self, Listeners};
 use crate::proxy::Proxy;
+use crate::security::tls::{TlsClient, TlsClientSettings, TlsServer};
+use crate::security::UpstreamSecurity;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -23,6 +25,10 @@ pub enum StartError {
         waited: Duration,
         last: String,
     },
+    #[error("TLS/SASL settings: {0}")]
+    Security(String),
+    #[error("the cluster refused fairlead: {0}")]
+    Refused(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -63,8 +69,19 @@ impl Server {
             })?;
 
         crate::metrics::enable_topic_labels(cfg.topic_labels);
+        let security = Arc::new(upstream_security(&cfg)?);
+        let listener_tls = match &cfg.listener_tls {
+            Some(t) => Some(Arc::new(
+                TlsServer::new(&t.cert_file, &t.key_file, t.client_ca_file.as_deref())
+                    .map_err(|e| StartError::Security(e.to_string()))?,
+            )),
+            None => None,
+        };
+        for w in &cfg.warnings {
+            warn!("{w}");
+        }
         let (listeners, bound_rx) = Listeners::new(cfg.listen, cfg.node_port_base);
-        let proxy = Proxy::new(cfg, listeners);
+        let proxy = Proxy::new(cfg, listeners, security);
         tokio::spawn(admin::serve(
             admin_listener,
             proxy.clone(),
@@ -82,6 +99,14 @@ impl Server {
                 .await
             {
                 Ok(_) => break,
+                Err(RefreshError::NoBroker {
+                    last,
+                    refused: true,
+                    ..
+                }) => {
+                    // TLS or SASL said no: waiting will not change its mind.
+                    return Err(StartError::Refused(last));
+                }
                 Err(e) => {
                     if started.elapsed() >= proxy.cfg.startup_timeout {
                         return Err(StartError::ClusterUnreachable {
@@ -113,6 +138,7 @@ impl Server {
             proxy.clone(),
             bound_rx,
             connections.clone(),
+            listener_tls,
             shutdown_rx.clone(),
         ));
         tokio::spawn(periodic_refresh(proxy.clone(), shutdown_rx.clone()));
@@ -146,6 +172,27 @@ impl Server {
             ),
         }
     }
+}
+
+fn upstream_security(cfg: &Config) -> Result<UpstreamSecurity, StartError> {
+    let tls = match &cfg.upstream_tls {
+        None => None,
+        Some(t) => Some(
+            TlsClient::new(TlsClientSettings {
+                ca_file: t.ca_file.as_deref(),
+                cert_file: t.cert_file.as_deref(),
+                key_file: t.key_file.as_deref(),
+                server_name: t.server_name.clone(),
+                insecure_skip_verify: t.insecure_skip_verify,
+            })
+            .map_err(|e| StartError::Security(e.to_string()))?,
+        ),
+    };
+    Ok(UpstreamSecurity {
+        tls,
+        sasl: cfg.sasl.clone(),
+        sasl_mode: cfg.sasl_mode,
+    })
 }
 
 async fn periodic_refresh(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {

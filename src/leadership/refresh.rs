@@ -52,7 +52,11 @@ impl Trigger {
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
     #[error("no broker answered a Metadata request (tried {tried}); last error: {last}")]
-    NoBroker { tried: usize, last: String },
+    NoBroker {
+        tried: usize,
+        last: String,
+        refused: bool,
+    },
 }
 
 /// Outcome of a refresh that ran.
@@ -139,6 +143,7 @@ impl Refresher {
         let mut pending = targets.into_iter();
         let mut running = tokio::task::JoinSet::new();
         let mut last = String::from("no broker known");
+        let mut refused = false;
         loop {
             if let Some((node, addr)) = pending.next() {
                 let (pool, timeout, version) = (
@@ -151,7 +156,11 @@ impl Refresher {
                     (node, addr, r)
                 });
             } else if running.is_empty() {
-                return Err(RefreshError::NoBroker { tried, last });
+                return Err(RefreshError::NoBroker {
+                    tried,
+                    last,
+                    refused,
+                });
             }
             // Wait for an answer, or for the hedge delay to start the next broker.
             tokio::select! {
@@ -159,6 +168,7 @@ impl Refresher {
                     Some(Ok((_, _, Ok(resp)))) => return Ok(resp),
                     Some(Ok((node, addr, Err(e)))) => {
                         warn!(node, addr = addr.as_str(), error = %e, "metadata request failed");
+                        refused |= matches!(e, RequestError::Upstream(crate::upstream::UpstreamError::Refused { .. }));
                         last = e.to_string();
                     }
                     Some(Err(e)) => last = e.to_string(),

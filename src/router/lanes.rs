@@ -84,8 +84,7 @@ impl Lanes {
                     None => true,
                     Some(l) => {
                         l.in_flight == 0
-                            || (l.node == w.node
-                                && l.upstream.as_ref().is_some_and(|u| !u.is_closed()))
+                            || (l.node == w.node && l.upstream.as_ref().is_some_and(|u| u.usable()))
                     }
                 });
                 if clear {
@@ -179,12 +178,9 @@ mod tests {
 
     async fn upstream() -> (Arc<Upstream>, tokio::net::TcpListener) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let cfg = UpstreamConfig {
-            connect_timeout: Duration::from_secs(1),
-            max_frame_bytes: 1 << 20,
-        };
+        let cfg = UpstreamConfig::plain(Duration::from_secs(1), 1 << 20);
         (
-            Upstream::connect(1, &l.local_addr().unwrap().to_string(), &cfg)
+            Upstream::connect(1, &l.local_addr().unwrap().to_string(), &cfg, false)
                 .await
                 .unwrap(),
             l,

@@ -774,8 +774,9 @@ impl<A: RoutedApi> Job<A> {
 
     /// Waits for one part's answer. A live broker answers within its own wait; one that stops
     /// answering (hung, paused) is given up on: early, once every partition of the part has had
-    /// another leader for a while (a live former leader answers NOT_LEADER at once), and in any
-    /// case at `answer_by`, when its connection is abandoned.
+    /// another leader for a while and the broker has said nothing on the connection for as long
+    /// (a live former leader answers NOT_LEADER at once), and in any case at `answer_by`, when
+    /// its connection is abandoned.
     async fn wait_part(
         &self,
         mut rx: ReplyRx,
@@ -821,7 +822,10 @@ impl<A: RoutedApi> Job<A> {
                                         .is_ok_and(|e| e >= MOVED_FOR && e < self.started.elapsed())
                             })
                     });
-                    if moved_away {
+                    // ... and the broker is silent on that connection (a live broker that is
+                    // merely slow keeps answering other requests there).
+                    let silent = s.up.as_ref().is_none_or(|u| u.silent_for() >= MOVED_FOR);
+                    if moved_away && silent {
                         warn!(api = ?A::KEY, node = s.node, waited_ms = self.started.elapsed().as_millis() as u64, "no answer from a former leader: treating the request as lost");
                         return Err(Failure::ConnectionLost);
                     }

@@ -23,7 +23,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use std::io::IoSlice;
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, warn};
@@ -34,6 +34,7 @@ use crate::codec::header::{
 };
 use crate::codec::message::{decode_response, encode_own_request, MessageError};
 use crate::metrics;
+use crate::security::UpstreamSecurity;
 
 /// Node id fairlead uses for a broker it only knows by a bootstrap address.
 pub const BOOTSTRAP_NODE: i32 = -1;
@@ -55,6 +56,13 @@ pub enum UpstreamError {
         addr: String,
         reason: String,
     },
+    /// TLS or SASL refused us: retrying will not help.
+    #[error("broker {node} at {addr} refused fairlead's connection: {reason}")]
+    Refused {
+        node: i32,
+        addr: String,
+        reason: String,
+    },
     #[error("broker {node} at {addr} did not answer within {timeout:?}")]
     Timeout {
         node: i32,
@@ -68,7 +76,10 @@ pub enum UpstreamError {
 impl UpstreamError {
     /// True when the request certainly never reached the broker.
     pub fn nothing_sent(&self) -> bool {
-        matches!(self, UpstreamError::Connect { .. })
+        matches!(
+            self,
+            UpstreamError::Connect { .. } | UpstreamError::Refused { .. }
+        )
     }
 }
 
@@ -105,7 +116,29 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub max_frame_bytes: usize,
+    pub security: Arc<UpstreamSecurity>,
 }
+
+impl UpstreamConfig {
+    pub fn plain(connect_timeout: Duration, max_frame_bytes: usize) -> UpstreamConfig {
+        UpstreamConfig {
+            connect_timeout,
+            max_frame_bytes,
+            security: Arc::default(),
+        }
+    }
+}
+
+/// A byte stream to a broker: plain TCP or TLS.
+trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+type BoxRead = tokio::io::ReadHalf<Box<dyn Io>>;
+type BoxWrite = tokio::io::WriteHalf<Box<dyn Io>>;
+
+/// Replace an authenticated connection once this much of its SASL session is used (KIP-368),
+/// so no request ever reaches the broker after the session ended.
+const REAUTH_AT: f64 = 0.8;
 
 pub struct Upstream {
     /// Unique per connection: produce ordering is tracked per connection ("route").
@@ -116,6 +149,11 @@ pub struct Upstream {
     inflight: Arc<Mutex<Inflight>>,
     /// Tells the read task to give up on a broker that stopped answering.
     abandon: Arc<tokio::sync::Notify>,
+    /// When the SASL session runs out; new requests go to a new connection before that.
+    retire_at: Option<tokio::time::Instant>,
+    /// When the broker last sent anything on this connection (ms since `opened`).
+    last_heard_ms: Arc<AtomicU64>,
+    opened: tokio::time::Instant,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -129,30 +167,70 @@ impl std::fmt::Debug for Upstream {
 }
 
 impl Upstream {
+    /// Connects (TLS and SASL as configured). `for_client`: the connection carries a client's
+    /// own requests (its "home"), which in SASL passthrough mode the client authenticates.
     pub async fn connect(
         node: i32,
         addr: &str,
         cfg: &UpstreamConfig,
+        for_client: bool,
     ) -> Result<Arc<Upstream>, UpstreamError> {
         let err = |reason: String| UpstreamError::Connect {
             node,
             addr: addr.to_string(),
             reason,
         };
-        let stream = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await
-        {
+        let refused = |reason: String| UpstreamError::Refused {
+            node,
+            addr: addr.to_string(),
+            reason,
+        };
+        let tcp = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(err(e.to_string())),
             Err(_) => return Err(err(format!("timed out after {:?}", cfg.connect_timeout))),
         };
-        let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+        let _ = tcp.set_nodelay(true);
+        let sec = &cfg.security;
+        let mut stream: Box<dyn Io> = match &sec.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+                match tokio::time::timeout(cfg.connect_timeout, tls.connect(host, tcp)).await {
+                    Ok(Ok(s)) => Box::new(s),
+                    Ok(Err(e)) => return Err(refused(e.to_string())),
+                    Err(_) => {
+                        return Err(err(format!(
+                            "TLS handshake timed out after {:?}",
+                            cfg.connect_timeout
+                        )))
+                    }
+                }
+            }
+        };
+        let mut retire_at = None;
+        if let Some(creds) = sec.authenticates(for_client) {
+            match crate::security::sasl::authenticate(&mut stream, creds, cfg.connect_timeout).await
+            {
+                Ok(lifetime) => {
+                    retire_at = lifetime.map(|l| tokio::time::Instant::now() + l.mul_f64(REAUTH_AT))
+                }
+                Err(e @ crate::security::sasl::SaslError::Failed { .. })
+                | Err(e @ crate::security::sasl::SaslError::Unsupported { .. }) => {
+                    return Err(refused(e.to_string()))
+                }
+                Err(e) => return Err(err(e.to_string())),
+            }
+        }
+        let (rd, wr) = tokio::io::split(stream);
         let (tx, rx) = mpsc::unbounded_channel();
         let inflight = Arc::new(Mutex::new(Inflight {
             next_correlation: 1,
             ..Default::default()
         }));
         let abandon = Arc::new(tokio::sync::Notify::new());
+        let opened = tokio::time::Instant::now();
+        let last_heard_ms = Arc::new(AtomicU64::new(0));
         let up = Arc::new(Upstream {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             node,
@@ -160,6 +238,9 @@ impl Upstream {
             tx,
             inflight: inflight.clone(),
             abandon: abandon.clone(),
+            retire_at,
+            last_heard_ms: last_heard_ms.clone(),
+            opened,
         });
         let node_label = node.to_string();
         metrics::upstream_connected(&node_label);
@@ -168,11 +249,12 @@ impl Upstream {
             FrameReader::new(rd, cfg.max_frame_bytes, 4),
             inflight,
             abandon,
+            (last_heard_ms, opened),
             node,
             addr.to_string(),
             node_label,
         ));
-        debug!(node, addr, "upstream connected");
+        debug!(node, addr, reauth_in = ?retire_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now())), "upstream connected");
         Ok(up)
     }
 
@@ -201,6 +283,21 @@ impl Upstream {
                 reason: "abandoned".into(),
             });
         self.abandon.notify_one();
+    }
+
+    /// How long the broker has sent nothing on this connection.
+    pub fn silent_for(&self) -> Duration {
+        self.opened.elapsed().saturating_sub(Duration::from_millis(
+            self.last_heard_ms.load(Ordering::Relaxed),
+        ))
+    }
+
+    /// Open, and not near the end of its SASL session: fit for new requests.
+    pub fn usable(&self) -> bool {
+        !self.is_closed()
+            && self
+                .retire_at
+                .is_none_or(|t| tokio::time::Instant::now() < t)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -313,10 +410,7 @@ pub enum RequestError {
 /// Frames written per system call at most (two slices each: fairlead's head, the client's rest).
 const BATCH: usize = 32;
 
-async fn write_loop(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
-    mut rx: mpsc::UnboundedReceiver<Outgoing>,
-) {
+async fn write_loop(mut wr: BoxWrite, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
     // Whatever is queued goes out in one vectored write, straight from the frames' own buffers:
     // no copy into a write buffer, and no buffer held by an idle connection.
     let mut batch: Vec<Outgoing> = Vec::new();
@@ -338,10 +432,7 @@ async fn write_loop(
     let _ = wr.shutdown().await;
 }
 
-async fn write_batch(
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
-    batch: &[Outgoing],
-) -> std::io::Result<()> {
+async fn write_batch(wr: &mut BoxWrite, batch: &[Outgoing]) -> std::io::Result<()> {
     let mut slices: [IoSlice<'_>; 2 * BATCH] = [IoSlice::new(&[]); 2 * BATCH];
     for (i, o) in batch.iter().enumerate() {
         slices[2 * i] = IoSlice::new(&o.head);
@@ -359,9 +450,10 @@ async fn write_batch(
 }
 
 async fn read_loop(
-    mut reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    mut reader: FrameReader<BoxRead>,
     inflight: Arc<Mutex<Inflight>>,
     abandon: Arc<tokio::sync::Notify>,
+    (last_heard_ms, opened): (Arc<AtomicU64>, tokio::time::Instant),
     node: i32,
     addr: String,
     node_label: String,
@@ -374,6 +466,7 @@ async fn read_loop(
         match read {
             Ok(Some(mut frame)) => {
                 metrics::bytes(metrics::DIR_FROM_BROKERS, frame.len());
+                last_heard_ms.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
                 let corr =
                     correlation_id_at(&frame, RESPONSE_CORRELATION_OFFSET).unwrap_or(i32::MIN);
                 let pending = inflight.lock().unwrap().pending.remove(&corr);

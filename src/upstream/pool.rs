@@ -41,7 +41,7 @@ impl Pool {
         if let Some(up) = self.live(node, addr) {
             return Ok(up);
         }
-        let up = Upstream::connect(node, addr, &self.cfg).await?;
+        let up = Upstream::connect(node, addr, &self.cfg, false).await?;
         self.conns.lock().unwrap().insert(node, up.clone());
         Ok(up)
     }
@@ -51,7 +51,7 @@ impl Pool {
         let conns = self.conns.lock().unwrap();
         conns
             .get(&node)
-            .filter(|u| !u.is_closed() && u.addr() == addr)
+            .filter(|u| u.usable() && u.addr() == addr)
             .cloned()
     }
 
