@@ -739,6 +739,46 @@ mod tests {
         toml::from_str(toml).unwrap()
     }
 
+    /// config/fairlead.toml documents every option: uncommenting all of it gives a file that
+    /// parses (no typo) and names every field of `FileConfig`.
+    #[test]
+    fn the_example_config_documents_every_option() {
+        let text = include_str!("../config/fairlead.toml");
+        let uncommented: String = text
+            .lines()
+            .map(|l| {
+                l.strip_prefix("# ")
+                    .filter(|r| {
+                        r.contains(" = ")
+                            && r.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                    })
+                    .unwrap_or(l)
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let parsed: toml::Table =
+            toml::from_str(&uncommented).expect("the uncommented example parses");
+        let _: FileConfig = toml::from_str(&uncommented).expect("every key is a real option");
+        let fields = include_str!("config.rs")
+            .split("pub struct FileConfig {")
+            .nth(1)
+            .unwrap()
+            .split("\n}")
+            .next()
+            .unwrap();
+        for line in fields
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("pub "))
+        {
+            let name = line.trim_start_matches("pub ").split(':').next().unwrap();
+            assert!(
+                parsed.contains_key(name),
+                "config/fairlead.toml does not document `{name}`"
+            );
+        }
+    }
+
     #[test]
     fn defaults() {
         let c = Config::with_bootstrap("k:9092");
