@@ -65,6 +65,7 @@ use fairlead::proxy::Proxy;
 use fairlead::router::fetch::Fetch;
 use fairlead::router::partitioned::RoutedApi;
 use fairlead::router::produce::{all_batches_idempotent, Produce};
+use fairlead::security::UpstreamSecurity;
 
 /// Record values are 1 KiB, the size the brief (and many real workloads) use.
 const VALUE_BYTES: usize = 1024;
@@ -733,7 +734,8 @@ fn metadata(c: &mut Criterion) {
     // The receiver is dropped: listeners for the brokers are bound (once, on the first
     // response) but never served.
     let (listeners, _) = Listeners::new("127.0.0.1:0".parse().expect("addr"), NODE_PORT_BASE);
-    let proxy: Arc<Proxy> = Proxy::new(cfg, listeners);
+    // Plaintext brokers, no SASL: the rewrite does not touch the connections.
+    let proxy: Arc<Proxy> = Proxy::new(cfg, listeners, Arc::new(UpstreamSecurity::default()));
     let request = request_frame(
         ApiKey::Metadata,
         12,

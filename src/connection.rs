@@ -307,31 +307,31 @@ async fn forward(
                     }
                 };
             }
-            Ok(Err(e)) => e,
-            Err(_) => UpstreamError::Closed {
-                node: -1,
-                addr: String::new(),
-                reason: "dropped".into(),
-            },
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "response dropped".to_string(),
         };
-        attempts += 1;
-        if !safe_to_resend(hdr.known) || home.pinned.load(Ordering::Relaxed) || attempts > 3 {
-            metrics::connection_closed("broker_lost_mid_request");
-            return Err(WriteError::Upstream(format!("broker connection lost with a {} request in flight that is not safe to repeat: {lost}", metrics::api_name(hdr.api_key))));
+        // The broker connection went away with this request in flight: repeat it on a new one
+        // if that is harmless, else close the client connection as the broker would have.
+        loop {
+            attempts += 1;
+            if !safe_to_resend(hdr.known) || home.pinned.load(Ordering::Relaxed) || attempts > 3 {
+                metrics::connection_closed("broker_lost_mid_request");
+                return Err(WriteError::Upstream(format!("broker connection lost with a {} request in flight that is not safe to repeat: {lost}", metrics::api_name(hdr.api_key))));
+            }
+            let up = home
+                .get()
+                .await
+                .map_err(|e| WriteError::Upstream(e.to_string()))?;
+            debug!(
+                api = hdr.api_key,
+                node = up.node(),
+                "re-sending a request after losing the broker connection"
+            );
+            if let Ok(Some(rx)) = up.send(frame.clone(), true) {
+                reply = rx;
+                break;
+            }
         }
-        let up = home
-            .get()
-            .await
-            .map_err(|e| WriteError::Upstream(e.to_string()))?;
-        debug!(
-            api = hdr.api_key,
-            node = up.node(),
-            "re-sending a request after losing the broker connection"
-        );
-        reply = match up.send(frame.clone(), true) {
-            Ok(Some(rx)) => rx,
-            _ => continue_closed(),
-        };
     }
 }
 
@@ -370,10 +370,4 @@ fn client_id<'a>(frame: &'a [u8], hdr: &RequestHeader) -> Option<&'a [u8]> {
     let at = crate::codec::LEN_PREFIX + 8;
     let len = i16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
     frame.get(at + 2..at + 2 + usize::try_from(len).ok()?)
-}
-
-fn continue_closed() -> ReplyRx {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    drop(tx);
-    rx
 }

@@ -197,7 +197,7 @@ impl Proxy {
             .collect();
         // Spread bootstrap connections over the brokers.
         if !candidates.is_empty() {
-            let k = rand_index(candidates.len());
+            let k = rand::random_range(0..candidates.len());
             candidates.rotate_left(k);
         }
         candidates.extend(
@@ -218,16 +218,4 @@ impl Proxy {
             reason: "no broker known".into(),
         }))
     }
-}
-
-fn rand_index(n: usize) -> usize {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0),
-    );
-    (h.finish() % n as u64) as usize
 }

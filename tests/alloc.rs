@@ -43,6 +43,7 @@ use fairlead::listener::Listeners;
 use fairlead::proxy::Proxy;
 use fairlead::router::partitioned::RoutedApi;
 use fairlead::router::produce::{all_batches_idempotent, Produce};
+use fairlead::security::UpstreamSecurity;
 
 // ---------------------------------------------------------------------------------------------
 // The counting allocator
@@ -143,6 +144,9 @@ impl Measure {
 // ---------------------------------------------------------------------------------------------
 
 const MAX_FRAME: usize = 100 << 20;
+/// The smallest buffer the frame reader takes (`frame::MIN_READ`): a buffer that cannot be
+/// reclaimed is replaced by one this size when the frames are small.
+const BUFFER: usize = 4 * 1024;
 const WARM_UP: usize = 1_000;
 const FRAMES: usize = 10_000;
 
@@ -242,7 +246,11 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn proxy(bootstrap: &str) -> Arc<Proxy> {
     let (listeners, _) = Listeners::new("127.0.0.1:0".parse().unwrap(), 41000);
-    Proxy::new(Config::with_bootstrap(bootstrap), listeners)
+    Proxy::new(
+        Config::with_bootstrap(bootstrap),
+        listeners,
+        Arc::new(UpstreamSecurity::default()),
+    )
 }
 
 /// What the client reader does with a request frame it forwards (see `connection::serve`).
@@ -319,9 +327,9 @@ fn forwarded_responses_allocate_nothing_per_frame() {
 #[test]
 fn frames_still_in_flight_cost_a_new_buffer_per_refill_not_per_frame() {
     // With pipelining, forwarded frames are still referenced (queued upstream, kept for a re-send)
-    // when the read buffer runs out: it cannot be reclaimed, so the reader takes a new one of the
-    // buffer's original size (one `Vec`, plus the shared header on the first split of it).
-    // Amortized over the frames a buffer holds, not per frame.
+    // when the read buffer runs out: it cannot be reclaimed, so the reader takes a new one (one
+    // `Vec`, plus the shared header on the first split of it). Amortized over the frames a
+    // buffer holds, not per frame.
     const IN_FLIGHT: usize = 64;
     let frames = pass_through_requests();
     let wire = Replay::new(&frames, 64 * 1024);
@@ -348,11 +356,10 @@ fn frames_still_in_flight_cost_a_new_buffer_per_refill_not_per_frame() {
         m.stop()
     });
     let bytes = FRAMES as u64 * wire_bytes / wire_frames;
-    // The initial buffer is 16 KiB (`frame::INITIAL_BUFFER`).
-    let refills = bytes.div_ceil(16 * 1024);
+    let refills = bytes.div_ceil(BUFFER as u64);
     println!(
         "{IN_FLIGHT} frames in flight: {allocations} allocations for {FRAMES} frames \
-         ({bytes} bytes, {refills} buffers of 16 KiB): {:.4} per frame",
+         ({bytes} bytes, {refills} buffers of {BUFFER} bytes): {:.4} per frame",
         allocations as f64 / FRAMES as f64
     );
     assert!(
@@ -476,9 +483,9 @@ async fn stub_broker(listener: tokio::net::TcpListener) {
 #[test]
 fn a_forwarded_round_trip_allocates_one_reply_channel_per_request() {
     // The whole pass-through path: a client's Heartbeats through `connection::serve`, its
-    // upstream to a stub broker, and back. Client, fairlead and broker share one thread, so
-    // every allocation of the round trip is counted (the client and broker loops allocate
-    // nothing themselves once warm; see the tests above).
+    // upstream to a stub broker, and back, one request at a time and 16 pipelined. Client,
+    // fairlead and broker share one thread, so every allocation of the round trip is counted
+    // (the client and broker loops allocate nothing themselves once warm; see the tests above).
     //
     // Measured: one allocation per request, the `tokio::sync::oneshot::channel` that
     // `Upstream::send` creates for the reply (112 bytes); plus, amortized, a new read buffer
@@ -486,7 +493,29 @@ fn a_forwarded_round_trip_allocates_one_reply_channel_per_request() {
     // frames taken from it are still in flight. The bound allows those, and a new block of a
     // tokio mpsc channel (32 slots; blocks are normally recycled) per 32 messages on each of
     // the two channels a request crosses (reader -> writer, `Upstream::send` -> upstream writer).
-    const PIPELINE: usize = 16;
+    // A reader that replaced its buffer on every read would cost two more per request and side.
+    for pipeline in [1, 16] {
+        let (allocations, requests, bound) = round_trip(pipeline);
+        println!(
+            "forwarded round trip (client -> fairlead -> stub broker -> client, {pipeline} \
+             pipelined): {allocations} allocations for {requests} requests, {:.3} per request",
+            allocations as f64 / requests as f64
+        );
+        assert!(
+            allocations >= requests,
+            "fewer allocations than reply channels: update this test and the comment above"
+        );
+        assert!(
+            allocations <= bound,
+            "{allocations} allocations for {requests} requests ({pipeline} pipelined): \
+             something new allocates per request or per read"
+        );
+    }
+}
+
+/// Allocations, requests and the allowed bound of a round trip with `pipeline` requests in
+/// flight at a time.
+fn round_trip(pipeline: usize) -> (u64, u64, u64) {
     let request = heartbeat_request();
     let response_len = encode_response(&HeartbeatResponse::default(), ApiKey::Heartbeat, 4, 0)
         .unwrap()
@@ -501,44 +530,38 @@ fn a_forwarded_round_trip_allocates_one_reply_channel_per_request() {
         let proxy = proxy(&broker_addr);
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            let (socket, _) = front.accept().await.unwrap();
-            fairlead::connection::serve(proxy, socket, None, shutdown).await;
+            let (socket, peer) = front.accept().await.unwrap();
+            // As the listener does: without it, responses wait on delayed ACKs.
+            socket.set_nodelay(true).unwrap();
+            fairlead::connection::serve(proxy, peer, Box::new(socket), None, shutdown).await;
         });
 
         let client = tokio::net::TcpStream::connect(front_addr).await.unwrap();
         client.set_nodelay(true).unwrap();
         let (rd, mut wr) = client.into_split();
         let mut responses = FrameReader::new(rd, MAX_FRAME, 4);
-        let burst: Vec<u8> = (0..PIPELINE)
+        let burst: Vec<u8> = (0..pipeline)
             .flat_map(|_| request.iter().copied())
             .collect();
         let mut round = async |rounds: usize| {
             for _ in 0..rounds {
                 wr.write_all(&burst).await.unwrap();
-                for _ in 0..PIPELINE {
+                for _ in 0..pipeline {
                     responses.read_frame().await.unwrap().unwrap();
                 }
             }
         };
-        round(WARM_UP / PIPELINE).await;
-        let rounds = FRAMES / PIPELINE;
+        round(WARM_UP / pipeline).await;
+        let rounds = FRAMES / pipeline;
         let m = Measure::start();
         round(rounds).await;
-        (m.stop(), (rounds * PIPELINE) as u64)
+        (m.stop(), (rounds * pipeline) as u64)
     });
-    let refills = (requests * (request.len() + response_len) as u64).div_ceil(16 * 1024) + 2;
+    let refills = (requests * (request.len() + response_len) as u64).div_ceil(BUFFER as u64) + 2;
     let channel_blocks = 2 * requests.div_ceil(32);
-    println!(
-        "forwarded round trip (client -> fairlead -> stub broker -> client, {PIPELINE} pipelined): \
-         {allocations} allocations for {requests} requests, {:.3} per request",
-        allocations as f64 / requests as f64
-    );
-    assert!(
-        allocations >= requests,
-        "fewer allocations than reply channels: update this test and the comment above"
-    );
-    assert!(
-        allocations <= requests + 2 * refills + channel_blocks,
-        "{allocations} allocations for {requests} requests: something new allocates per request"
-    );
+    (
+        allocations,
+        requests,
+        requests + 2 * refills + channel_blocks,
+    )
 }

@@ -129,10 +129,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Ok(Some(frame));
                 }
                 Check::Incomplete(total) => {
-                    // Room for the whole frame at once (or a decent read), not small steps.
-                    let want = (total - self.buf.len()).max(MIN_READ);
-                    if self.buf.capacity() - self.buf.len() < want {
-                        self.buf.reserve(want);
+                    // Grow only when the frame does not fit or the buffer is full: while frames
+                    // split off it are still referenced, `reserve` cannot reclaim the buffer and
+                    // allocates a new one, so reserving early would cost an allocation per read.
+                    let needed = total - self.buf.len();
+                    let spare = self.buf.capacity() - self.buf.len();
+                    if spare < needed || spare == 0 {
+                        // Room for the whole frame at once (or a decent read), not small steps.
+                        self.buf.reserve(needed.max(MIN_READ));
                     }
                     let (deadline, err) = match frame_since {
                         None => (
