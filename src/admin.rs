@@ -135,8 +135,9 @@ async fn handle(
             .await
         }
         "/leadership" => {
-            let body = serde_json::to_string_pretty(&leadership_view(&proxy.leadership))
-                .unwrap_or_default();
+            let body =
+                serde_json::to_string_pretty(&leadership_view(&proxy.leadership, &proxy.pool))
+                    .unwrap_or_default();
             respond(&mut sock, 200, "application/json", &body).await
         }
         _ => {
@@ -198,8 +199,10 @@ pub struct BrokerView {
     pub id: i32,
     pub address: String,
     pub rack: Option<String>,
-    /// In the cluster's latest broker list.
+    /// fairlead's last attempt to connect to it succeeded.
     pub reachable: bool,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -215,7 +218,7 @@ pub struct PartitionView {
     pub last_change_ms: u64,
 }
 
-pub fn leadership_view(l: &Leadership) -> LeadershipView {
+pub fn leadership_view(l: &Leadership, pool: &crate::upstream::pool::Pool) -> LeadershipView {
     let brokers = l.brokers();
     let mut partitions = Vec::new();
     let topics: BTreeMap<_, _> = l.topics_snapshot();
@@ -241,11 +244,15 @@ pub fn leadership_view(l: &Leadership) -> LeadershipView {
     LeadershipView {
         brokers: brokers
             .values()
-            .map(|b| BrokerView {
-                id: b.id,
-                address: b.addr(),
-                rack: b.rack.clone(),
-                reachable: true,
+            .map(|b| {
+                let error = pool.unreachable(b.id);
+                BrokerView {
+                    id: b.id,
+                    address: b.addr(),
+                    rack: b.rack.clone(),
+                    reachable: error.is_none(),
+                    error,
+                }
             })
             .collect(),
         partitions,

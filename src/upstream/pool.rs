@@ -10,6 +10,8 @@ pub struct Pool {
     conns: Mutex<HashMap<i32, Arc<Upstream>>>,
     /// One connect at a time per node, so a burst of reroutes opens one connection, not many.
     connecting: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<()>>>>,
+    /// Nodes whose last connection attempt failed (for the admin view).
+    unreachable: Mutex<HashMap<i32, String>>,
 }
 
 impl Pool {
@@ -18,6 +20,7 @@ impl Pool {
             cfg,
             conns: Mutex::default(),
             connecting: Mutex::default(),
+            unreachable: Mutex::default(),
         }
     }
 
@@ -41,7 +44,14 @@ impl Pool {
         if let Some(up) = self.live(node, addr) {
             return Ok(up);
         }
-        let up = Upstream::connect(node, addr, &self.cfg, false).await?;
+        let up = match Upstream::connect(node, addr, &self.cfg, false).await {
+            Ok(up) => up,
+            Err(e) => {
+                self.unreachable.lock().unwrap().insert(node, e.to_string());
+                return Err(e);
+            }
+        };
+        self.unreachable.lock().unwrap().remove(&node);
         self.conns.lock().unwrap().insert(node, up.clone());
         Ok(up)
     }
@@ -53,6 +63,11 @@ impl Pool {
             .get(&node)
             .filter(|u| u.usable() && u.addr() == addr)
             .cloned()
+    }
+
+    /// Why the last attempt to connect to `node` failed, if it did.
+    pub fn unreachable(&self, node: i32) -> Option<String> {
+        self.unreachable.lock().unwrap().get(&node).cloned()
     }
 
     /// Drops the connection to a node (it left the cluster or its address changed).
