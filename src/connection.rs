@@ -147,6 +147,11 @@ pub async fn serve(
                 warn!(error = %e, "closing client connection: request frame too slow to arrive");
                 break "slow client".into();
             }
+            Err(FrameError::Io(e)) => {
+                // The client reset or broke the connection: its business, not an error.
+                debug!(error = %e, "client connection ended");
+                break "client connection ended".into();
+            }
             Err(e) => {
                 metrics::connection_closed("bad_frame");
                 warn!(error = %e, "closing client connection: unreadable frame");

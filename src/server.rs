@@ -133,6 +133,7 @@ impl Server {
         for id in proxy.leadership.brokers().keys() {
             proxy.listeners.ensure_node(*id);
         }
+        raise_fd_limit(proxy.cfg.max_connections);
         let connections = Arc::new(Semaphore::new(proxy.cfg.max_connections));
         tokio::spawn(listener::run(
             proxy.clone(),
@@ -171,6 +172,22 @@ impl Server {
                 "drain time over; exiting with connections open"
             ),
         }
+    }
+}
+
+/// Each client connection holds two file descriptors (the client's socket and its broker
+/// connection): raise the soft limit to the hard one, and say if max_connections cannot fit.
+fn raise_fd_limit(max_connections: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let fits = (limit.saturating_sub(64) / 2) as usize;
+            if fits < max_connections {
+                warn!(nofile = limit, max_connections, fits, "the open-file limit allows fewer client connections than max_connections (each uses two descriptors)");
+            } else {
+                info!(nofile = limit, "open-file limit");
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot read or raise the open-file limit"),
     }
 }
 

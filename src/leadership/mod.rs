@@ -98,6 +98,16 @@ impl Observed {
     }
 }
 
+/// A partition as routing sees it (see [`Leadership::route_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub leader: i32,
+    pub epoch: i32,
+    pub changed_at: SystemTime,
+    /// The client's broker holds a replica (it may serve rack-aware fetches).
+    pub home_is_replica: bool,
+}
+
 /// A partition's leader as routing sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Leader {
@@ -151,6 +161,28 @@ impl Leadership {
         match topic {
             TopicRef::Name(n) => self.leader(n.as_str(), partition),
             TopicRef::Id(id) => self.leader(self.topic_names.get(id)?.as_str(), partition),
+        }
+    }
+
+    /// What routing needs about a partition, read in place (no copies: this runs for every
+    /// partition of every routed request).
+    pub fn route_of(&self, topic: &TopicRef, partition: i32, home: i32) -> Option<Route> {
+        let look = |name: &str| -> Option<Route> {
+            let t = self.topics.get(name)?;
+            let p = t
+                .partitions
+                .get(usize::try_from(partition).ok()?)?
+                .as_ref()?;
+            Some(Route {
+                leader: p.leader,
+                epoch: p.epoch,
+                changed_at: p.changed_at,
+                home_is_replica: p.replicas.contains(&home),
+            })
+        };
+        match topic {
+            TopicRef::Name(n) => look(n.as_str()),
+            TopicRef::Id(id) => look(self.topic_names.get(id)?.as_str()),
         }
     }
 

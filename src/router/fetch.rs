@@ -150,8 +150,8 @@ impl RoutedApi for Fetch {
             && envelope.session_id == 0
     }
 
-    fn home_may_serve(envelope: &FetchRequest, version: i16, home: i32, replicas: &[i32]) -> bool {
+    fn home_may_serve(envelope: &FetchRequest, version: i16) -> bool {
         // KIP-392: a consumer with a rack fetches from the replica the leader pointed it to.
-        version >= 11 && !envelope.rack_id.is_empty() && replicas.contains(&home)
+        version >= 11 && !envelope.rack_id.is_empty()
     }
 }

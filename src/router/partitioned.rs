@@ -84,9 +84,9 @@ pub trait RoutedApi: Send + Sync + 'static {
     fn routable(_envelope: &Self::Req, _version: i16) -> bool {
         true
     }
-    /// Whether the client's broker may serve this partition although it does not lead it
-    /// (KIP-392 fetch from a follower).
-    fn home_may_serve(_envelope: &Self::Req, _version: i16, _home: i32, _replicas: &[i32]) -> bool {
+    /// Whether the client's broker may serve a partition it holds a replica of although it does
+    /// not lead it (KIP-392 fetch from a follower).
+    fn home_may_serve(_envelope: &Self::Req, _version: i16) -> bool {
         false
     }
     /// Produce only: per-partition facts for the retry rules, and whether a response comes.
@@ -229,7 +229,7 @@ impl<A: RoutedApi> Job<A> {
         let mut unknown = false;
         for (topic, p) in parts.iter_mut() {
             let pi = A::partition(p);
-            let state = leadership.partition_of(topic, pi);
+            let state = leadership.route_of(topic, pi, home_node);
             settling.push(state.as_ref().is_some_and(|s| {
                 s.changed_at
                     .elapsed()
@@ -245,7 +245,8 @@ impl<A: RoutedApi> Job<A> {
                         }
                     }
                     if s.leader != home_node
-                        && A::home_may_serve(&envelope, version, home_node, &s.replicas)
+                        && s.home_is_replica
+                        && A::home_may_serve(&envelope, version)
                     {
                         home_node
                     } else {
