@@ -6,6 +6,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 
 use super::frame::LEN_PREFIX;
 use super::header::{response_body_offset, response_header_version, HeaderError};
+use super::sanity::{self, Direction, Implausible};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
@@ -27,11 +28,17 @@ pub enum MessageError {
         version: i16,
         left: usize,
     },
+    #[error("{api:?} v{version}: {source}")]
+    Implausible {
+        api: ApiKey,
+        version: i16,
+        source: Implausible,
+    },
     #[error(transparent)]
     Header(#[from] HeaderError),
 }
 
-/// Decodes a body that starts at `offset` of `frame`. Record batches inside it come out as
+/// Decodes a request body that starts at `offset` of `frame`. Record batches inside it come out as
 /// slices of the frame (no copy). Trailing garbage is an error: a frame is either understood
 /// completely or passed through untouched.
 pub fn decode_body<T: Decodable>(
@@ -40,9 +47,28 @@ pub fn decode_body<T: Decodable>(
     api: ApiKey,
     version: i16,
 ) -> Result<T, MessageError> {
+    decode_at(frame, offset, api, version, Direction::Request)
+}
+
+fn decode_at<T: Decodable>(
+    frame: &Bytes,
+    offset: usize,
+    api: ApiKey,
+    version: i16,
+    dir: Direction,
+) -> Result<T, MessageError> {
     if offset > frame.len() {
         return Err(HeaderError::Truncated.into());
     }
+    // The decoder reserves memory for an array's claimed length before reading an element; an
+    // allocation failure aborts the process (no panic to catch). Walk the lengths first.
+    sanity::check(&frame[offset..], api, version, dir).map_err(|source| {
+        MessageError::Implausible {
+            api,
+            version,
+            source,
+        }
+    })?;
     let mut body = frame.slice(offset..);
     // kafka-protocol reports malformed input as errors; it can also panic on some inputs (for
     // example arithmetic on hostile lengths). A panic must cost one frame, not the process.
@@ -76,7 +102,7 @@ pub fn decode_response<T: Decodable>(
     version: i16,
 ) -> Result<T, MessageError> {
     let off = response_body_offset(frame, response_header_version(api, version))?;
-    decode_body(frame, off, api, version)
+    decode_at(frame, off, api, version, Direction::Response)
 }
 
 /// Builds a response frame: length, correlation id, (empty tagged fields for header v1), body.

@@ -6,6 +6,7 @@
 pub mod frame;
 pub mod header;
 pub mod message;
+pub mod sanity;
 
 pub use frame::{FrameError, FrameReader, LEN_PREFIX};
 pub use header::{parse_request, RequestHeader};

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Instant, SystemTime};
+use tracing::warn;
 
 use dashmap::DashMap;
 use kafka_protocol::messages::MetadataResponse;
@@ -357,7 +358,19 @@ impl Leadership {
             if t.error_code != 0 {
                 continue;
             }
+            // A topic's metadata lists every partition, 0..n-1: an index outside that is a
+            // broken response, and must not size the partition table (2^31 slots abort).
+            let count = t.partitions.len();
             for p in &t.partitions {
+                if usize::try_from(p.partition_index).map_or(true, |i| i >= count) {
+                    warn!(
+                        topic = %name.as_str(),
+                        partition = p.partition_index,
+                        partitions = count,
+                        "ignoring a metadata partition index outside the topic's partition count"
+                    );
+                    continue;
+                }
                 // A partition without a leader (5) keeps its last known leader: requests to it
                 // will fail and be retried once the election is over.
                 if p.error_code != 0 && p.leader_id.0 < 0 {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
@@ -31,9 +32,10 @@ use kafka_protocol::messages::{
     OffsetForLeaderEpochResponse,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use tracing::debug;
 
+use crate::codec::sanity;
 use crate::leadership::TopicRef;
 use crate::metrics;
 use crate::proxy::Proxy;
@@ -150,13 +152,13 @@ async fn ask(
             .await
         }
     };
-    if same_batch_at(found, records, base_offset) {
-        Written::Yes {
+    match same_batch_at(found, records, base_offset) {
+        Some(true) => Written::Yes {
             log_start_offset: p.log_start_offset,
             log_append_time_ms: log_append_time(found),
-        }
-    } else {
-        Written::No
+        },
+        Some(false) => Written::No,
+        None => Written::Unknown,
     }
 }
 
@@ -197,14 +199,15 @@ async fn epoch_history(
 }
 
 /// Whether the first batch of `found` (read from the log) starts at `base_offset` and holds
-/// the first batch of `sent` (as the client sent it).
-fn same_batch_at(found: &Bytes, sent: &Bytes, base_offset: i64) -> bool {
+/// the first batch of `sent` (as the client sent it); `None` when that cannot be told (a batch
+/// that does not decode), so the write's outcome stays unknown rather than "not written".
+pub fn same_batch_at(found: &Bytes, sent: &Bytes, base_offset: i64) -> Option<bool> {
     const CRC: usize = 17;
     if found.len() < 61 || sent.len() < 61 {
-        return false;
+        return None;
     }
     if i64::from_be_bytes(found[0..8].try_into().unwrap()) != base_offset {
-        return false;
+        return Some(false);
     }
     let len = |b: &Bytes| i32::from_be_bytes(b[8..12].try_into().unwrap());
     // Fast path: a CreateTime batch is stored exactly as sent from the CRC on (the broker only
@@ -215,24 +218,43 @@ fn same_batch_at(found: &Bytes, sent: &Bytes, base_offset: i64) -> bool {
         && sent.len() >= 12 + sl as usize
         && found[CRC..12 + fl as usize] == sent[CRC..12 + sl as usize]
     {
-        return true;
+        return Some(true);
     }
     // LogAppendTime or broker-side recompression changes the bytes, not the records.
     same_records(found, sent)
 }
 
-fn same_records(found: &Bytes, sent: &Bytes) -> bool {
-    type KeyValue = (Option<Bytes>, Option<Bytes>);
-    let first = |b: &Bytes| -> Option<Vec<KeyValue>> {
-        let len = i32::from_be_bytes(b[8..12].try_into().ok()?) as usize;
-        let mut one = b.slice(0..(12 + len).min(b.len()));
-        let set = RecordBatchDecoder::decode(&mut one).ok()?;
-        Some(set.records.into_iter().map(|r| (r.key, r.value)).collect())
+fn same_records(found: &Bytes, sent: &Bytes) -> Option<bool> {
+    let (a, b) = (first_records(found)?, first_records(sent)?);
+    Some(!a.is_empty() && a == b)
+}
+
+type KeyValue = (Option<Bytes>, Option<Bytes>);
+
+/// The keys and values of the first batch in `b`, decoded only once every length in it is known
+/// to be backed by bytes: the decoder reserves room for the batch's record count (and each
+/// record's header count) before reading a record, and a failed allocation aborts the process.
+fn first_records(b: &Bytes) -> Option<Vec<KeyValue>> {
+    sanity::record_batch(b).ok()?;
+    let count = sanity::record_count(b);
+    let len = usize::try_from(i32::from_be_bytes(b[8..12].try_into().ok()?)).ok()?;
+    let mut one = b.slice(0..(12 + len).min(b.len()));
+    // A compressed batch's records can only be checked once decompressed.
+    let checked = |data: &mut Bytes, compression: Compression| -> anyhow::Result<Bytes> {
+        let check = |d: &mut Bytes| -> anyhow::Result<Bytes> {
+            sanity::records(d, count)?;
+            Ok(d.clone())
+        };
+        match compression {
+            Compression::None => check(data),
+            Compression::Gzip => Gzip::decompress(data, check),
+            Compression::Snappy => Snappy::decompress(data, check),
+            Compression::Lz4 => Lz4::decompress(data, check),
+            Compression::Zstd => Zstd::decompress(data, check),
+        }
     };
-    match (first(found), first(sent)) {
-        (Some(a), Some(b)) => !a.is_empty() && a == b,
-        _ => false,
-    }
+    let set = RecordBatchDecoder::decode_with_custom_compression(&mut one, Some(&checked)).ok()?;
+    Some(set.records.into_iter().map(|r| (r.key, r.value)).collect())
 }
 
 /// maxTimestamp of a LogAppendTime batch, else -1 (what the broker reports for CreateTime).
@@ -289,29 +311,67 @@ mod tests {
     fn the_same_batch_at_the_offset_is_found() {
         let sent = batch(&[b"a", b"b"], 0, Compression::None);
         let stored = batch(&[b"a", b"b"], 42, Compression::None);
-        assert!(same_batch_at(&stored, &sent, 42));
-        assert!(!same_batch_at(&stored, &sent, 41), "another offset");
+        assert_eq!(Some(true), same_batch_at(&stored, &sent, 42));
+        assert_eq!(
+            Some(false),
+            same_batch_at(&stored, &sent, 41),
+            "another offset"
+        );
     }
 
     #[test]
     fn another_batch_at_the_offset_is_not_ours() {
         let sent = batch(&[b"a"], 0, Compression::None);
-        assert!(!same_batch_at(
-            &batch(&[b"c"], 42, Compression::None),
-            &sent,
-            42
-        ));
-        assert!(!same_batch_at(
-            &batch(&[b"aa"], 42, Compression::None),
-            &sent,
-            42
-        ));
+        assert_eq!(
+            Some(false),
+            same_batch_at(&batch(&[b"c"], 42, Compression::None), &sent, 42)
+        );
+        assert_eq!(
+            Some(false),
+            same_batch_at(&batch(&[b"aa"], 42, Compression::None), &sent, 42)
+        );
     }
 
     #[test]
     fn recompressed_batches_are_compared_by_records() {
         let sent = batch(&[b"a", b"b"], 0, Compression::None);
         let stored = batch(&[b"a", b"b"], 7, Compression::Gzip);
-        assert!(same_batch_at(&stored, &sent, 7));
+        assert_eq!(Some(true), same_batch_at(&stored, &sent, 7));
+    }
+
+    /// A batch whose header claims a billion records, with a valid CRC: the decoder would
+    /// reserve room for all of them before reading one (and abort the process when that fails).
+    fn claiming(records: i32, compression: Compression) -> Bytes {
+        let mut b = batch(&[b"a"], 7, compression).to_vec();
+        b[57..61].copy_from_slice(&records.to_be_bytes());
+        let crc = crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        Bytes::from(b)
+    }
+
+    /// CRC-32C (Castagnoli), bitwise: only for building test batches.
+    fn crc32c(data: &[u8]) -> u32 {
+        let mut crc = !0u32;
+        for &byte in data {
+            crc ^= u32::from(byte);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0x82F6_3B78
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn a_batch_claiming_more_records_than_it_holds_is_undecidable_not_fatal() {
+        let stored = batch(&[b"b"], 7, Compression::None);
+        for compression in [Compression::None, Compression::Gzip, Compression::Zstd] {
+            let hostile = claiming(1 << 30, compression);
+            assert_eq!(None, same_batch_at(&stored, &hostile, 7), "{compression:?}");
+            assert_eq!(None, same_batch_at(&hostile, &stored, 7), "{compression:?}");
+        }
     }
 }
