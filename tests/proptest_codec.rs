@@ -728,6 +728,7 @@ fn child_replays_regressions() {
         "request_decode" => targets::request_decode,
         "response_merge" => targets::response_merge,
         "rewrite" => targets::rewrite,
+        "written" => |d| targets::written(d, fairlead::router::written::same_batch_at),
         other => panic!("no replay for target {other}"),
     };
     for file in regressions(&target) {
@@ -754,6 +755,11 @@ fn fuzz_regressions_response_merge() {
 #[test]
 fn fuzz_regressions_rewrite() {
     replay("rewrite");
+}
+
+#[test]
+fn fuzz_regressions_written() {
+    replay("written");
 }
 
 /// Writes `fuzz/seeds/`: run after changing `fuzz/src/seeds.rs`, then commit the files.

@@ -209,16 +209,20 @@ pub fn same_batch_at(found: &Bytes, sent: &Bytes, base_offset: i64) -> Option<bo
     if i64::from_be_bytes(found[0..8].try_into().unwrap()) != base_offset {
         return Some(false);
     }
-    let len = |b: &Bytes| i32::from_be_bytes(b[8..12].try_into().unwrap());
+    // The end of the first batch: its length field plus the 12 bytes before it, never shorter
+    // than a batch header nor past the bytes there are.
+    let end = |b: &Bytes| {
+        usize::try_from(i32::from_be_bytes(b[8..12].try_into().unwrap()))
+            .ok()
+            .map(|l| l + 12)
+            .filter(|e| (61..=b.len()).contains(e))
+    };
     // Fast path: a CreateTime batch is stored exactly as sent from the CRC on (the broker only
     // sets base offset and leader epoch, which the CRC does not cover).
-    let (fl, sl) = (len(found), len(sent));
-    if fl == sl
-        && found.len() >= 12 + fl as usize
-        && sent.len() >= 12 + sl as usize
-        && found[CRC..12 + fl as usize] == sent[CRC..12 + sl as usize]
-    {
-        return Some(true);
+    if let (Some(fe), Some(se)) = (end(found), end(sent)) {
+        if found[CRC..fe] == sent[CRC..se] {
+            return Some(true);
+        }
     }
     // LogAppendTime or broker-side recompression changes the bytes, not the records.
     same_records(found, sent)
