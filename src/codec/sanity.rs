@@ -64,6 +64,8 @@ pub enum Implausible {
         at: usize,
         tag: u32,
     },
+    #[error("{field} at byte {at}: added to the batch's base it overflows an i64")]
+    Overflow { field: &'static str, at: usize },
     #[error("{api:?} {dir:?} v{version}: not a version fairlead decodes")]
     UnknownVersion {
         api: ApiKey,
@@ -298,6 +300,7 @@ const BATCH_HEADER: usize = 61;
 const BATCH_LENGTH_AT: usize = 8;
 const MAGIC_AT: usize = 16;
 const RECORD_COUNT_AT: usize = 57;
+const FIRST_TIMESTAMP_AT: usize = 27;
 /// The smallest record: length, attributes, timestamp delta, offset delta, key length, value
 /// length and header count, one byte each.
 const MIN_RECORD: usize = 7;
@@ -329,7 +332,7 @@ pub fn record_batch(records: &[u8]) -> Result<(), Implausible> {
         Some(end) if end >= BATCH_HEADER && end <= records.len() => {
             let attributes = i16::from_be_bytes([records[21], records[22]]);
             if attributes & 0x07 == 0 {
-                records_after_header(&records[BATCH_HEADER..end], record_count(records))
+                records_after_header(&records[BATCH_HEADER..end], &BatchHeader::of(records))
             } else {
                 Ok(())
             }
@@ -343,22 +346,40 @@ pub fn record_batch(records: &[u8]) -> Result<(), Implausible> {
     }
 }
 
-/// The record count in a batch header (at least [`BATCH_HEADER`] bytes).
-pub fn record_count(batch: &[u8]) -> i32 {
-    i32::from_be_bytes(
-        batch[RECORD_COUNT_AT..RECORD_COUNT_AT + 4]
-            .try_into()
-            .expect("4"),
-    )
+/// What a batch's records are read against: the decoder adds each record's offset delta to the
+/// base offset and its timestamp delta to the first timestamp.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchHeader {
+    pub count: i32,
+    pub base_offset: i64,
+    pub first_timestamp: i64,
 }
 
-/// Checks `count` records in `data`, the (decompressed) record bytes of a batch: every record
-/// length, key, value and header count must be backed by bytes.
-pub fn records(data: &[u8], count: i32) -> Result<(), Implausible> {
-    records_after_header(data, count)
+impl BatchHeader {
+    /// Reads a batch header (`batch` holds at least [`BATCH_HEADER`] bytes).
+    pub fn of(batch: &[u8]) -> BatchHeader {
+        let i64_at = |at: usize| i64::from_be_bytes(batch[at..at + 8].try_into().expect("8"));
+        BatchHeader {
+            count: i32::from_be_bytes(
+                batch[RECORD_COUNT_AT..RECORD_COUNT_AT + 4]
+                    .try_into()
+                    .expect("4"),
+            ),
+            base_offset: i64_at(0),
+            first_timestamp: i64_at(FIRST_TIMESTAMP_AT),
+        }
+    }
 }
 
-fn records_after_header(data: &[u8], count: i32) -> Result<(), Implausible> {
+/// Checks the records in `data`, the (decompressed) record bytes of a batch with `header`: every
+/// record length, key, value and header count must be backed by bytes, and every offset and
+/// timestamp delta must fit when added to the batch's base (the decoder adds them unchecked,
+/// which panics in a build with overflow checks).
+pub fn records(data: &[u8], header: &BatchHeader) -> Result<(), Implausible> {
+    records_after_header(data, header)
+}
+
+fn records_after_header(data: &[u8], header: &BatchHeader) -> Result<(), Implausible> {
     let mut w = Walker {
         b: data,
         at: 0,
@@ -366,7 +387,7 @@ fn records_after_header(data: &[u8], count: i32) -> Result<(), Implausible> {
         flexible: false,
     };
     // A negative count: the decoder refuses it before reserving anything.
-    let Ok(count) = usize::try_from(count) else {
+    let Ok(count) = usize::try_from(header.count) else {
         return Ok(());
     };
     if count > data.len() / MIN_RECORD {
@@ -383,8 +404,23 @@ fn records_after_header(data: &[u8], count: i32) -> Result<(), Implausible> {
             flexible: false,
         };
         r.fixed(1, "record attributes")?;
-        r.uvarint_long("timestamp delta")?;
-        r.uvarint("offset delta")?;
+        let delta_at = at + r.at;
+        let delta = r.varlong("timestamp delta")?;
+        if header.first_timestamp.checked_add(delta).is_none() {
+            return Err(Implausible::Overflow {
+                field: "timestamp delta",
+                at: delta_at,
+            });
+        }
+        let delta_at = at + r.at;
+        let zigzag = r.uvarint("offset delta")?;
+        let delta = ((zigzag >> 1) as i32) ^ -((zigzag & 1) as i32);
+        if header.base_offset.checked_add(i64::from(delta)).is_none() {
+            return Err(Implausible::Overflow {
+                field: "offset delta",
+                at: delta_at,
+            });
+        }
         for field in ["record key", "record value"] {
             let n = r.varint_len(field)?;
             r.skip(n, field)?;
@@ -419,14 +455,17 @@ impl Walker<'_> {
     }
 
     /// An unsigned varlong, at most ten bytes, as `kafka-protocol` reads it.
-    fn uvarint_long(&mut self, field: &'static str) -> Result<(), Implausible> {
-        for _ in 0..10 {
+    /// A zigzag varlong, read exactly as the record decoder reads it (at most 10 bytes).
+    fn varlong(&mut self, field: &'static str) -> Result<i64, Implausible> {
+        let mut zigzag: u64 = 0;
+        for i in 0..10 {
             let [b] = self.array::<1>(field)?;
+            zigzag |= u64::from(b & 0x7f) << (i * 7);
             if b < 0x80 {
                 break;
             }
         }
-        Ok(())
+        Ok(((zigzag >> 1) as i64) ^ -((zigzag & 1) as i64))
     }
 }
 
@@ -1672,8 +1711,13 @@ mod tests {
         let mut compressed = Buf::copy_from_slice(&gzip[61..end]);
         let out: Buf =
             <Gzip as Decompressor<Buf>>::decompress(&mut compressed, |o| Ok(o.clone())).unwrap();
-        assert_eq!(records(&out, record_count(&gzip)), Ok(()));
-        assert!(records(&out, 1 << 20).is_err());
+        let header = BatchHeader::of(&gzip);
+        assert_eq!(records(&out, &header), Ok(()));
+        let claiming = BatchHeader {
+            count: 1 << 20,
+            ..header
+        };
+        assert!(records(&out, &claiming).is_err());
 
         // One record, null key and value, claiming 2^30 headers (zigzag varints).
         let mut rec = vec![0u8, 0, 0, 1, 1];
@@ -1685,12 +1729,51 @@ mod tests {
         rec.push(zigzag as u8);
         let mut data = vec![(rec.len() as u8) << 1];
         data.extend(rec);
+        let one = BatchHeader {
+            count: 1,
+            base_offset: 0,
+            first_timestamp: 0,
+        };
         assert!(matches!(
-            records(&data, 1),
+            records(&data, &one),
             Err(Implausible::Length {
                 field: "record headers",
                 ..
             })
         ));
+    }
+
+    /// The decoder computes `base offset + offset delta` and `first timestamp + timestamp delta`
+    /// unchecked: a batch whose deltas overflow is refused before it gets there.
+    #[test]
+    fn record_deltas_that_overflow_the_batch_base_are_refused() {
+        // One record, null key and value, no headers: timestamp delta 1, offset delta 1.
+        let data = [6u8 << 1, 0, 2, 2, 1, 1, 0];
+        let at = |base_offset, first_timestamp| BatchHeader {
+            count: 1,
+            base_offset,
+            first_timestamp,
+        };
+        assert_eq!(records(&data, &at(0, 0)), Ok(()));
+        assert_eq!(records(&data, &at(i64::MAX - 1, i64::MAX - 1)), Ok(()));
+        assert_eq!(
+            records(&data, &at(0, i64::MAX)),
+            Err(Implausible::Overflow {
+                field: "timestamp delta",
+                at: 2
+            })
+        );
+        assert_eq!(
+            records(&data, &at(i64::MAX, 0)),
+            Err(Implausible::Overflow {
+                field: "offset delta",
+                at: 3
+            })
+        );
+        // Negative deltas overflow the other way.
+        let data = [6u8 << 1, 0, 1, 1, 1, 1, 0];
+        assert!(records(&data, &at(i64::MIN, 0)).is_err());
+        assert!(records(&data, &at(0, i64::MIN)).is_err());
+        assert_eq!(records(&data, &at(0, 0)), Ok(()));
     }
 }

@@ -240,13 +240,13 @@ type KeyValue = (Option<Bytes>, Option<Bytes>);
 /// record's header count) before reading a record, and a failed allocation aborts the process.
 fn first_records(b: &Bytes) -> Option<Vec<KeyValue>> {
     sanity::record_batch(b).ok()?;
-    let count = sanity::record_count(b);
+    let header = sanity::BatchHeader::of(b);
     let len = usize::try_from(i32::from_be_bytes(b[8..12].try_into().ok()?)).ok()?;
     let mut one = b.slice(0..(12 + len).min(b.len()));
     // A compressed batch's records can only be checked once decompressed.
     let checked = |data: &mut Bytes, compression: Compression| -> anyhow::Result<Bytes> {
         let check = |d: &mut Bytes| -> anyhow::Result<Bytes> {
-            sanity::records(d, count)?;
+            sanity::records(d, &header)?;
             Ok(d.clone())
         };
         match compression {
