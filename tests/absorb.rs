@@ -41,6 +41,10 @@ fn assert_absorbed(out: &Outcome, fairlead: &Fairlead) {
         out.leadership_errors_seen, 0,
         "leadership errors reached clients through fairlead\n{ctx}"
     );
+    assert_eq!(
+        out.fetch_gaps, 0,
+        "fetch answers skipped records the consumer asked for\n{ctx}"
+    );
     for (name, s) in out.legacy.iter().chain(&out.idempotent) {
         assert_eq!(
             scenario::num(&s["failed"]),

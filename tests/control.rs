@@ -26,6 +26,14 @@ fn control(name: &str, client: ClientKind) -> scenario::Outcome {
         "no leadership error reached a client directly: the control proves nothing\n{}",
         out.summary()
     );
+    // The premise of the observer's fetch-gap check, held by the brokers themselves: a Fetch
+    // answer's records start at or before the offset asked for.
+    assert_eq!(
+        out.fetch_gaps,
+        0,
+        "a broker answered a fetch with records after the offset asked for\n{}",
+        out.summary()
+    );
     out
 }
 

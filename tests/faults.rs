@@ -39,6 +39,7 @@ fn brokers_killed_with_sigkill_during_the_acceptance_scenario_lose_nothing() {
         out.leadership_errors_seen, 0,
         "leadership errors reached clients\n{ctx}"
     );
+    assert_eq!(out.fetch_gaps, 0, "fetch answers skipped records\n{ctx}");
     for (run, topic, v) in &out.verdicts {
         if run.starts_with("idem") {
             assert!(v.exactly_once_in_order(), "{run} on {topic}: {v:?}\n{ctx}");

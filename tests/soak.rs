@@ -77,8 +77,8 @@ fn soak() {
         plan.kill_restart_rounds.len()
     );
     report += &format!(
-        "client-visible leadership errors: {}\n",
-        out.leadership_errors_seen
+        "client-visible leadership errors: {}\nfetch answers starting after the offset asked for: {}\n",
+        out.leadership_errors_seen, out.fetch_gaps
     );
     for (run, topic, v) in &out.verdicts {
         report += &format!(
@@ -115,6 +115,7 @@ fn soak() {
     .unwrap();
     println!("{report}\n{}", out.observer_report);
     assert_eq!(out.leadership_errors_seen, 0, "{report}");
+    assert_eq!(out.fetch_gaps, 0, "{report}");
     for (run, _, v) in &out.verdicts {
         assert!(v.lossless(), "{run} lost records\n{report}");
         if run.starts_with("idem") {

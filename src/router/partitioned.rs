@@ -786,6 +786,11 @@ impl<A: RoutedApi> Job<A> {
     ) -> Result<Bytes, Failure> {
         const TICK: Duration = Duration::from_millis(500);
         const MOVED_FOR: Duration = Duration::from_secs(2);
+        // How long a former leader must have said nothing on the connection before its request
+        // is given up on. 2 s was too short: a live broker busy with an election (acks=all
+        // requests in purgatory) stayed silent for that long once in a dozen acceptance runs,
+        // and a non-idempotent write given up on is a NETWORK_EXCEPTION for the client.
+        const SILENT_FOR: Duration = Duration::from_secs(6);
         loop {
             let tick = (Instant::now() + TICK).min(answer_by);
             match tokio::time::timeout_at(tick.into(), &mut rx).await {
@@ -825,7 +830,7 @@ impl<A: RoutedApi> Job<A> {
                     });
                     // ... and the broker is silent on that connection (a live broker that is
                     // merely slow keeps answering other requests there).
-                    let silent = s.up.as_ref().is_none_or(|u| u.silent_for() >= MOVED_FOR);
+                    let silent = s.up.as_ref().is_none_or(|u| u.silent_for() >= SILENT_FOR);
                     if moved_away && silent {
                         warn!(api = ?A::KEY, node = s.node, waited_ms = self.started.elapsed().as_millis() as u64, "no answer from a former leader: treating the request as lost");
                         return Err(Failure::ConnectionLost);

@@ -21,6 +21,12 @@
 //! decode is counted as `undecodable` (strict tests assert that is zero) and forwarded unchanged.
 //! ApiVersions responses are capped to the versions kafka-protocol can decode so a client never
 //! negotiates a version the observer would have to wave through unread.
+//!
+//! It also checks that every Fetch answer starts where the client asked: a partition's records
+//! must begin at or before the requested fetch offset (the broker returns the batch holding that
+//! offset). On the test topics (no compaction, no transactions) records that start after it mean
+//! records were skipped on the way, and a client would advance past them without ever seeing
+//! them: counted as `fetch_gaps`, which strict tests assert is zero.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -130,6 +136,11 @@ impl Observer {
 
     /// The last leadership errors seen, e.g.
     /// "Produce v9 code=6 topic=t1 partition=3 upstream=127.0.0.1:19093".
+    /// Fetch answers whose records started after the offset the client asked for.
+    pub fn fetch_gaps(&self) -> u64 {
+        self.shared.stats().fetch_gaps
+    }
+
     pub fn leadership_samples(&self) -> Vec<String> {
         self.shared.stats().samples.iter().cloned().collect()
     }
@@ -182,6 +193,14 @@ impl Observer {
             stats.samples.len()
         );
         for sample in &stats.samples {
+            let _ = writeln!(out, "  {sample}");
+        }
+        let _ = writeln!(
+            out,
+            "fetch answers starting after the offset asked for: {}",
+            stats.fetch_gaps
+        );
+        for sample in &stats.fetch_gap_samples {
             let _ = writeln!(out, "  {sample}");
         }
         out
@@ -257,6 +276,40 @@ struct Stats {
     undecodable_reasons: VecDeque<String>,
     /// The last leadership errors (bounded).
     samples: VecDeque<String>,
+    /// Fetch answers whose records start after the fetch offset asked for, and the last ones.
+    fetch_gaps: u64,
+    fetch_gap_samples: VecDeque<String>,
+}
+
+/// A request waiting for its response: its API, version and, for a Fetch, the offset asked for
+/// per (topic name or id, partition).
+struct Pending {
+    key: i16,
+    version: i16,
+    fetch_offsets: Option<HashMap<(String, i32), i64>>,
+}
+
+/// What a Fetch request asks for, keyed as its response names topics.
+fn fetch_offsets(frame: &Bytes, version: i16) -> Option<HashMap<(String, i32), i64>> {
+    let mut buf = frame.clone();
+    decode_request_header_from_buffer(&mut buf).ok()?;
+    let request = messages::FetchRequest::decode(&mut buf, version).ok()?;
+    let mut out = HashMap::new();
+    for t in &request.topics {
+        let topic = topic_key(&t.topic, &t.topic_id);
+        for p in &t.partitions {
+            out.insert((topic.clone(), p.partition), p.fetch_offset);
+        }
+    }
+    Some(out)
+}
+
+fn topic_key(name: &str, id: &dyn Display) -> String {
+    if name.is_empty() {
+        id.to_string()
+    } else {
+        name.to_owned()
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -335,17 +388,23 @@ impl Shared {
     }
 
     /// Counts one response frame and returns the frame to send to the client.
-    fn observe(
-        self: &Arc<Self>,
-        request: Option<(i16, i16)>,
-        frame: Bytes,
-        upstream: &str,
-    ) -> Bytes {
-        let Some((key, version)) = request else {
+    fn observe(self: &Arc<Self>, request: Option<Pending>, frame: Bytes, upstream: &str) -> Bytes {
+        let Some(Pending {
+            key,
+            version,
+            fetch_offsets,
+        }) = request
+        else {
             self.record_undecodable(-1, "a response that matches no request".to_owned());
             return frame;
         };
-        match self.inspect(key, version, frame.clone(), upstream) {
+        match self.inspect(
+            key,
+            version,
+            frame.clone(),
+            upstream,
+            fetch_offsets.as_ref(),
+        ) {
             Ok((tally, rewritten)) => {
                 let mut stats = self.stats();
                 *stats.responses.entry(key).or_default() += 1;
@@ -354,6 +413,10 @@ impl Shared {
                 }
                 for sample in tally.samples {
                     push_bounded(&mut stats.samples, sample);
+                }
+                for gap in tally.fetch_gaps {
+                    stats.fetch_gaps += 1;
+                    push_bounded(&mut stats.fetch_gap_samples, gap);
                 }
                 rewritten.unwrap_or(frame)
             }
@@ -378,6 +441,7 @@ impl Shared {
         version: i16,
         frame: Bytes,
         upstream: &str,
+        fetch_offsets: Option<&HashMap<(String, i32), i64>>,
     ) -> Result<(Tally, Option<Bytes>), String> {
         let api = ApiKey::try_from(key).map_err(|()| "api key unknown to kafka-protocol")?;
         // ApiVersions answers always use header v0 (KIP-511); kafka-protocol knows.
@@ -390,8 +454,9 @@ impl Shared {
             upstream: upstream.to_owned(),
             codes: Vec::new(),
             samples: Vec::new(),
+            fetch_gaps: Vec::new(),
         };
-        let body = self.walk(api, version, &mut buf, &mut tally)?;
+        let body = self.walk(api, version, &mut buf, &mut tally, fetch_offsets)?;
         let frame = match body {
             None => None,
             Some(body) => {
@@ -413,6 +478,7 @@ impl Shared {
         version: i16,
         buf: &mut Bytes,
         tally: &mut Tally,
+        fetch_offsets: Option<&HashMap<(String, i32), i64>>,
     ) -> Result<Option<Bytes>, String> {
         use messages::*;
         match api {
@@ -437,6 +503,18 @@ impl Shared {
                     let topic = TopicRef::new(&t.topic, &t.topic_id);
                     for p in &t.partitions {
                         tally.partition(p.error_code, &topic, p.partition_index);
+                        let key = (topic_key(&t.topic, &t.topic_id), p.partition_index);
+                        let asked = fetch_offsets.and_then(|o| o.get(&key)).copied();
+                        let first = p.records.as_ref().and_then(|r| r.get(..8));
+                        if let (0, Some(asked), Some(first)) = (p.error_code, asked, first) {
+                            let base = i64::from_be_bytes(first.try_into().expect("8 bytes"));
+                            if base > asked {
+                                tally.fetch_gaps.push(format!(
+                                    "Fetch v{version} topic={topic} partition={} asked offset {asked}, records start at {base} upstream={}",
+                                    p.partition_index, tally.upstream
+                                ));
+                            }
+                        }
                     }
                 }
                 let mut changed = false;
@@ -731,6 +809,7 @@ struct Tally {
     upstream: String,
     codes: Vec<i16>,
     samples: Vec<String>,
+    fetch_gaps: Vec<String>,
 }
 
 impl Tally {
@@ -933,7 +1012,7 @@ async fn proxy(client: TcpStream, upstreams: Vec<Upstream>, shared: Arc<Shared>)
 async fn forward_requests(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
-    in_flight: &Mutex<HashMap<i32, (i16, i16)>>,
+    in_flight: &Mutex<HashMap<i32, Pending>>,
 ) -> io::Result<()> {
     while let Some(frame) = read_frame(&mut from).await? {
         if frame.len() < 8 {
@@ -943,6 +1022,9 @@ async fn forward_requests(
         let version = i16::from_be_bytes([frame[2], frame[3]]);
         let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
         if expects_response(key, version, &frame) {
+            let fetch_offsets = (key == ApiKey::Fetch as i16)
+                .then(|| fetch_offsets(&frame, version))
+                .flatten();
             let mut in_flight = lock(in_flight);
             if in_flight.len() >= MAX_IN_FLIGHT {
                 // Only reachable if the upstream stopped answering; forget the oldest-looking.
@@ -951,7 +1033,14 @@ async fn forward_requests(
                 }
             }
             // Remembered before the request leaves, so its response always finds it.
-            in_flight.insert(correlation_id, (key, version));
+            in_flight.insert(
+                correlation_id,
+                Pending {
+                    key,
+                    version,
+                    fetch_offsets,
+                },
+            );
         }
         write_frame(&mut to, &frame).await?;
     }
@@ -973,7 +1062,7 @@ fn expects_response(key: i16, version: i16, frame: &Bytes) -> bool {
 async fn forward_responses(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
-    in_flight: &Mutex<HashMap<i32, (i16, i16)>>,
+    in_flight: &Mutex<HashMap<i32, Pending>>,
     shared: &Arc<Shared>,
     upstream: &str,
 ) -> io::Result<()> {

@@ -55,6 +55,8 @@ pub struct Outcome {
     /// (producer run, topic) -> verdict of acked vs consumed
     pub verdicts: Vec<(String, String, Verdict)>,
     pub leadership_errors_seen: u64,
+    /// Fetch answers whose records started after the offset the consumer asked for.
+    pub fetch_gaps: u64,
     pub observer_report: String,
     pub partition_moves: usize,
     pub elapsed: Duration,
@@ -306,6 +308,7 @@ pub fn run(plan: &Plan, target: &str, dir: PathBuf) -> Outcome {
         consumer: consumer_summary,
         verdicts,
         leadership_errors_seen: observer.count(&LEADERSHIP_CODES),
+        fetch_gaps: observer.fetch_gaps(),
         observer_report: observer.report(),
         partition_moves,
         elapsed: started.elapsed(),

@@ -878,6 +878,17 @@ class ConfluentConsumer:
         conf.update(args.props)
         conf["error_cb"] = self._error_cb
         conf["logger"] = make_librdkafka_logger(internal_errors)
+        # Diagnostics: FAIRLEAD_RDKAFKA_DEBUG=fetch,consumer,... writes librdkafka's debug log
+        # for those contexts next to the consumed-records file.
+        debug = os.environ.get("FAIRLEAD_RDKAFKA_DEBUG")
+        if debug:
+            conf["debug"] = debug
+            handler = logging.FileHandler(args.consumed + ".rdkafka.log")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            handler.setLevel(logging.DEBUG)
+            rdlog = logging.getLogger("librdkafka")
+            rdlog.addHandler(handler)
+            rdlog.propagate = False
         try:
             self.c = Consumer(conf)
         except KafkaException as e:
