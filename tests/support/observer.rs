@@ -134,13 +134,13 @@ impl Observer {
         self.shared.stats().undecodable.clone()
     }
 
-    /// The last leadership errors seen, e.g.
-    /// "Produce v9 code=6 topic=t1 partition=3 upstream=127.0.0.1:19093".
     /// Fetch answers whose records started after the offset the client asked for.
     pub fn fetch_gaps(&self) -> u64 {
         self.shared.stats().fetch_gaps
     }
 
+    /// The last leadership errors seen, e.g.
+    /// "Produce v9 code=6 topic=t1 partition=3 upstream=127.0.0.1:19093".
     pub fn leadership_samples(&self) -> Vec<String> {
         self.shared.stats().samples.iter().cloned().collect()
     }
