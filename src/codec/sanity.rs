@@ -413,8 +413,7 @@ fn records_after_header(data: &[u8], header: &BatchHeader) -> Result<(), Implaus
             });
         }
         let delta_at = at + r.at;
-        let zigzag = r.uvarint("offset delta")?;
-        let delta = ((zigzag >> 1) as i32) ^ -((zigzag & 1) as i32);
+        let delta = r.varint("offset delta")?;
         if header.base_offset.checked_add(i64::from(delta)).is_none() {
             return Err(Implausible::Overflow {
                 field: "offset delta",
@@ -445,16 +444,19 @@ impl Walker<'_> {
     /// A zigzag varint length as the record decoder reads it: -1 (null) reads as 0.
     fn varint_len(&mut self, field: &'static str) -> Result<usize, Implausible> {
         let at = self.at;
-        let zigzag = self.uvarint(field)?;
-        let n = ((zigzag >> 1) as i32) ^ -((zigzag & 1) as i32);
-        match n {
+        match self.varint(field)? {
             -1 => Ok(0),
             n if n < -1 => Err(Implausible::NegativeLength { field, at, len: n }),
             n => Ok(n as usize),
         }
     }
 
-    /// An unsigned varlong, at most ten bytes, as `kafka-protocol` reads it.
+    /// A zigzag varint, read exactly as the record decoder reads it (at most 5 bytes).
+    fn varint(&mut self, field: &'static str) -> Result<i32, Implausible> {
+        let zigzag = self.uvarint(field)?;
+        Ok(((zigzag >> 1) as i32) ^ -((zigzag & 1) as i32))
+    }
+
     /// A zigzag varlong, read exactly as the record decoder reads it (at most 10 bytes).
     fn varlong(&mut self, field: &'static str) -> Result<i64, Implausible> {
         let mut zigzag: u64 = 0;
