@@ -99,6 +99,8 @@ pub struct RunArgs {
     pub max_connections: Option<usize>,
     #[arg(long, env = "FAIRLEAD_MAX_IN_FLIGHT_PER_CONNECTION")]
     pub max_in_flight_per_connection: Option<usize>,
+    #[arg(long, env = "FAIRLEAD_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     #[arg(long, env = "FAIRLEAD_CONNECT_TIMEOUT_MS")]
     pub connect_timeout_ms: Option<u64>,
     #[arg(long, env = "FAIRLEAD_REQUEST_TIMEOUT_MS")]
@@ -182,6 +184,7 @@ pub struct FileConfig {
     pub max_frame_bytes: Option<usize>,
     pub max_connections: Option<usize>,
     pub max_in_flight_per_connection: Option<usize>,
+    pub worker_threads: Option<usize>,
     pub connect_timeout_ms: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub absorb_timeout_ms: Option<u64>,
@@ -232,7 +235,14 @@ pub struct Config {
     pub admin: SocketAddr,
     pub max_frame_bytes: usize,
     pub max_connections: usize,
+    /// Whether max_connections was set (flag or file) rather than defaulted: only a set limit
+    /// that the open-file limit cannot hold is worth a warning.
+    pub max_connections_set: bool,
     pub max_in_flight_per_connection: usize,
+    /// Threads that run connections: 1 (the default) is a single-threaded runtime, which for a
+    /// sidecar's traffic costs the least CPU (no cross-thread wake-ups; BENCHMARKS.md); 0 means
+    /// one per CPU.
+    pub worker_threads: usize,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub absorb_timeout: Duration,
@@ -416,6 +426,7 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
         1024,
         i32::MAX as u64,
     )?;
+    let max_connections_set = args.max_connections.or(file.max_connections).is_some();
     let max_connections = args
         .max_connections
         .or(file.max_connections)
@@ -431,6 +442,8 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
         1,
         65_536,
     )?;
+    let worker_threads = args.worker_threads.or(file.worker_threads).unwrap_or(1);
+    range("worker_threads", worker_threads as u64, 0, 1024)?;
 
     let ms = |option: &'static str,
               v: Option<u64>,
@@ -670,7 +683,9 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
         admin,
         max_frame_bytes,
         max_connections,
+        max_connections_set,
         max_in_flight_per_connection: max_in_flight,
+        worker_threads,
         connect_timeout,
         request_timeout,
         absorb_timeout,

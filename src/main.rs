@@ -30,11 +30,20 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cfg.log_format, &cfg.log_level);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("fairlead")
-        .build()
-    {
+    // One thread by default: a sidecar carries one application's traffic, and a single-threaded
+    // runtime spends far less CPU per request than a work-stealing one, whose workers wake each
+    // other across threads on every hop (measured in BENCHMARKS.md).
+    let mut builder = match cfg.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    let rt = match builder.enable_all().thread_name("fairlead").build() {
         Ok(rt) => rt,
         Err(e) => {
             error!(error = %e, "cannot start the runtime");

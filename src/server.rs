@@ -133,7 +133,7 @@ impl Server {
         for id in proxy.leadership.brokers().keys() {
             proxy.listeners.ensure_node(*id);
         }
-        raise_fd_limit(proxy.cfg.max_connections);
+        raise_fd_limit(proxy.cfg.max_connections, proxy.cfg.max_connections_set);
         let connections = Arc::new(Semaphore::new(proxy.cfg.max_connections));
         tokio::spawn(listener::run(
             proxy.clone(),
@@ -176,13 +176,17 @@ impl Server {
 }
 
 /// Each client connection holds two file descriptors (the client's socket and its broker
-/// connection): raise the soft limit to the hard one, and say if max_connections cannot fit.
-fn raise_fd_limit(max_connections: usize) {
+/// connection): raise the soft limit to the hard one, and say if max_connections cannot fit:
+/// a warning when the operator set max_connections, a plain line when it is the default (the
+/// default must not make every start on a small-limit host look like a misconfiguration).
+fn raise_fd_limit(max_connections: usize, max_connections_set: bool) {
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => {
             let fits = (limit.saturating_sub(64) / 2) as usize;
-            if fits < max_connections {
+            if fits < max_connections && max_connections_set {
                 warn!(nofile = limit, max_connections, fits, "the open-file limit allows fewer client connections than max_connections (each uses two descriptors)");
+            } else if fits < max_connections {
+                info!(nofile = limit, fits, "open-file limit (each client connection uses two descriptors; fewer than the default max_connections fit)");
             } else {
                 info!(nofile = limit, "open-file limit");
             }
