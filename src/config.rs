@@ -802,6 +802,15 @@ mod tests {
         assert_eq!(c.node_port(3), Some(9096));
         assert_eq!(c.advertised_host, "127.0.0.1");
         assert_eq!(c.max_frame_bytes, 100 * 1024 * 1024);
+        assert_eq!(c.worker_threads, 1);
+        assert!(!c.max_connections_set);
+        let set = resolve(
+            file("bootstrap = 'k:1'\nmax_connections = 5\nworker_threads = 0"),
+            RunArgs::default(),
+        )
+        .unwrap();
+        assert!(set.max_connections_set);
+        assert_eq!(set.worker_threads, 0);
     }
 
     #[test]
