@@ -426,11 +426,9 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
         1024,
         i32::MAX as u64,
     )?;
-    let max_connections_set = args.max_connections.or(file.max_connections).is_some();
-    let max_connections = args
-        .max_connections
-        .or(file.max_connections)
-        .unwrap_or(10_000);
+    let max_connections_given = args.max_connections.or(file.max_connections);
+    let max_connections_set = max_connections_given.is_some();
+    let max_connections = max_connections_given.unwrap_or(10_000);
     range("max_connections", max_connections as u64, 1, 1_000_000)?;
     let max_in_flight = args
         .max_in_flight_per_connection
