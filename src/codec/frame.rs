@@ -96,6 +96,10 @@ pub struct FrameReader<R> {
     max_len: usize,
     min_len: usize,
     timeouts: ReadTimeouts,
+    /// Size of the last whole frame (capped below `KEEP_IDLE`): a read for a new frame asks for this
+    /// much, so a frame of the usual size arrives in one read instead of a small first read
+    /// and a second system call for the rest.
+    hint: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -111,6 +115,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             max_len,
             min_len,
             timeouts,
+            hint: 0,
         }
     }
 
@@ -122,6 +127,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             match check(&self.buf, self.max_len, self.min_len)? {
                 Check::Complete(total) => {
+                    self.hint = total.min(KEEP_IDLE - MIN_READ);
                     let frame = self.buf.split_to(total);
                     if self.buf.is_empty() && self.buf.capacity() > KEEP_IDLE {
                         self.buf = BytesMut::new();
@@ -129,14 +135,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Ok(Some(frame));
                 }
                 Check::Incomplete(total) => {
-                    // Grow only when the frame does not fit or the buffer is full: while frames
-                    // split off it are still referenced, `reserve` cannot reclaim the buffer and
-                    // allocates a new one, so reserving early would cost an allocation per read.
+                    // Grow only when the frame does not fit: while frames split off the buffer
+                    // are still referenced, `reserve` cannot reclaim it and allocates a new one,
+                    // so reserving early would cost an allocation per read. Before a new frame's
+                    // length is known, expect one the size of the last.
                     let needed = total - self.buf.len();
+                    let wanted = if self.buf.is_empty() {
+                        needed.max(self.hint)
+                    } else {
+                        needed
+                    };
                     let spare = self.buf.capacity() - self.buf.len();
-                    if spare < needed || spare == 0 {
-                        // Room for the whole frame at once (or a decent read), not small steps.
-                        self.buf.reserve(needed.max(MIN_READ));
+                    if spare <= wanted {
+                        // Room for the whole frame at once and then some: a read that fills the
+                        // buffer exactly leaves the socket marked readable, and the next read
+                        // is a system call only to learn that nothing more has arrived.
+                        self.buf.reserve(wanted + MIN_READ);
                     }
                     let (deadline, err) = match frame_since {
                         None => (
@@ -266,8 +280,32 @@ mod tests {
         drop(client);
     }
 
+    #[tokio::test]
+    async fn a_frame_the_size_of_the_last_takes_one_read() {
+        // Three 10 KiB frames, each arriving whole: only the first, whose size the reader
+        // cannot guess, takes a second read.
+        let body = vec![5u8; 10_000];
+        let chunks = (0..3).map(|_| frame(&body)).collect();
+        let mut fr = FrameReader::new(tokio_test_reader(chunks), 1 << 20, 0);
+        let (mut reads, mut filled) = (Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let before = (fr.io.reads, fr.io.filled);
+            assert_eq!(fr.read_frame().await.unwrap().unwrap().len(), 10_004);
+            reads.push(fr.io.reads - before.0);
+            filled.push(fr.io.filled - before.1);
+        }
+        assert_eq!(reads, [2, 1, 1]);
+        // Nor does a read fill the buffer to the brim: on a socket that costs one more read.
+        assert_eq!(filled, [1, 0, 0]);
+    }
+
     /// A reader that hands out the given chunks one read at a time, as TCP may.
-    struct Chunks(std::collections::VecDeque<Vec<u8>>);
+    struct Chunks {
+        chunks: std::collections::VecDeque<Vec<u8>>,
+        reads: usize,
+        /// Reads that left no room in the caller's buffer.
+        filled: usize,
+    }
 
     impl AsyncRead for Chunks {
         fn poll_read(
@@ -275,11 +313,15 @@ mod tests {
             _cx: &mut std::task::Context<'_>,
             buf: &mut tokio::io::ReadBuf<'_>,
         ) -> std::task::Poll<std::io::Result<()>> {
-            if let Some(mut chunk) = self.0.pop_front() {
+            self.reads += 1;
+            if let Some(mut chunk) = self.chunks.pop_front() {
                 let n = chunk.len().min(buf.remaining());
                 buf.put_slice(&chunk[..n]);
+                if buf.remaining() == 0 {
+                    self.filled += 1;
+                }
                 if n < chunk.len() {
-                    self.0.push_front(chunk.split_off(n));
+                    self.chunks.push_front(chunk.split_off(n));
                 }
             }
             std::task::Poll::Ready(Ok(()))
@@ -287,6 +329,10 @@ mod tests {
     }
 
     fn tokio_test_reader(chunks: Vec<Vec<u8>>) -> Chunks {
-        Chunks(chunks.into_iter().filter(|c| !c.is_empty()).collect())
+        Chunks {
+            chunks: chunks.into_iter().filter(|c| !c.is_empty()).collect(),
+            reads: 0,
+            filled: 0,
+        }
     }
 }
