@@ -2,9 +2,11 @@
 //! the upstream pool, and the per-broker listeners.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::messages::MetadataResponse;
 use kafka_protocol::protocol::StrBytes;
+use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use crate::config::Config;
@@ -29,7 +31,35 @@ pub struct Proxy {
     pub incidents: Incidents,
     /// Per-producer partition order for produce (see `router::lanes`).
     pub lanes: Arc<Lanes>,
+    /// Wakes every request waiting for a broker's answer twice a second, to check whether it
+    /// should be given up on (see `router::partitioned`).
+    pub ticks: Arc<Notify>,
     advertised_host: StrBytes,
+}
+
+/// How often waiting requests are looked at.
+pub const TICK: Duration = Duration::from_millis(500);
+
+/// One timer for every waiting request rather than one per request: a request's own 500 ms timer
+/// is nearly always the runtime's earliest, and registering an earlier timer than the one the
+/// runtime sleeps for wakes the runtime through its eventfd (a write and a spurious
+/// `epoll_wait` return, per request). Stops when the proxy is dropped.
+fn start_ticker(ticks: &Arc<Notify>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let ticks = Arc::downgrade(ticks);
+    rt.spawn(async move {
+        let mut every = tokio::time::interval(TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match ticks.upgrade() {
+                Some(t) => t.notify_waiters(),
+                None => return,
+            }
+        }
+    });
 }
 
 impl Proxy {
@@ -49,6 +79,8 @@ impl Proxy {
             cfg.request_timeout,
         );
         let advertised_host = StrBytes::from_string(cfg.advertised_host.clone());
+        let ticks = Arc::new(Notify::new());
+        start_ticker(&ticks);
         Arc::new(Proxy {
             cfg,
             leadership,
@@ -58,6 +90,7 @@ impl Proxy {
             upstream_cfg,
             incidents: Incidents::default(),
             lanes: Arc::default(),
+            ticks,
             advertised_host,
         })
     }

@@ -784,27 +784,34 @@ impl<A: RoutedApi> Job<A> {
         s: &Sent,
         answer_by: Instant,
     ) -> Result<Bytes, Failure> {
-        const TICK: Duration = Duration::from_millis(500);
         const MOVED_FOR: Duration = Duration::from_secs(2);
         // How long a former leader must have said nothing on the connection before its request
         // is given up on. 2 s was too short: a live broker busy with an election (acks=all
         // requests in purgatory) stayed silent for that long once in a dozen acceptance runs,
         // and a non-idempotent write given up on is a NETWORK_EXCEPTION for the client.
         const SILENT_FOR: Duration = Duration::from_secs(6);
+        // Registered once and far off: later than the shared tick, so it never wakes the
+        // runtime early (see `proxy::start_ticker`).
+        let give_up = tokio::time::sleep_until(answer_by.into());
+        tokio::pin!(give_up);
         loop {
-            let tick = (Instant::now() + TICK).min(answer_by);
-            match tokio::time::timeout_at(tick.into(), &mut rx).await {
-                Ok(Ok(Ok(frame))) => return Ok(frame.freeze()),
-                Ok(Ok(Err(UpstreamError::Connect { .. }))) => return Err(Failure::NotSent),
-                Ok(_) => return Err(Failure::ConnectionLost),
-                Err(_) if Instant::now() >= answer_by => {
+            // Created before waiting, so a tick while this request is polled is not missed.
+            let tick = self.proxy.ticks.notified();
+            tokio::select! {
+                biased;
+                reply = &mut rx => match reply {
+                    Ok(Ok(frame)) => return Ok(frame.freeze()),
+                    Ok(Err(UpstreamError::Connect { .. })) => return Err(Failure::NotSent),
+                    _ => return Err(Failure::ConnectionLost),
+                },
+                _ = &mut give_up => {
                     warn!(api = ?A::KEY, node = s.node, waited_ms = self.started.elapsed().as_millis() as u64, "broker did not answer: abandoning its connection");
                     if let Some(up) = &s.up {
                         up.abandon();
                     }
                     return Err(Failure::ConnectionLost);
                 }
-                Err(_) => {
+                _ = tick => {
                     if self.started.elapsed() >= MOVED_FOR {
                         // Nothing else will tell fairlead that leadership left a broker that
                         // stopped answering: ask (single-flight, so one refresh per round).
