@@ -43,7 +43,9 @@ pub const TICK: Duration = Duration::from_millis(500);
 /// One timer for every waiting request rather than one per request: a request's own 500 ms timer
 /// is nearly always the runtime's earliest, and registering an earlier timer than the one the
 /// runtime sleeps for wakes the runtime through its eventfd (a write and a spurious
-/// `epoll_wait` return, per request). Stops when the proxy is dropped.
+/// `epoll_wait` return, per request). Stops when the proxy is dropped. A proxy built outside a
+/// runtime (the codec benchmarks) has no ticks: its requests wait for an answer or their
+/// deadline.
 fn start_ticker(ticks: &Arc<Notify>) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return;

@@ -96,9 +96,9 @@ pub struct FrameReader<R> {
     max_len: usize,
     min_len: usize,
     timeouts: ReadTimeouts,
-    /// Size of the last whole frame (capped below `KEEP_IDLE`): a read for a new frame asks for this
-    /// much, so a frame of the usual size arrives in one read instead of a small first read
-    /// and a second system call for the rest.
+    /// Size of the last whole frame (capped below `KEEP_IDLE`): a read for a new frame asks for
+    /// this much, so a frame of the usual size arrives in one read instead of a small first
+    /// read and a second system call for the rest.
     hint: usize,
 }
 
