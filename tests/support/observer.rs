@@ -26,7 +26,9 @@
 //! must begin at or before the requested fetch offset (the broker returns the batch holding that
 //! offset). On the test topics (no compaction, no transactions) records that start after it mean
 //! records were skipped on the way, and a client would advance past them without ever seeing
-//! them: counted as `fetch_gaps`, which strict tests assert is zero.
+//! them: counted as `fetch_gaps`, which strict tests assert is zero. Counted there too: an
+//! answer whose batches all end before the offset asked for (an answer to some other request),
+//! and one whose batch leader epochs go down (no log looks like that).
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -197,7 +199,7 @@ impl Observer {
         }
         let _ = writeln!(
             out,
-            "fetch answers starting after the offset asked for: {}",
+            "fetch answers not fitting the offset asked for (gaps, stale answers, falling epochs): {}",
             stats.fetch_gaps
         );
         for sample in &stats.fetch_gap_samples {
@@ -505,13 +507,35 @@ impl Shared {
                         tally.partition(p.error_code, &topic, p.partition_index);
                         let key = (topic_key(&t.topic, &t.topic_id), p.partition_index);
                         let asked = fetch_offsets.and_then(|o| o.get(&key)).copied();
-                        let first = p.records.as_ref().and_then(|r| r.get(..8));
-                        if let (0, Some(asked), Some(first)) = (p.error_code, asked, first) {
-                            let base = i64::from_be_bytes(first.try_into().expect("8 bytes"));
-                            if base > asked {
+                        let batches = p.records.as_deref().map(batch_headers).unwrap_or_default();
+                        if let (0, Some(asked), Some(first)) =
+                            (p.error_code, asked, batches.first())
+                        {
+                            let where_ = format!(
+                                "Fetch v{version} topic={topic} partition={} asked offset {asked}",
+                                p.partition_index
+                            );
+                            if first.base > asked {
                                 tally.fetch_gaps.push(format!(
-                                    "Fetch v{version} topic={topic} partition={} asked offset {asked}, records start at {base} upstream={}",
-                                    p.partition_index, tally.upstream
+                                    "{where_}, records start at {} upstream={}",
+                                    first.base, tally.upstream
+                                ));
+                            }
+                            // A broker answers from the batch holding the offset asked for: an
+                            // answer whose batches all end before it is someone else's answer.
+                            let lasts: Vec<i64> = batches.iter().filter_map(|b| b.last).collect();
+                            if !lasts.is_empty() && lasts.iter().all(|l| *l < asked) {
+                                tally.fetch_gaps.push(format!(
+                                    "{where_}, every batch ends before it (last offsets {lasts:?}) upstream={}",
+                                    tally.upstream
+                                ));
+                            }
+                            // Leader epochs never go down along a log.
+                            let epochs: Vec<i32> = batches.iter().filter_map(|b| b.epoch).collect();
+                            if epochs.windows(2).any(|w| w[1] < w[0]) {
+                                tally.fetch_gaps.push(format!(
+                                    "{where_}, batch leader epochs go down: {epochs:?} upstream={}",
+                                    tally.upstream
                                 ));
                             }
                         }
@@ -1100,4 +1124,43 @@ async fn write_frame(to: &mut (impl AsyncWrite + Unpin), frame: &[u8]) -> io::Re
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "frame too large"))?;
     to.write_all(&size.to_be_bytes()).await?;
     to.write_all(frame).await
+}
+
+/// What a Fetch answer's record batch headers say, read as far as the bytes go (a broker may end
+/// an answer with part of a batch).
+#[derive(Debug, Clone, Copy)]
+struct BatchHeader {
+    base: i64,
+    /// base + last offset delta, when the header is complete enough to say.
+    last: Option<i64>,
+    epoch: Option<i32>,
+}
+
+fn batch_headers(records: &[u8]) -> Vec<BatchHeader> {
+    let be_i64 = |at: usize| {
+        records
+            .get(at..at + 8)
+            .map(|b| i64::from_be_bytes(b.try_into().unwrap()))
+    };
+    let be_i32 = |at: usize| {
+        records
+            .get(at..at + 4)
+            .map(|b| i32::from_be_bytes(b.try_into().unwrap()))
+    };
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    // base offset (8), length (4), partition leader epoch (4), magic (1), crc (4),
+    // attributes (2), last offset delta (4)
+    while let (Some(base), Some(length)) = (be_i64(at), be_i32(at + 8)) {
+        out.push(BatchHeader {
+            base,
+            last: be_i32(at + 23).map(|d| base + i64::from(d)),
+            epoch: be_i32(at + 12),
+        });
+        if length <= 0 {
+            break;
+        }
+        at += 12 + length as usize;
+    }
+    out
 }
