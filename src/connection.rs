@@ -29,6 +29,7 @@ use crate::metrics;
 use crate::proxy::Proxy;
 use crate::rewrite;
 use crate::router::{self, safe_to_resend, Pending};
+use crate::upstream::pool::Pool;
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
 
 /// The client's connection to its broker, replaceable when that broker goes away.
@@ -42,6 +43,11 @@ struct Home {
     /// The client authenticated (SASL) on this connection: a new broker connection would not
     /// be authenticated, so losing it must close the client connection.
     pinned: AtomicBool,
+    /// This connection's own connections to the other brokers, for what is rerouted or replayed
+    /// (opened on first use, closed with the client connection). Not shared with other clients:
+    /// a broker answers the requests of one connection one at a time, so a shared connection
+    /// would make every client wait behind another's produce in purgatory or fetch long-poll.
+    reroutes: Arc<Pool>,
 }
 
 impl Home {
@@ -113,6 +119,7 @@ pub async fn serve(
         current: Mutex::new(first),
         reconnect: tokio::sync::Mutex::new(()),
         pinned: AtomicBool::new(false),
+        reroutes: Arc::new(Pool::new(proxy.upstream_cfg.clone())),
     });
     let mut client = ClientName::new(peer.ip().to_string());
     let (rd, wr) = tokio::io::split(socket);
@@ -215,10 +222,10 @@ async fn route_with_home(
     hdr: RequestHeader,
 ) -> Result<Option<Pending>, UpstreamError> {
     let up = home.get().await?;
-    match router::route(proxy, &up, client, frame.clone(), hdr).await {
+    match router::route(proxy, &up, &home.reroutes, client, frame.clone(), hdr).await {
         Err(UpstreamError::Closed { .. }) => {
             let up = home.get().await?;
-            router::route(proxy, &up, client, frame, hdr).await
+            router::route(proxy, &up, &home.reroutes, client, frame, hdr).await
         }
         other => other,
     }

@@ -185,8 +185,18 @@ impl Proxy {
         }
     }
 
-    /// A shared connection to broker `node`.
+    /// fairlead's own connection to broker `node` (Metadata, log checks): never carries a
+    /// client's request, so nothing a client asks a broker to wait for can delay it.
     pub async fn upstream(&self, node: i32) -> Result<Arc<Upstream>, UpstreamError> {
+        self.upstream_in(&self.pool, node).await
+    }
+
+    /// The connection to broker `node` in `pool`, connecting if needed.
+    pub async fn upstream_in(
+        &self,
+        pool: &Pool,
+        node: i32,
+    ) -> Result<Arc<Upstream>, UpstreamError> {
         let Some(b) = self.leadership.broker(node) else {
             return Err(UpstreamError::Connect {
                 node,
@@ -194,7 +204,7 @@ impl Proxy {
                 reason: "broker not in metadata".into(),
             });
         };
-        self.pool.get(node, &b.addr()).await
+        pool.get(node, &b.addr()).await
     }
 
     /// A dedicated connection for a client: to broker `node`, or (bootstrap connections, or

@@ -1171,6 +1171,94 @@ async fn produce_leader_hint_reroutes_without_a_metadata_refresh() {
     assert_eq!(after, refreshes, "no Metadata request was needed");
 }
 
+/// A broker answers the requests of one connection one at a time. Requests rerouted to a broker
+/// go on their client connection's own connection to it: a produce another client is waiting on
+/// (acks=all in purgatory) holds up neither this client's rerouted requests nor fairlead's own
+/// Metadata requests.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_rerouted_request_holds_up_no_other_client_and_no_refresh() {
+    const HOLD: Duration = Duration::from_millis(1500);
+    let bed = Bed::start(|s| {
+        // Both partitions are led by node 2; the clients below use node 1's port.
+        s.topic("t", &[(2, 5), (2, 5)]);
+        s.produce(2, "t", 0, ProduceAnswer::ok(10).delayed(HOLD));
+        s.produce(2, "t", 1, ProduceAnswer::ok(20));
+    })
+    .await;
+    let mut a = bed.client(Some(1)).await;
+    let mut b = bed.client(Some(1)).await;
+    let held = a
+        .send(
+            ApiKey::Produce,
+            9,
+            &produce(-1, &[("t", 0, idempotent(0, &["slow"]))]),
+        )
+        .await;
+    bed.fake
+        .wait_for("a's produce at node 2", Duration::from_secs(5), |r| {
+            r.iter().any(|r| r.node == 2 && r.api_key == 0)
+        })
+        .await;
+
+    let asked = Instant::now();
+    let r: ProduceResponse = b
+        .call(
+            ApiKey::Produce,
+            9,
+            &produce(-1, &[("t", 1, idempotent(0, &["quick"]))]),
+        )
+        .await;
+    let took = asked.elapsed();
+    assert_eq!(produce_results(&r), vec![("t".into(), 1, 0, 20)]);
+    assert!(
+        took < HOLD / 2,
+        "b's produce took {took:?}: it waited behind a's ({HOLD:?} at the broker)"
+    );
+
+    // A refresh while a's produce is still held: answered at once whichever broker it asks.
+    let asked = Instant::now();
+    let proxy = &bed.server.proxy;
+    proxy
+        .refresh(
+            proxy.leadership.generation(),
+            fairlead::leadership::refresh::Trigger::Periodic,
+        )
+        .await
+        .expect("a Metadata refresh");
+    let took = asked.elapsed();
+    assert!(
+        took < HOLD / 2,
+        "a Metadata refresh took {took:?} while a client's produce was held"
+    );
+
+    let (corr, r): (i32, ProduceResponse) = decode_response(&a.recv().await, ApiKey::Produce, 9);
+    assert_eq!(corr, held);
+    assert_eq!(produce_results(&r), vec![("t".into(), 0, 0, 10)]);
+
+    let at2 = bed.fake.client_requests(2, ApiKey::Produce);
+    assert_eq!(at2.len(), 2);
+    assert_ne!(
+        at2[0].conn, at2[1].conn,
+        "two client connections' reroutes shared a broker connection"
+    );
+    let own: Vec<u64> = bed
+        .fake
+        .received()
+        .iter()
+        .filter(|r| !r.is_from_client())
+        .map(|r| r.conn)
+        .collect();
+    assert!(!own.is_empty());
+    assert!(
+        bed.fake
+            .received()
+            .iter()
+            .filter(|r| r.is_from_client())
+            .all(|r| !own.contains(&r.conn)),
+        "a client's request went on one of fairlead's own connections"
+    );
+}
+
 /// Fetch v17: 74 with a KIP-951 hint and node endpoints: fetched from the hinted leader with its
 /// epoch, without a Metadata round trip; every node endpoint the client sees is fairlead's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

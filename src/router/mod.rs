@@ -27,8 +27,9 @@ use kafka_protocol::messages::ApiKey;
 
 use crate::codec::header::RequestHeader;
 use crate::proxy::Proxy;
+use crate::upstream::pool::Pool;
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
-use partitioned::{Dispatched, Job, JobError, RoutedApi};
+use partitioned::{Conns, Dispatched, Job, JobError, RoutedApi};
 
 pub type JobFuture = Pin<Box<dyn Future<Output = Result<Bytes, JobError>> + Send>>;
 
@@ -53,28 +54,30 @@ pub enum Pending {
 pub async fn route(
     proxy: &Arc<Proxy>,
     home: &Arc<Upstream>,
+    reroutes: &Arc<Pool>,
     client: &Arc<str>,
     frame: Bytes,
     hdr: RequestHeader,
 ) -> Result<Option<Pending>, UpstreamError> {
+    let conns = Conns { home, reroutes };
     let started = Instant::now();
     let routed = match hdr.known {
         Some(ApiKey::Produce) => {
-            dispatch::<produce::Produce>(proxy, home, Some((&proxy.lanes, client)), &frame, &hdr)
+            dispatch::<produce::Produce>(proxy, conns, Some((&proxy.lanes, client)), &frame, &hdr)
                 .await?
         }
-        Some(ApiKey::Fetch) => dispatch::<fetch::Fetch>(proxy, home, None, &frame, &hdr).await?,
+        Some(ApiKey::Fetch) => dispatch::<fetch::Fetch>(proxy, conns, None, &frame, &hdr).await?,
         Some(ApiKey::ListOffsets) => {
-            dispatch::<list_offsets::ListOffsets>(proxy, home, None, &frame, &hdr).await?
+            dispatch::<list_offsets::ListOffsets>(proxy, conns, None, &frame, &hdr).await?
         }
         Some(ApiKey::OffsetForLeaderEpoch) => {
             dispatch::<offsets_for_leader_epoch::OffsetsForLeaderEpoch>(
-                proxy, home, None, &frame, &hdr,
+                proxy, conns, None, &frame, &hdr,
             )
             .await?
         }
         Some(ApiKey::DeleteRecords) => {
-            dispatch::<delete_records::DeleteRecords>(proxy, home, None, &frame, &hdr).await?
+            dispatch::<delete_records::DeleteRecords>(proxy, conns, None, &frame, &hdr).await?
         }
         _ => Outcome::Forward,
     };
@@ -104,13 +107,13 @@ enum Outcome {
 
 async fn dispatch<A: RoutedApi>(
     proxy: &Arc<Proxy>,
-    home: &Arc<Upstream>,
+    conns: Conns<'_>,
     lanes: Option<(&Arc<lanes::Lanes>, &Arc<str>)>,
     frame: &Bytes,
     hdr: &RequestHeader,
 ) -> Result<Outcome, UpstreamError> {
     Ok(
-        match Job::<A>::dispatch(proxy, home, lanes, frame.clone(), hdr).await? {
+        match Job::<A>::dispatch(proxy, conns, lanes, frame.clone(), hdr).await? {
             Dispatched::Job(job) => Outcome::Job(Box::pin(job.complete())),
             Dispatched::NoResponse => Outcome::NoResponse,
             Dispatched::Forward => Outcome::Forward,

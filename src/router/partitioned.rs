@@ -32,6 +32,7 @@ use crate::leadership::refresh::Trigger;
 use crate::leadership::TopicRef;
 use crate::metrics;
 use crate::proxy::Proxy;
+use crate::upstream::pool::Pool;
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
 
 /// A partition-routed API, described for the engine.
@@ -145,6 +146,14 @@ pub trait EndpointList {
     }
 }
 
+/// The connections a client connection's requests may use: its home (the broker it chose) and
+/// its own connections to the other brokers (see `connection::Home::reroutes`).
+#[derive(Clone, Copy)]
+pub struct Conns<'a> {
+    pub home: &'a Arc<Upstream>,
+    pub reroutes: &'a Arc<Pool>,
+}
+
 /// Where a part of a request goes: node, partition indices, connection (or why none).
 type Target = (i32, Vec<usize>, Result<Arc<Upstream>, UpstreamError>);
 
@@ -171,6 +180,8 @@ pub struct Job<A: RoutedApi> {
     /// Produce: whether each partition's batches are idempotent.
     idempotent: Vec<bool>,
     sent: Vec<Sent>,
+    /// The client connection's connections to other brokers, for replays.
+    reroutes: Arc<Pool>,
     /// Produce ordering: the lanes this request holds, released on completion.
     lanes: Option<Arc<Lanes>>,
     lane_keys: Vec<Option<LaneKey>>,
@@ -194,11 +205,12 @@ impl<A: RoutedApi> Job<A> {
     /// Decodes, routes and sends a request. `frame` is the client's whole frame.
     pub async fn dispatch(
         proxy: &Arc<Proxy>,
-        home: &Arc<Upstream>,
+        conns: Conns<'_>,
         lanes: Option<(&Arc<Lanes>, &Arc<str>)>,
         frame: Bytes,
         hdr: &RequestHeader,
     ) -> Result<Dispatched<A>, UpstreamError> {
+        let Conns { home, reroutes } = conns;
         let version = hdr.api_version;
         let Some(body_offset) = hdr.body_offset else {
             return Ok(Dispatched::Forward);
@@ -291,7 +303,7 @@ impl<A: RoutedApi> Job<A> {
             let up = if node == home_node {
                 Ok(home.clone())
             } else {
-                proxy.upstream(node).await
+                proxy.upstream_in(reroutes, node).await
             };
             targets.push((node, idx, up));
         }
@@ -417,6 +429,7 @@ impl<A: RoutedApi> Job<A> {
             parts,
             idempotent,
             sent,
+            reroutes: reroutes.clone(),
             lanes: lanes.map(|(l, _)| l.clone()),
             lane_keys,
             generation,
@@ -636,7 +649,7 @@ impl<A: RoutedApi> Job<A> {
                     self.version,
                 )
                 .map_err(|e| JobError::Undecodable(e.to_string()))?;
-                let rx = match self.proxy.upstream(node).await {
+                let rx = match self.proxy.upstream_in(&self.reroutes, node).await {
                     Ok(up) => up.send(frame.freeze(), true).ok().flatten(),
                     Err(e) => {
                         debug!(api = ?A::KEY, node, error = %e, "replay target unreachable");

@@ -8,8 +8,12 @@
 //! requests of a connection in the order it received them: both orders matter for produce.
 //!
 //! Each client connection owns one dedicated upstream (its "home", to the broker it chose: it
-//! carries anything with connection state). The [`pool::Pool`] holds shared upstreams per broker
-//! for reroutes, replays and metadata.
+//! carries anything with connection state) and, opened when first needed, one upstream to each
+//! other broker for what it has rerouted or replayed. fairlead's own requests (Metadata, log
+//! checks) have upstreams of their own, in [`pool::Pool`]. Nothing is shared between clients,
+//! nor between a client and fairlead: a broker answers the requests of a connection one at a
+//! time, in order, so a shared connection puts everyone behind the slowest request on it (an
+//! acks=all produce waiting for its followers, a fetch long-poll).
 
 pub mod pool;
 

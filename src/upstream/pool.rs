@@ -1,4 +1,7 @@
-//! Shared upstream connections per broker, for reroutes, replays and fairlead's own requests.
+//! Upstream connections per broker, opened on first use. One pool holds fairlead's own
+//! connections (Metadata, log checks); each client connection has another for the requests it
+//! has rerouted or replayed, so no client waits behind another's request: a broker answers the
+//! requests of one connection one at a time.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
