@@ -72,8 +72,9 @@ pub const ROUTED_APIS: [ApiKey; 5] = [
 pub const LEADERSHIP_CODES: [i16; 4] = [5, 6, 74, 75];
 
 /// Replay outcomes: the replay got an answer without a leadership error; the deadline passed
-/// and the original error went to the client; the replay itself failed (connection).
-pub const OUTCOMES: [&str; 3] = ["ok", "gave_up", "failed"];
+/// and the original error went to the client; the replay itself failed (connection); a fetch
+/// held as long as it may be was answered with no records (the client fetches again).
+pub const OUTCOMES: [&str; 4] = ["ok", "gave_up", "failed", "answered_empty"];
 pub const TRIGGERS: [&str; 5] = [
     "startup",
     "periodic",

@@ -1813,6 +1813,76 @@ async fn fetch_leader_not_available_waits_for_the_election() {
     );
 }
 
+/// A fetch is not held much past its own max_wait_ms: a partition whose replay has not been
+/// answered by max_wait_ms + 500 ms gets "nothing yet" (no records, no error) and the client
+/// fetches again. A late answer could reach a client that has since moved the partition to
+/// another broker and back, and be taken as current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_held_past_its_wait_is_answered_with_nothing_yet() {
+    const MAX_WAIT_MS: i32 = 200;
+    let data = fake::stored_at(&plain(&["late"]), 40, 6);
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.fetch(1, "t", 0, FetchAnswer::error(6));
+        s.fetch(
+            2,
+            "t",
+            0,
+            FetchAnswer::records(data, 41).delayed(Duration::from_secs(3)),
+        );
+    })
+    .await;
+    bed.move_leader("t", 0, 2, 6);
+    let labels = [("api", "Fetch"), ("outcome", "answered_empty")];
+    let before = bed.metric("fairlead_replays_total", &labels).await;
+    let mut c = bed.client(Some(1)).await;
+    let asked = Instant::now();
+    let r: FetchResponse = c
+        .call(
+            ApiKey::Fetch,
+            12,
+            &fetch(
+                12,
+                &|_| Uuid::nil(),
+                (0, -1),
+                &[("t", 0, 5, 40), ("t", 1, 5, 7)],
+            )
+            .with_max_wait_ms(MAX_WAIT_MS),
+        )
+        .await;
+    let took = asked.elapsed();
+    assert!(
+        took >= Duration::from_millis(MAX_WAIT_MS as u64 + 400)
+            && took < Duration::from_millis(1500),
+        "answered at max_wait_ms + 500 ms, not when the replay was ({took:?})"
+    );
+    assert_eq!(
+        fetch_results(&r),
+        vec![
+            ("t".into(), 0, 0, Bytes::new()),
+            ("t".into(), 1, 0, Bytes::new())
+        ],
+        "both partitions, in order, no error"
+    );
+    let p0 = &r.responses[0].partitions[0];
+    assert_eq!(
+        (
+            p0.high_watermark,
+            p0.last_stable_offset,
+            p0.log_start_offset
+        ),
+        (-1, -1, -1),
+        "watermarks unknown, not made up"
+    );
+    assert_eq!(
+        bed.fake.client_requests(2, ApiKey::Fetch)[0].fetch_parts(),
+        vec![("t".into(), 0, 6, 40)],
+        "it was replayed to the new leader"
+    );
+    let after = bed.metric("fairlead_replays_total", &labels).await;
+    assert_eq!(after, before + 1.0, "answered_empty counted");
+}
+
 /// A replay that never settles: at the absorb timeout the client gets the original error, and
 /// fairlead_replays_total{outcome="gave_up"} counts it. (Regression: the last replay used to
 /// leave at the deadline, time out at once, and turn the broker's 6 into 13.)

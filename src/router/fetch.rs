@@ -17,6 +17,10 @@ use crate::leadership::TopicRef;
 
 pub struct Fetch;
 
+/// How much longer than its own max_wait_ms a client's fetch may be held while fairlead absorbs
+/// a leadership error for it.
+pub const HOLD_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl RoutedApi for Fetch {
     const KEY: ApiKey = ApiKey::Fetch;
     type Req = FetchRequest;
@@ -140,6 +144,22 @@ impl RoutedApi for Fetch {
     fn for_replay(envelope: &mut FetchRequest) {
         // The client already waited once; a replay answers with whatever is there now.
         envelope.max_wait_ms = 0;
+    }
+
+    fn hold_limit(envelope: &FetchRequest) -> Option<std::time::Duration> {
+        // A fetch answer is only good while the client still fetches the partition from that
+        // broker: one that arrives after the client has moved the partition to another broker
+        // and back is taken as current (librdkafka checks only the broker and a version that
+        // seeks and pauses bump), and its stale batch epoch can make the client's next
+        // position validation see a truncation that never happened. So a fetch is not held
+        // much past the client's own wait; what is not there by then is "nothing yet".
+        Some(std::time::Duration::from_millis(envelope.max_wait_ms.max(0) as u64) + HOLD_GRACE)
+    }
+
+    fn nothing_yet(p: &FetchPartition) -> Option<PartitionData> {
+        // No records, no error. The watermarks are unknown (-1): clients only take
+        // non-negative ones.
+        Some(Self::error_part(p, 0))
     }
 
     fn routable(envelope: &FetchRequest, _version: i16) -> bool {

@@ -80,6 +80,16 @@ pub trait RoutedApi: Send + Sync + 'static {
     }
     /// Adjusts the envelope for a replay (a fetch replay must not long-poll).
     fn for_replay(_envelope: &mut Self::Req) {}
+    /// Reads that may be answered with nothing: how long fairlead may hold the request while it
+    /// absorbs (from its arrival). Past that, a partition still being rerouted is answered with
+    /// [`RoutedApi::nothing_yet`] and the client asks again.
+    fn hold_limit(_envelope: &Self::Req) -> Option<Duration> {
+        None
+    }
+    /// The answer "nothing there yet, no error" for a partition (see `hold_limit`).
+    fn nothing_yet(_p: &Self::PartReq) -> Option<Self::PartResp> {
+        None
+    }
     /// Whether fairlead may route this request at all (a follower broker's fetch, an
     /// incremental fetch session: no). Unroutable requests are forwarded untouched.
     fn routable(_envelope: &Self::Req, _version: i16) -> bool {
@@ -509,7 +519,11 @@ impl<A: RoutedApi> Job<A> {
         }
 
         // The retry loop: re-send what the rules allow until nothing is left or time runs out.
-        let deadline = self.started + self.proxy.cfg.absorb_timeout;
+        let hold_by = A::hold_limit(&self.envelope).map(|d| self.started + d);
+        let deadline =
+            (self.started + self.proxy.cfg.absorb_timeout).min(hold_by.unwrap_or(far_future()));
+        // Partitions answered "nothing yet" because the hold limit passed.
+        let mut emptied: Vec<bool> = vec![false; n];
         let mut backoff = Duration::from_millis(self.proxy.cfg.retry_backoff_ms);
         let mut retried = false;
         let mut absorb_started: Option<Instant> = None;
@@ -547,10 +561,32 @@ impl<A: RoutedApi> Job<A> {
             absorb_started.get_or_insert_with(Instant::now);
             debug!(api = ?A::KEY, decisions = ?todo.iter().map(|(i, d)| (A::partition(&self.parts[*i].1), *d, failures[*i])).collect::<Vec<_>>(), "absorbing");
             if Instant::now() >= deadline {
-                for _ in &todo {
-                    metrics::replay(A::KEY as i16, "gave_up");
+                let mut gave_up = 0;
+                for (i, _) in &todo {
+                    match A::nothing_yet(&self.parts[*i].1).filter(|_| hold_by.is_some()) {
+                        Some(empty) => {
+                            answers[*i] = Some(empty);
+                            failures[*i] = None;
+                            emptied[*i] = true;
+                            metrics::replay(A::KEY as i16, "answered_empty");
+                        }
+                        None => {
+                            metrics::replay(A::KEY as i16, "gave_up");
+                            gave_up += 1;
+                        }
+                    }
                 }
-                warn!(api = ?A::KEY, partitions = todo.len(), waited_ms = self.started.elapsed().as_millis() as u64, "gave up absorbing: the client gets the original error");
+                if gave_up > 0 {
+                    warn!(api = ?A::KEY, partitions = gave_up, waited_ms = self.started.elapsed().as_millis() as u64, "gave up absorbing: the client gets the original error");
+                }
+                if gave_up < todo.len() {
+                    // The client asks again at once: let its next request find the leader known.
+                    let (proxy, seen) = (self.proxy.clone(), seen_generation);
+                    tokio::spawn(async move {
+                        let _ = proxy.refresh(seen, Trigger::Error).await;
+                    });
+                    debug!(api = ?A::KEY, partitions = todo.len() - gave_up, waited_ms = self.started.elapsed().as_millis() as u64, "held long enough: answered with no records, the client asks again");
+                }
                 break;
             }
             if retried || todo.iter().any(|(_, d)| *d != Decision::Reroute) {
@@ -728,7 +764,7 @@ impl<A: RoutedApi> Job<A> {
                 Err(code) => *code,
             };
             if let (Some(code), Ok(_)) = (first_code[i], f) {
-                if !is_leadership_code(final_code) {
+                if !is_leadership_code(final_code) && !emptied[i] {
                     metrics::absorbed(A::KEY as i16, code);
                     if metrics::topic_labels() {
                         if let Some(name) = self.proxy.leadership.name_of(&self.parts[i].0) {
@@ -912,6 +948,11 @@ impl<A: RoutedApi> Job<A> {
             Some(e) => A::merge_envelope(e, &env),
         }
     }
+}
+
+/// Later than any deadline a request can have.
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 /// The code a client gets for a partition fairlead could not get any answer for: what it would
