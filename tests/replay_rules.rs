@@ -386,3 +386,104 @@ fn through_fairlead_an_idempotent_write_is_replayed_and_the_broker_deduplicates_
         "the broker de-duplicated the replay"
     );
 }
+
+/// A fetch held while fairlead absorbs is answered by the client's max_wait_ms + 500 ms at the
+/// latest: here the new leader is frozen (SIGSTOP) when the old one answers NOT_LEADER, so the
+/// replay cannot be answered, and the client gets "nothing yet" (no records, no error) instead
+/// of waiting for a broker that may answer only after the client has moved on.
+#[test]
+fn through_fairlead_a_fetch_replayed_to_a_frozen_leader_is_answered_with_nothing_yet() {
+    let _chaos = support::chaos_lock();
+    let cluster = support::cluster();
+    let dir = support::run_dir("replay-fetch-frozen");
+    let fairlead = Fairlead::start(
+        &cluster.bootstrap,
+        &dir,
+        &["--log-level", "info,fairlead::router=debug"],
+    );
+    let mut admin = admin();
+    let (t, roles) = topic(&mut admin, "fetch-frozen");
+    let warm: ProduceResponse = Raw::connect(broker(roles.leader)).call(
+        ApiKey::Produce,
+        9,
+        &raw::produce(&t, 0, raw::batch(&["there"], -1, -1, -1), -1, 30_000),
+    );
+    assert_eq!(warm.responses[0].partition_responses[0].error_code, 0);
+    let via_leader = format!(
+        "127.0.0.1:{}",
+        fairlead.listen_port as i32 + 1 + roles.leader
+    );
+    let mut client = Raw::connect(&via_leader);
+    let md: kafka_protocol::messages::MetadataResponse = client.call(
+        ApiKey::Metadata,
+        12,
+        &kafka_protocol::messages::MetadataRequest::default().with_topics(None),
+    );
+    // The epoch the client knows, as a modern client sends it: the old leader, now a follower,
+    // fences it (74) rather than serve the fetch as a follower may since KIP-392.
+    let epoch = md
+        .topics
+        .iter()
+        .find(|x| x.name.as_ref().is_some_and(|n| n.0.as_str() == t))
+        .expect("the topic in fairlead's metadata")
+        .partitions[0]
+        .leader_epoch;
+    let empty_before = fairlead.metric(
+        "fairlead_replays_total",
+        &[("api", "Fetch"), ("outcome", "answered_empty")],
+    );
+
+    // The follower that is never the controller freezes, then becomes the leader.
+    let frozen = roles.paused;
+    let paused = Paused::new(frozen);
+    move_leader_avoiding(
+        Roles {
+            leader: roles.leader,
+            paused: roles.target,
+            target: frozen,
+        },
+        &t,
+    );
+    const MAX_WAIT_MS: i32 = 500;
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(MAX_WAIT_MS)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(t.clone())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)
+                .with_current_leader_epoch(epoch)])]);
+    let asked = std::time::Instant::now();
+    let resp: FetchResponse = client.call(ApiKey::Fetch, 12, &req);
+    let took = asked.elapsed();
+    drop(paused);
+    let p = &resp.responses[0].partitions[0];
+    let ctx = support::tail(&fairlead.log, 3000);
+    assert_eq!(
+        p.error_code, 0,
+        "no leadership error reached the client\n{ctx}"
+    );
+    assert!(
+        p.records.as_ref().is_none_or(|r| r.is_empty()),
+        "nothing from the frozen leader\n{ctx}"
+    );
+    assert!(
+        took < Duration::from_millis(MAX_WAIT_MS as u64 + 1500),
+        "answered at about max_wait_ms + 500 ms, took {took:?}\n{ctx}"
+    );
+    assert_eq!(
+        fairlead.metric(
+            "fairlead_replays_total",
+            &[("api", "Fetch"), ("outcome", "answered_empty")]
+        ),
+        empty_before + 1.0,
+        "counted as answered_empty\n{ctx}"
+    );
+    println!("fetch with a frozen new leader answered empty after {took:?}");
+    admin.wait_healthy(&[&t]);
+}
