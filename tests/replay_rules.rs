@@ -185,26 +185,30 @@ impl Drop for Paused {
     }
 }
 
+/// A consumer's sessionless Fetch (v12, by topic name) of partition 0.
+fn fetch(topic: &str, offset: i64, max_wait_ms: i32, leader_epoch: i32) -> FetchRequest {
+    FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(max_wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_session_epoch(-1)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)
+                .with_current_leader_epoch(leader_epoch)])])
+}
+
 /// (offset, value) of every committed record of partition 0, read from its leader.
 fn read_log(leader: &str, topic: &str) -> Vec<(i64, String)> {
     let mut c = Raw::connect(leader);
     let mut out = Vec::new();
     let mut offset = 0;
     for _ in 0..50 {
-        let req = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(100)
-            .with_min_bytes(1)
-            .with_max_bytes(1 << 20)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(0)
-                    .with_fetch_offset(offset)
-                    .with_partition_max_bytes(1 << 20)
-                    .with_current_leader_epoch(-1)])]);
-        let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &req);
+        let resp: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch(topic, offset, 100, -1));
         let p = &resp.responses[0].partitions[0];
         assert_eq!(p.error_code, 0, "fetch from {leader}");
         let mut records = p.records.clone().unwrap_or_default();
@@ -445,19 +449,7 @@ fn through_fairlead_a_fetch_replayed_to_a_frozen_leader_is_answered_with_nothing
         &t,
     );
     const MAX_WAIT_MS: i32 = 500;
-    let req = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(MAX_WAIT_MS)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_session_epoch(-1)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(StrBytes::from_string(t.clone())))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(0)
-                .with_partition_max_bytes(1 << 20)
-                .with_current_leader_epoch(epoch)])]);
+    let req = fetch(&t, 0, MAX_WAIT_MS, epoch);
     let asked = std::time::Instant::now();
     let resp: FetchResponse = client.call(ApiKey::Fetch, 12, &req);
     let took = asked.elapsed();

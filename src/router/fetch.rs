@@ -6,6 +6,10 @@
 //! session id 0 and the client stays on full fetches. Every request then names all its
 //! partitions with their offsets, so any partition can be fetched anywhere without mirroring
 //! session state, and no response ever omits or invents a partition.
+//!
+//! While fairlead absorbs a leadership error for a fetch, the fetch is held at most its
+//! max_wait_ms + [`HOLD_GRACE`]; a partition still being rerouted then gets no records and no
+//! error (see `hold_limit`).
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
@@ -157,8 +161,9 @@ impl RoutedApi for Fetch {
     }
 
     fn nothing_yet(p: &FetchPartition) -> Option<PartitionData> {
-        // No records, no error. The watermarks are unknown (-1): clients only take
-        // non-negative ones.
+        // No records, no error. The watermarks are unknown (-1): the Java client ignores
+        // negative ones; librdkafka keeps them for its lag statistics until the next answer,
+        // and neither signals end of partition or moves its position on an empty answer.
         Some(Self::error_part(p, 0))
     }
 
