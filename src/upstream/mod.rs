@@ -10,10 +10,12 @@
 //! Each client connection owns one dedicated upstream (its "home", to the broker it chose: it
 //! carries anything with connection state) and, opened when first needed, one upstream to each
 //! other broker for what it has rerouted or replayed. fairlead's own requests (Metadata, log
-//! checks) have upstreams of their own, in [`pool::Pool`]. Nothing is shared between clients,
-//! nor between a client and fairlead: a broker answers the requests of a connection one at a
-//! time, in order, so a shared connection puts everyone behind the slowest request on it (an
-//! acks=all produce waiting for its followers, a fetch long-poll).
+//! checks) have upstreams of their own, in [`pool::Pool`]. No upstream is shared between client
+//! connections (one exception: a producer's batch joins the upstream its partition's earlier
+//! batches went on, see `router::lanes`), nor between a client and fairlead: a broker answers
+//! the requests of a connection one at a time, in order, so a shared connection puts everyone
+//! behind the slowest request on it (an acks=all produce waiting for its followers, a fetch
+//! long-poll).
 
 pub mod pool;
 
