@@ -86,7 +86,8 @@ pub trait RoutedApi: Send + Sync + 'static {
     fn hold_limit(_envelope: &Self::Req) -> Option<Duration> {
         None
     }
-    /// The answer "nothing there yet, no error" for a partition (see `hold_limit`).
+    /// The answer "nothing there yet, no error" for a partition, given once the request has
+    /// been held as long as it may (see `hold_limit`); None: the client gets the error.
     fn nothing_yet(_p: &Self::PartReq) -> Option<Self::PartResp> {
         None
     }
@@ -519,9 +520,9 @@ impl<A: RoutedApi> Job<A> {
         }
 
         // The retry loop: re-send what the rules allow until nothing is left or time runs out.
-        let hold_by = A::hold_limit(&self.envelope).map(|d| self.started + d);
+        let absorb_by = self.started + self.proxy.cfg.absorb_timeout;
         let deadline =
-            (self.started + self.proxy.cfg.absorb_timeout).min(hold_by.unwrap_or(far_future()));
+            A::hold_limit(&self.envelope).map_or(absorb_by, |d| absorb_by.min(self.started + d));
         // Partitions answered "nothing yet" because the hold limit passed.
         let mut emptied: Vec<bool> = vec![false; n];
         let mut backoff = Duration::from_millis(self.proxy.cfg.retry_backoff_ms);
@@ -563,7 +564,7 @@ impl<A: RoutedApi> Job<A> {
             if Instant::now() >= deadline {
                 let mut gave_up = 0;
                 for (i, _) in &todo {
-                    match A::nothing_yet(&self.parts[*i].1).filter(|_| hold_by.is_some()) {
+                    match A::nothing_yet(&self.parts[*i].1) {
                         Some(empty) => {
                             answers[*i] = Some(empty);
                             failures[*i] = None;
@@ -948,11 +949,6 @@ impl<A: RoutedApi> Job<A> {
             Some(e) => A::merge_envelope(e, &env),
         }
     }
-}
-
-/// Later than any deadline a request can have.
-fn far_future() -> Instant {
-    Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
 /// The code a client gets for a partition fairlead could not get any answer for: what it would
