@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -200,7 +201,12 @@ def ensure_cluster(wait_s=180):
             die(f"only brokers {up} of the test bed run (someone restarting one?); try again later")
         time.sleep(1)
     env = dict(l.split("=", 1) for l in testbed("env").split() if "=" in l)
-    return env["BOOTSTRAP"], st.get("version", "?")
+    version = st.get("version", "?")
+    # Broker settings the cluster was started with (`testbed up --set K=V`) go into every report.
+    overrides = st.get("overrides") or {}
+    if overrides:
+        version += " with " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    return env["BOOTSTRAP"], version
 
 
 def kafka_classpath():
@@ -245,6 +251,9 @@ class Fairlead:
             die(f"{FAIRLEAD_BIN} does not exist: build it (cargo build --release)")
         self.logf = open(self.log_path, "ab")
         cmd = [FAIRLEAD_BIN, "--bootstrap", self.bootstrap, "--listen", LISTEN, "--admin", ADMIN, *self.extra]
+        # FAIRLEAD_BENCH_WRAP="valgrind --tool=callgrind" (or "perf record -g --") runs fairlead under a
+        # profiler; valgrind keeps the pid, so the CPU and RSS figures are then the profiler's.
+        cmd = shlex.split(os.environ.get("FAIRLEAD_BENCH_WRAP", "")) + cmd
         self.p = track(subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         env={**os.environ, "NO_COLOR": "1"}, start_new_session=True))
         deadline = time.time() + timeout
