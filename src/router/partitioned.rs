@@ -523,8 +523,6 @@ impl<A: RoutedApi> Job<A> {
         let absorb_by = self.started + self.proxy.cfg.absorb_timeout;
         let deadline =
             A::hold_limit(&self.envelope).map_or(absorb_by, |d| absorb_by.min(self.started + d));
-        // Partitions answered "nothing yet" because the hold limit passed.
-        let mut emptied: Vec<bool> = vec![false; n];
         let mut backoff = Duration::from_millis(self.proxy.cfg.retry_backoff_ms);
         let mut retried = false;
         let mut absorb_started: Option<Instant> = None;
@@ -568,7 +566,8 @@ impl<A: RoutedApi> Job<A> {
                         Some(empty) => {
                             answers[*i] = Some(empty);
                             failures[*i] = None;
-                            emptied[*i] = true;
+                            // Not absorbed: the client asks again.
+                            first_code[*i] = None;
                             metrics::replay(A::KEY as i16, "answered_empty");
                         }
                         None => {
@@ -765,7 +764,7 @@ impl<A: RoutedApi> Job<A> {
                 Err(code) => *code,
             };
             if let (Some(code), Ok(_)) = (first_code[i], f) {
-                if !is_leadership_code(final_code) && !emptied[i] {
+                if !is_leadership_code(final_code) {
                     metrics::absorbed(A::KEY as i16, code);
                     if metrics::topic_labels() {
                         if let Some(name) = self.proxy.leadership.name_of(&self.parts[i].0) {
