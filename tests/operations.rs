@@ -213,8 +213,7 @@ fn forward_later(to: &'static str) -> (u16, impl FnOnce()) {
 
 #[test]
 fn ready_only_once_metadata_is_loaded() {
-    support::cluster();
-    let (port, open) = forward_later("127.0.0.1:19092");
+    let (port, open) = forward_later(&support::cluster().brokers[&1]);
     let admin = format!("127.0.0.1:{}", free_port_block(0));
     let listen = free_port_block(8);
     let dir = support::run_dir("readiness");
@@ -480,7 +479,7 @@ fn json_logs_and_status_table() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{table}");
     assert!(
-        table.contains("BROKER") && table.contains("127.0.0.1:19092"),
+        table.contains("BROKER") && table.contains(support::cluster().brokers[&1].as_str()),
         "{table}"
     );
     let rows: Vec<&str> = table.lines().filter(|l| l.starts_with(&topic)).collect();

@@ -22,7 +22,7 @@ use support::raw::{self, Raw};
 use support::{Admin, Fairlead};
 
 fn broker(node: i32) -> &'static str {
-    ["", "127.0.0.1:19092", "127.0.0.1:19093", "127.0.0.1:19094"][node as usize]
+    &support::cluster().brokers[&node]
 }
 
 /// Who plays which part: the partition's first leader, the follower that gets paused (never

@@ -71,6 +71,8 @@ pub fn testbed(args: &[&str]) -> Value {
 pub struct Cluster {
     pub bootstrap: String,
     pub version: String,
+    /// node id -> "host:port", the brokers' own addresses.
+    pub brokers: BTreeMap<i32, String>,
 }
 
 /// The cluster, started once per test run (`testbed up` is idempotent: a healthy cluster of
@@ -82,6 +84,12 @@ pub fn cluster() -> &'static Cluster {
         Cluster {
             bootstrap: v["bootstrap"].as_str().expect("bootstrap").to_string(),
             version: v["version"].as_str().unwrap_or("?").to_string(),
+            brokers: v["brokers"]
+                .as_object()
+                .expect("brokers in the testbed JSON")
+                .iter()
+                .map(|(id, addr)| (id.parse().unwrap(), addr.as_str().unwrap().to_string()))
+                .collect(),
         }
     })
 }
