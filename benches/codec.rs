@@ -24,7 +24,6 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -50,22 +49,12 @@ use kafka_protocol::records::{
 use tokio::io::{AsyncRead, ReadBuf};
 use uuid::Uuid;
 
-use fairlead::codec::frame::{check, Check, FrameReader};
-use fairlead::codec::header::{
-    correlation_id_at, parse_request, set_correlation_id, RESPONSE_CORRELATION_OFFSET,
-};
-use fairlead::codec::message::{
-    decode_body, decode_response, encode_request_with_header, encode_response,
-};
-use fairlead::codec::LEN_PREFIX;
 use fairlead::config::Config;
-use fairlead::leadership::TopicRef;
-use fairlead::listener::Listeners;
-use fairlead::proxy::Proxy;
-use fairlead::router::fetch::Fetch;
-use fairlead::router::partitioned::RoutedApi;
-use fairlead::router::produce::{all_batches_idempotent, Produce};
-use fairlead::security::UpstreamSecurity;
+use fairlead::testing::{
+    all_batches_idempotent, check_frame as check, correlation_id_at, decode_body, decode_response,
+    encode_request_with_header, encode_response, parse_request, set_correlation_id, Check, Fetch,
+    FrameReader, Produce, RoutedApi, TopicRef, LEN_PREFIX, RESPONSE_CORRELATION_OFFSET,
+};
 
 /// Record values are 1 KiB, the size the brief (and many real workloads) use.
 const VALUE_BYTES: usize = 1024;
@@ -731,11 +720,9 @@ fn metadata(c: &mut Criterion) {
 
     let mut cfg = Config::with_bootstrap("127.0.0.1:1");
     cfg.node_port_base = NODE_PORT_BASE;
-    // The receiver is dropped: listeners for the brokers are bound (once, on the first
-    // response) but never served.
-    let (listeners, _) = Listeners::new("127.0.0.1:0".parse().expect("addr"), NODE_PORT_BASE);
-    // Plaintext brokers, no SASL: the rewrite does not touch the connections.
-    let proxy: Arc<Proxy> = Proxy::new(cfg, listeners, Arc::new(UpstreamSecurity::default()));
+    // Ports for the brokers are bound (once, on the first response) but never served; plaintext
+    // brokers, no SASL: the rewrite does not touch the connections.
+    let cluster = fairlead::testing::cluster(cfg);
     let request = request_frame(
         ApiKey::Metadata,
         12,
@@ -745,7 +732,8 @@ fn metadata(c: &mut Criterion) {
     let mut g = c.benchmark_group("metadata_rewrite");
     both(&mut g, "v12_1000_partitions", frame.len(), 1, |b| {
         b.iter(|| {
-            fairlead::rewrite::response(&proxy, &hdr, black_box(frame.clone())).expect("rewrites")
+            fairlead::testing::rewrite_response(&cluster, &hdr, black_box(frame.clone()))
+                .expect("rewrites")
         })
     });
     g.finish();

@@ -16,8 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+use crate::cluster::Cluster;
 use crate::leadership::Leadership;
-use crate::proxy::Proxy;
 
 const BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -58,7 +58,7 @@ pub struct Readiness {
 
 pub async fn serve(
     listener: TcpListener,
-    proxy: Arc<Proxy>,
+    cluster: Arc<Cluster>,
     readiness: Arc<Readiness>,
     metrics: PrometheusHandle,
     mut shutdown: watch::Receiver<bool>,
@@ -75,7 +75,7 @@ pub async fn serve(
             },
             _ = shutdown.changed() => return,
         };
-        let (p, r, m) = (proxy.clone(), readiness.clone(), metrics.clone());
+        let (p, r, m) = (cluster.clone(), readiness.clone(), metrics.clone());
         tokio::spawn(async move {
             if tokio::time::timeout(Duration::from_secs(10), handle(sock, &p, &r, &m))
                 .await
@@ -89,7 +89,7 @@ pub async fn serve(
 
 async fn handle(
     mut sock: TcpStream,
-    proxy: &Proxy,
+    cluster: &Cluster,
     readiness: &Readiness,
     metrics: &PrometheusHandle,
 ) -> std::io::Result<()> {
@@ -125,7 +125,7 @@ async fn handle(
         }
         "/healthz" => respond(&mut sock, 200, "text/plain", "ok\n").await,
         "/readyz" => {
-            let (ready, why) = ready(proxy, readiness);
+            let (ready, why) = ready(cluster, readiness);
             respond(
                 &mut sock,
                 if ready { 200 } else { 503 },
@@ -136,7 +136,7 @@ async fn handle(
         }
         "/leadership" => {
             let body =
-                serde_json::to_string_pretty(&leadership_view(&proxy.leadership, &proxy.pool))
+                serde_json::to_string_pretty(&leadership_view(&cluster.leadership, &cluster.pool))
                     .unwrap_or_default();
             respond(&mut sock, 200, "application/json", &body).await
         }
@@ -152,18 +152,18 @@ async fn handle(
     }
 }
 
-fn ready(proxy: &Proxy, readiness: &Readiness) -> (bool, String) {
+fn ready(cluster: &Cluster, readiness: &Readiness) -> (bool, String) {
     if !readiness.listeners_bound.load(Ordering::Acquire) {
         return (false, "not ready: listeners not bound yet".into());
     }
-    match proxy.leadership.last_metadata() {
+    match cluster.leadership.last_metadata() {
         None => (false, "not ready: no metadata from the cluster yet".into()),
-        Some(t) if t.elapsed() > proxy.cfg.ready_max_metadata_age => (
+        Some(t) if t.elapsed() > cluster.cfg.ready_max_metadata_age => (
             false,
             format!(
                 "not ready: metadata is {}s old (limit {}s)",
                 t.elapsed().as_secs(),
-                proxy.cfg.ready_max_metadata_age.as_secs()
+                cluster.cfg.ready_max_metadata_age.as_secs()
             ),
         ),
         Some(t) => (

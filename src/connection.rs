@@ -16,25 +16,29 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::listener::ClientIo;
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
+use crate::cluster::Cluster;
 use crate::codec::frame::{FrameError, FrameReader, ReadTimeouts};
 use crate::codec::header::{parse_request, RequestHeader};
 use crate::metrics;
-use crate::proxy::Proxy;
 use crate::rewrite;
-use crate::router::{self, safe_to_resend, Pending};
+use crate::router::retry::resend_forwarded;
+use crate::router::{self, Pending, Router};
 use crate::upstream::pool::Pool;
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
 
+/// A client's byte stream: plain TCP or TLS.
+pub trait ClientIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> ClientIo for T {}
+
 /// The client's connection to its broker, replaceable when that broker goes away.
 struct Home {
-    proxy: Arc<Proxy>,
+    cluster: Arc<Cluster>,
     /// The broker the client chose (None: the bootstrap port).
     node: Option<i32>,
     current: Mutex<Arc<Upstream>>,
@@ -70,7 +74,7 @@ impl Home {
                 reason: "authenticated connection lost".into(),
             });
         }
-        let up = self.proxy.connect_home(self.node, true).await?;
+        let up = self.cluster.connect_home(self.node, true).await?;
         info!(
             old_node = cur.node(),
             new_node = up.node(),
@@ -97,14 +101,15 @@ impl Drop for ConnGauge {
 }
 
 pub async fn serve(
-    proxy: Arc<Proxy>,
+    router: Arc<Router>,
     peer: std::net::SocketAddr,
     socket: Box<dyn ClientIo>,
     node: Option<i32>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _gauge = ConnGauge::new();
-    let first = match proxy.connect_home(node, true).await {
+    let cluster = &router.cluster;
+    let first = match cluster.connect_home(node, true).await {
         Ok(up) => up,
         Err(e) => {
             warn!(error = %e, "no broker reachable for this client: closing its connection");
@@ -114,22 +119,22 @@ pub async fn serve(
     };
     debug!(broker = first.node(), "client connected");
     let home = Arc::new(Home {
-        proxy: proxy.clone(),
+        cluster: cluster.clone(),
         node,
         current: Mutex::new(first),
         reconnect: tokio::sync::Mutex::new(()),
         pinned: AtomicBool::new(false),
-        reroutes: Arc::new(Pool::new(proxy.upstream_cfg.clone())),
+        reroutes: Arc::new(Pool::new(cluster.upstream_cfg.clone())),
     });
     let mut client = ClientName::new(peer.ip().to_string());
     let (rd, wr) = tokio::io::split(socket);
-    let (tx, rx) = mpsc::channel::<Pending>(proxy.cfg.max_in_flight_per_connection);
-    let mut writer = tokio::spawn(write_loop(proxy.clone(), wr, rx, home.clone()));
+    let (tx, rx) = mpsc::channel::<Pending>(cluster.cfg.max_in_flight_per_connection);
+    let mut writer = tokio::spawn(write_loop(cluster.clone(), wr, rx, home.clone()));
     let timeouts = ReadTimeouts {
-        idle: proxy.cfg.client_idle_timeout,
-        frame: proxy.cfg.client_frame_timeout,
+        idle: cluster.cfg.client_idle_timeout,
+        frame: cluster.cfg.client_frame_timeout,
     };
-    let mut reader = FrameReader::with_timeouts(rd, proxy.cfg.max_frame_bytes, 8, timeouts);
+    let mut reader = FrameReader::with_timeouts(rd, cluster.cfg.max_frame_bytes, 8, timeouts);
 
     let mut writer_result = None;
     let reason: std::borrow::Cow<'static, str> = loop {
@@ -181,7 +186,7 @@ pub async fn serve(
             home.pinned.store(true, Ordering::Relaxed);
         }
         let who = client.of(&frame, &hdr);
-        match route_with_home(&proxy, &home, &who, frame, hdr).await {
+        match route_with_home(&router, &home, &who, frame, hdr).await {
             Ok(Some(p)) => {
                 if tx.send(p).await.is_err() {
                     break "response path ended".into();
@@ -199,7 +204,7 @@ pub async fn serve(
     drop(tx);
     // Answer what is in flight (bounded by the drain time on shutdown), then close.
     if writer_result.is_none() {
-        match tokio::time::timeout(proxy.cfg.drain_timeout, &mut writer).await {
+        match tokio::time::timeout(cluster.cfg.drain_timeout, &mut writer).await {
             Ok(w) => writer_result = Some(w),
             Err(_) => {
                 warn!("in-flight requests not answered within the drain time; closing");
@@ -215,17 +220,17 @@ pub async fn serve(
 /// Routes a request on the current home; if the home is gone before anything was sent,
 /// reconnects once and routes again.
 async fn route_with_home(
-    proxy: &Arc<Proxy>,
+    router: &Arc<Router>,
     home: &Home,
     client: &Arc<str>,
     frame: Bytes,
     hdr: RequestHeader,
 ) -> Result<Option<Pending>, UpstreamError> {
     let up = home.get().await?;
-    match router::route(proxy, &up, &home.reroutes, client, frame.clone(), hdr).await {
+    match router::route(router, &up, &home.reroutes, client, frame.clone(), hdr).await {
         Err(UpstreamError::Closed { .. }) => {
             let up = home.get().await?;
-            router::route(proxy, &up, &home.reroutes, client, frame, hdr).await
+            router::route(router, &up, &home.reroutes, client, frame, hdr).await
         }
         other => other,
     }
@@ -242,13 +247,13 @@ enum WriteError {
 }
 
 async fn write_loop(
-    proxy: Arc<Proxy>,
+    cluster: Arc<Cluster>,
     wr: tokio::io::WriteHalf<Box<dyn ClientIo>>,
     mut rx: mpsc::Receiver<Pending>,
     home: Arc<Home>,
 ) -> Result<(), WriteError> {
     let mut wr = wr;
-    let write_timeout = proxy.cfg.client_write_timeout;
+    let write_timeout = cluster.cfg.client_write_timeout;
     while let Some(p) = rx.recv().await {
         let (bytes, api, started) = match p {
             Pending::Forward {
@@ -257,7 +262,7 @@ async fn write_loop(
                 frame,
                 started,
             } => (
-                forward(&proxy, &home, reply, &hdr, frame).await?,
+                forward(&cluster, &home, reply, &hdr, frame).await?,
                 hdr.api_key,
                 started,
             ),
@@ -288,7 +293,7 @@ async fn write_loop(
 
 /// The home broker's answer to a forwarded request, rewritten if its API carries addresses.
 async fn forward(
-    proxy: &Arc<Proxy>,
+    cluster: &Arc<Cluster>,
     home: &Home,
     mut reply: ReplyRx,
     hdr: &RequestHeader,
@@ -299,7 +304,7 @@ async fn forward(
         let lost = match reply.await {
             Ok(Ok(resp)) => {
                 let resp = resp.freeze();
-                return match rewrite::response(proxy, hdr, resp.clone()) {
+                return match rewrite::response(cluster, hdr, resp.clone()) {
                     Ok(b) => Ok(b),
                     Err(e) => {
                         // The client may still understand what fairlead could not decode; but
@@ -326,7 +331,7 @@ async fn forward(
         // if that is harmless, else close the client connection as the broker would have.
         loop {
             attempts += 1;
-            if !safe_to_resend(hdr.known) || home.pinned.load(Ordering::Relaxed) || attempts > 3 {
+            if !resend_forwarded(hdr.known, home.pinned.load(Ordering::Relaxed), attempts) {
                 metrics::connection_closed("broker_lost_mid_request");
                 return Err(WriteError::Upstream(format!("broker connection lost with a {} request in flight that is not safe to repeat: {lost}", metrics::api_name(hdr.api_key))));
             }

@@ -7,7 +7,8 @@
 //!
 //! A request flows through the modules in this order:
 //!
-//! * [`listener`]: the bootstrap port and one port per broker (`node_port_base + node id`).
+//! * [`listener`]: accept loops on the ports of [`ports`]: the bootstrap port and one port per
+//!   broker (`node_port_base + node id`).
 //! * [`connection`]: one task pair per client: reader (route, send) and writer (answer in order).
 //! * [`codec`]: length-prefixed frames and headers, zero-copy; message bodies via kafka-protocol.
 //! * [`router`]: what to do with a request; [`router::partitioned`] splits partition-routed
@@ -21,16 +22,22 @@
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod codec;
 pub mod config;
-pub mod connection;
-pub mod leadership;
-pub mod listener;
-pub mod metrics;
-pub mod proxy;
-pub mod rewrite;
-pub mod router;
-pub mod security;
 pub mod server;
-pub mod upstream;
+#[doc(hidden)]
+pub mod testing;
+
+pub use admin::status;
+
+mod admin;
+mod cluster;
+mod codec;
+mod connection;
+mod leadership;
+mod listener;
+mod metrics;
+mod ports;
+mod rewrite;
+mod router;
+mod security;
+mod upstream;

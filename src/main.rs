@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         under_replicated,
     }) = cli.command
     {
-        return match fairlead::admin::status(&admin, under_replicated) {
+        return match fairlead::status(&admin, under_replicated) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("fairlead status: {e}");

@@ -10,10 +10,12 @@ use tokio::sync::{watch, Semaphore};
 use tracing::{info, warn};
 
 use crate::admin::{self, Readiness};
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::leadership::refresh::{RefreshError, Trigger};
-use crate::listener::{self, Listeners};
-use crate::proxy::Proxy;
+use crate::listener;
+use crate::ports::Ports;
+use crate::router::Router;
 use crate::security::tls::{TlsClient, TlsClientSettings, TlsServer};
 use crate::security::UpstreamSecurity;
 
@@ -38,7 +40,8 @@ pub enum StartError {
 
 /// A running fairlead.
 pub struct Server {
-    pub proxy: Arc<Proxy>,
+    pub cluster: Arc<Cluster>,
+    pub router: Arc<Router>,
     pub bootstrap_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
@@ -80,11 +83,13 @@ impl Server {
         for w in &cfg.warnings {
             warn!("{w}");
         }
-        let (listeners, bound_rx) = Listeners::new(cfg.listen, cfg.node_port_base);
-        let proxy = Proxy::new(cfg, listeners, security);
+        // Ports bind sockets as brokers become known; the accept loops take them from here.
+        let (bound_tx, bound_rx) = tokio::sync::mpsc::unbounded_channel();
+        let ports = Ports::new(cfg.listen, cfg.node_port_base, bound_tx);
+        let cluster = Cluster::new(cfg, ports, security);
         tokio::spawn(admin::serve(
             admin_listener,
-            proxy.clone(),
+            cluster.clone(),
             readiness.clone(),
             metrics,
             shutdown_rx.clone(),
@@ -94,8 +99,8 @@ impl Server {
         let started = Instant::now();
         let mut delay = Duration::from_millis(200);
         loop {
-            match proxy
-                .refresh(proxy.leadership.generation(), Trigger::Startup)
+            match cluster
+                .refresh(cluster.leadership.generation(), Trigger::Startup)
                 .await
             {
                 Ok(_) => break,
@@ -108,9 +113,9 @@ impl Server {
                     return Err(StartError::Refused(last));
                 }
                 Err(e) => {
-                    if started.elapsed() >= proxy.cfg.startup_timeout {
+                    if started.elapsed() >= cluster.cfg.startup_timeout {
                         return Err(StartError::ClusterUnreachable {
-                            bootstrap: proxy.cfg.bootstrap.join(","),
+                            bootstrap: cluster.cfg.bootstrap.join(","),
                             waited: started.elapsed(),
                             last: e.to_string(),
                         });
@@ -122,32 +127,33 @@ impl Server {
             }
         }
 
-        let bootstrap_addr =
-            proxy
-                .listeners
-                .bind_bootstrap()
-                .map_err(|source| StartError::Bind {
-                    addr: proxy.cfg.listen,
-                    source,
-                })?;
-        for id in proxy.leadership.brokers().keys() {
-            proxy.listeners.ensure_node(*id);
+        let bootstrap_addr = cluster
+            .ports
+            .bind_bootstrap()
+            .map_err(|source| StartError::Bind {
+                addr: cluster.cfg.listen,
+                source,
+            })?;
+        for id in cluster.leadership.brokers().keys() {
+            cluster.ports.ensure_node(*id);
         }
-        raise_fd_limit(proxy.cfg.max_connections, proxy.cfg.max_connections_set);
-        let connections = Arc::new(Semaphore::new(proxy.cfg.max_connections));
+        raise_fd_limit(cluster.cfg.max_connections, cluster.cfg.max_connections_set);
+        let connections = Arc::new(Semaphore::new(cluster.cfg.max_connections));
+        let router = Router::new(cluster.clone());
         tokio::spawn(listener::run(
-            proxy.clone(),
+            router.clone(),
             bound_rx,
             connections.clone(),
             listener_tls,
             shutdown_rx.clone(),
         ));
-        tokio::spawn(periodic_refresh(proxy.clone(), shutdown_rx.clone()));
-        tokio::spawn(close_incidents(proxy.clone(), shutdown_rx));
+        tokio::spawn(periodic_refresh(cluster.clone(), shutdown_rx.clone()));
+        tokio::spawn(close_incidents(cluster.clone(), shutdown_rx));
         readiness.listeners_bound.store(true, Ordering::Release);
-        info!(bootstrap = %bootstrap_addr, brokers = proxy.leadership.brokers().len(), "fairlead ready");
+        info!(bootstrap = %bootstrap_addr, brokers = cluster.leadership.brokers().len(), "fairlead ready");
         Ok(Server {
-            proxy,
+            cluster,
+            router,
             bootstrap_addr,
             admin_addr,
             shutdown,
@@ -159,9 +165,9 @@ impl Server {
     /// `drain_timeout`), then returns.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        let max = self.proxy.cfg.max_connections as u32;
+        let max = self.cluster.cfg.max_connections as u32;
         let drained = tokio::time::timeout(
-            self.proxy.cfg.drain_timeout + Duration::from_millis(500),
+            self.cluster.cfg.drain_timeout + Duration::from_millis(500),
             self.connections.acquire_many(max),
         )
         .await;
@@ -216,23 +222,23 @@ fn upstream_security(cfg: &Config) -> Result<UpstreamSecurity, StartError> {
     })
 }
 
-async fn periodic_refresh(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
-    let every = proxy.cfg.metadata_max_age;
+async fn periodic_refresh(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
+    let every = cluster.cfg.metadata_max_age;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
         }
         // Only if nothing refreshed in the meantime.
-        if proxy
+        if cluster
             .leadership
             .last_metadata()
             .is_some_and(|t| t.elapsed() < every / 2)
         {
             continue;
         }
-        if let Err(e) = proxy
-            .refresh(proxy.leadership.generation(), Trigger::Periodic)
+        if let Err(e) = cluster
+            .refresh(cluster.leadership.generation(), Trigger::Periodic)
             .await
         {
             warn!(error = %e, "periodic metadata refresh failed");
@@ -240,12 +246,12 @@ async fn periodic_refresh(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>
     }
 }
 
-async fn close_incidents(proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+async fn close_incidents(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.changed() => return,
         }
-        proxy.incidents.sweep();
+        cluster.incidents.sweep();
     }
 }

@@ -32,18 +32,12 @@ use kafka_protocol::records::{
 };
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
-use fairlead::codec::frame::FrameReader;
-use fairlead::codec::header::{
-    correlation_id_at, parse_request, set_correlation_id, REQUEST_CORRELATION_OFFSET,
-    RESPONSE_CORRELATION_OFFSET,
-};
-use fairlead::codec::message::{decode_body, encode_response};
 use fairlead::config::Config;
-use fairlead::listener::Listeners;
-use fairlead::proxy::Proxy;
-use fairlead::router::partitioned::RoutedApi;
-use fairlead::router::produce::{all_batches_idempotent, Produce};
-use fairlead::security::UpstreamSecurity;
+use fairlead::testing::{
+    all_batches_idempotent, correlation_id_at, decode_body, encode_response, parse_request,
+    set_correlation_id, Cluster, FrameReader, Produce, RoutedApi, Router,
+    REQUEST_CORRELATION_OFFSET, RESPONSE_CORRELATION_OFFSET,
+};
 
 // ---------------------------------------------------------------------------------------------
 // The counting allocator
@@ -244,21 +238,18 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn proxy(bootstrap: &str) -> Arc<Proxy> {
-    let (listeners, _) = Listeners::new("127.0.0.1:0".parse().unwrap(), 41000);
-    Proxy::new(
-        Config::with_bootstrap(bootstrap),
-        listeners,
-        Arc::new(UpstreamSecurity::default()),
-    )
+fn cluster(bootstrap: &str) -> Arc<Cluster> {
+    let mut cfg = Config::with_bootstrap(bootstrap);
+    cfg.node_port_base = 41000;
+    fairlead::testing::cluster(cfg)
 }
 
 /// What the client reader does with a request frame it forwards (see `connection::serve`).
 fn pass_request(frame: BytesMut) -> Bytes {
     let frame = frame.freeze();
     let hdr = parse_request(&frame).expect("header parses");
-    black_box(fairlead::router::expects_response(&frame, &hdr));
-    black_box(fairlead::router::safe_to_resend(hdr.known));
+    black_box(fairlead::testing::expects_response(&frame, &hdr));
+    black_box(fairlead::testing::safe_to_resend(hdr.known));
     black_box(hdr);
     frame
 }
@@ -301,14 +292,14 @@ fn forwarded_responses_allocate_nothing_per_frame() {
         .to_vec();
     let request = heartbeat_request();
     let hdr = parse_request(&request).unwrap();
-    let proxy = proxy("127.0.0.1:1");
+    let cluster = cluster("127.0.0.1:1");
     let rt = runtime();
     let allocations = rt.block_on(async {
         let mut reader = FrameReader::new(Replay::new(&[response], 1_000), MAX_FRAME, 4);
         let pass = |mut frame: BytesMut| {
             let theirs = correlation_id_at(&frame, RESPONSE_CORRELATION_OFFSET).unwrap();
             set_correlation_id(&mut frame, RESPONSE_CORRELATION_OFFSET, theirs - 958);
-            let out = fairlead::rewrite::response(&proxy, &hdr, frame.freeze()).unwrap();
+            let out = fairlead::testing::rewrite_response(&cluster, &hdr, frame.freeze()).unwrap();
             black_box(out)
         };
         for _ in 0..WARM_UP {
@@ -527,13 +518,13 @@ fn round_trip(pipeline: usize) -> (u64, u64, u64) {
         tokio::spawn(stub_broker(broker));
         let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let front_addr = front.local_addr().unwrap();
-        let proxy = proxy(&broker_addr);
+        let router = Router::new(cluster(&broker_addr));
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             let (socket, peer) = front.accept().await.unwrap();
             // As the listener does: without it, responses wait on delayed ACKs.
             socket.set_nodelay(true).unwrap();
-            fairlead::connection::serve(proxy, peer, Box::new(socket), None, shutdown).await;
+            fairlead::testing::serve(router, peer, Box::new(socket), None, shutdown).await;
         });
 
         let client = tokio::net::TcpStream::connect(front_addr).await.unwrap();

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
 use fairlead::config::{self, Cli, Config, FileConfig, RunArgs};
-use fairlead::metrics as m;
+use fairlead::testing::metrics as m;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 

@@ -101,7 +101,7 @@ impl Bed {
     }
 
     fn port(&self, node: i32) -> i32 {
-        self.server.proxy.cfg.node_port_base as i32 + node
+        self.server.cluster.cfg.node_port_base as i32 + node
     }
 
     /// Connects to broker `node`'s port on fairlead, or (None) to the bootstrap port.
@@ -1217,11 +1217,11 @@ async fn a_slow_rerouted_request_holds_up_no_other_client_and_no_refresh() {
 
     // A refresh while a's produce is still held: answered at once whichever broker it asks.
     let asked = Instant::now();
-    let proxy = &bed.server.proxy;
-    proxy
+    let cluster = &bed.server.cluster;
+    cluster
         .refresh(
-            proxy.leadership.generation(),
-            fairlead::leadership::refresh::Trigger::Periodic,
+            cluster.leadership.generation(),
+            fairlead::testing::Trigger::Periodic,
         )
         .await
         .expect("a Metadata refresh");
@@ -1668,7 +1668,7 @@ async fn replays_keep_partition_order_and_later_batches_wait_for_them() {
         )
         .await;
     assert_eq!(
-        bed.server.proxy.leadership.leader("t", 0).map(|l| l.node),
+        bed.server.cluster.leadership.leader("t", 0).map(|l| l.node),
         Some(2)
     );
 

@@ -44,15 +44,11 @@ use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Enc
 use proptest::prelude::*;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use fairlead::codec::frame::FrameReader;
-use fairlead::codec::header::parse_request;
-use fairlead::codec::message::{decode_body, decode_response, encode_response};
-use fairlead::codec::sanity::{self, Direction, Implausible};
-use fairlead::leadership::TopicRef;
-use fairlead::rewrite::api_versions;
-use fairlead::router::fetch::Fetch;
-use fairlead::router::partitioned::RoutedApi;
-use fairlead::router::produce::Produce;
+use fairlead::testing::sanity::{self, Direction, Implausible};
+use fairlead::testing::{
+    api_versions, decode_body, decode_response, encode_response, parse_request, Fetch, FrameReader,
+    Produce, RoutedApi, TopicRef,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Frames and headers
@@ -728,7 +724,7 @@ fn child_replays_regressions() {
         "request_decode" => targets::request_decode,
         "response_merge" => targets::response_merge,
         "rewrite" => targets::rewrite,
-        "written" => |d| targets::written(d, fairlead::router::written::same_batch_at),
+        "written" => |d| targets::written(d, fairlead::testing::same_batch_at),
         other => panic!("no replay for target {other}"),
     };
     for file in regressions(&target) {

@@ -28,7 +28,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
-use fairlead::codec::message::encode_response;
+use fairlead::testing::encode_response;
 
 /// Writes every seed under `root/<target>/`.
 pub fn write_all(root: &Path) {

@@ -9,31 +9,19 @@
 //!   fields if any][body]`, a response frame without its length prefix.
 //! * `written`: `[base offset: 8][length of the stored batch: 2][stored batch][sent batch]`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsResponse, MetadataResponse};
 use tokio::io::{AsyncRead, ReadBuf};
 
-use fairlead::codec::frame::FrameReader;
-use fairlead::codec::header::{parse_request, RequestHeader};
-use fairlead::codec::message::{
-    decode_body, decode_response, encode_request_with_header, encode_response,
-};
 use fairlead::config::Config;
-use fairlead::leadership::TopicRef;
-use fairlead::listener::Listeners;
-use fairlead::proxy::Proxy;
-use fairlead::rewrite::{self, api_versions};
-use fairlead::router::delete_records::DeleteRecords;
-use fairlead::router::fetch::Fetch;
-use fairlead::router::list_offsets::ListOffsets;
-use fairlead::router::offsets_for_leader_epoch::OffsetsForLeaderEpoch;
-use fairlead::router::partitioned::RoutedApi;
-use fairlead::router::produce::Produce;
-use fairlead::router::{self, expects_response};
-use fairlead::security::UpstreamSecurity;
+use fairlead::testing::{
+    api_versions, decode_body, decode_response, encode_request_with_header, encode_response,
+    expects_response, parse_request, rewrite_response, safe_to_resend, Cluster, DeleteRecords,
+    Fetch, FrameReader, ListOffsets, OffsetsForLeaderEpoch, Produce, RequestHeader, RoutedApi,
+    TopicRef,
+};
 
 /// Largest frame the `frame` target's reader accepts (the real default is 100 MiB; small keeps
 /// the fuzzer from spending its time on buffer growth).
@@ -145,7 +133,7 @@ pub fn request_decode(data: &[u8]) {
         return;
     };
     let _ = expects_response(&frame, &hdr);
-    let _ = router::safe_to_resend(hdr.known);
+    let _ = safe_to_resend(hdr.known);
     let Some(off) = hdr.body_offset else {
         return;
     };
@@ -286,8 +274,8 @@ pub fn rewrite(data: &[u8]) {
         known: Some(key),
         body_offset: None,
     };
-    let proxy = proxy();
-    let _ = rewrite::response(&proxy, &hdr, frame.clone());
+    let cluster = cluster();
+    let _ = rewrite_response(&cluster, &hdr, frame.clone());
     if key == ApiKey::ApiVersions {
         cap_keeps_its_promises(&frame, v);
     }
@@ -357,14 +345,12 @@ fn keep_ports_in_range(frame: Bytes, v: i16) -> Bytes {
     }
 }
 
-/// A fresh proxy per input: leadership learned from one input must not leak into the next, and
-/// ports bound for one are released (nothing accepts on them: their listener channel is closed).
-fn proxy() -> Arc<Proxy> {
+/// A fresh cluster handle per input: leadership learned from one input must not leak into the
+/// next, and ports bound for one are released (nothing accepts on them).
+fn cluster() -> Arc<Cluster> {
     let mut cfg = Config::with_bootstrap("127.0.0.1:1");
     cfg.node_port_base = NODE_PORT_BASE;
-    let listen: SocketAddr = "127.0.0.1:0".parse().unwrap();
-    let (listeners, _accept_nothing) = Listeners::new(listen, NODE_PORT_BASE);
-    Proxy::new(cfg, listeners, Arc::new(UpstreamSecurity::default()))
+    fairlead::testing::cluster(cfg)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,7 +359,7 @@ fn proxy() -> Arc<Proxy> {
 
 /// The produce-outcome check's batch comparison: the leader's stored batch against the one the
 /// client sent. Takes the comparison as an argument so this file builds whether or not it is
-/// public (the fuzz target passes `router::written::same_batch_at`).
+/// public (the fuzz target passes `testing::same_batch_at`).
 pub fn written(data: &[u8], same_batch_at: impl Fn(&Bytes, &Bytes, i64) -> Option<bool>) {
     let [o0, o1, o2, o3, o4, o5, o6, o7, l0, l1, rest @ ..] = data else {
         return;

@@ -3,10 +3,10 @@
 //! Message bodies are decoded with the `kafka-protocol` crate, and only for the APIs fairlead
 //! inspects (see `router` and `rewrite`); everything else stays an opaque `Bytes` frame.
 
+pub mod endpoints;
 pub mod frame;
 pub mod header;
 pub mod message;
 pub mod sanity;
 
-pub use frame::{FrameError, FrameReader, LEN_PREFIX};
-pub use header::{parse_request, RequestHeader};
+pub use frame::LEN_PREFIX;

@@ -104,14 +104,6 @@ pub fn walk(
     Ok(Some(w.at))
 }
 
-/// Whether [`check`] has a schema for this message, and the versions it covers.
-pub fn versions(api: ApiKey, dir: Direction) -> Option<(i16, i16)> {
-    SCHEMAS
-        .iter()
-        .find(|s| s.api == api && s.dir == dir)
-        .map(|s| (s.min, s.max))
-}
-
 struct Walker<'a> {
     b: &'a [u8],
     at: usize,

@@ -18,10 +18,10 @@ use kafka_protocol::messages::{
 };
 use tracing::debug;
 
+use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::codec::message::{decode_response, encode_response, MessageError};
 use crate::metrics;
-use crate::proxy::Proxy;
 
 /// Whether responses of this API are decoded on the forward path.
 pub fn inspects(key: Option<ApiKey>) -> bool {
@@ -39,7 +39,11 @@ pub fn inspects(key: Option<ApiKey>) -> bool {
 }
 
 /// Rewrites a forwarded response if its API carries broker addresses (or is ApiVersions).
-pub fn response(proxy: &Proxy, hdr: &RequestHeader, frame: Bytes) -> Result<Bytes, MessageError> {
+pub fn response(
+    cluster: &Cluster,
+    hdr: &RequestHeader,
+    frame: Bytes,
+) -> Result<Bytes, MessageError> {
     let Some(key) = hdr.known.filter(|k| inspects(Some(*k))) else {
         return Ok(frame);
     };
@@ -48,9 +52,9 @@ pub fn response(proxy: &Proxy, hdr: &RequestHeader, frame: Bytes) -> Result<Byte
     match key {
         ApiKey::Metadata => {
             let mut r: MetadataResponse = decode_response(&frame, key, v)?;
-            proxy.learn_metadata(&r);
+            cluster.learn_metadata(&r);
             for b in r.brokers.iter_mut() {
-                (b.host, b.port) = proxy.advertised(b.node_id.0);
+                (b.host, b.port) = cluster.advertised(b.node_id.0);
             }
             for t in &r.topics {
                 if t.error_code != 0 {
@@ -68,7 +72,7 @@ pub fn response(proxy: &Proxy, hdr: &RequestHeader, frame: Bytes) -> Result<Byte
             let mut r: FindCoordinatorResponse = decode_response(&frame, key, v)?;
             if v < 4 {
                 if r.error_code == 0 && r.node_id.0 >= 0 {
-                    (r.host, r.port) = proxy.advertised(r.node_id.0);
+                    (r.host, r.port) = cluster.advertised(r.node_id.0);
                 }
             } else {
                 for c in r
@@ -76,7 +80,7 @@ pub fn response(proxy: &Proxy, hdr: &RequestHeader, frame: Bytes) -> Result<Byte
                     .iter_mut()
                     .filter(|c| c.error_code == 0 && c.node_id.0 >= 0)
                 {
-                    (c.host, c.port) = proxy.advertised(c.node_id.0);
+                    (c.host, c.port) = cluster.advertised(c.node_id.0);
                 }
             }
             encode_response(&r, key, v, corr)
@@ -86,7 +90,7 @@ pub fn response(proxy: &Proxy, hdr: &RequestHeader, frame: Bytes) -> Result<Byte
             // endpoint_type 2 = controllers (KIP-919): not fronted by fairlead.
             if v < 1 || r.endpoint_type != 2 {
                 for b in r.brokers.iter_mut() {
-                    (b.host, b.port) = proxy.advertised(b.broker_id.0);
+                    (b.host, b.port) = cluster.advertised(b.broker_id.0);
                 }
             } else {
                 debug!("DescribeCluster for controllers passed through unchanged");
@@ -100,9 +104,7 @@ pub fn response(proxy: &Proxy, hdr: &RequestHeader, frame: Bytes) -> Result<Byte
             if r.node_endpoints.is_empty() {
                 return Ok(frame);
             }
-            for e in r.node_endpoints.iter_mut() {
-                (e.host, e.port) = proxy.advertised(e.node_id.0);
-            }
+            cluster.rewrite_endpoints(&mut r.node_endpoints);
             encode_response(&r, key, v, corr)
         }
         ApiKey::ShareAcknowledge => {
@@ -110,9 +112,7 @@ pub fn response(proxy: &Proxy, hdr: &RequestHeader, frame: Bytes) -> Result<Byte
             if r.node_endpoints.is_empty() {
                 return Ok(frame);
             }
-            for e in r.node_endpoints.iter_mut() {
-                (e.host, e.port) = proxy.advertised(e.node_id.0);
-            }
+            cluster.rewrite_endpoints(&mut r.node_endpoints);
             encode_response(&r, key, v, corr)
         }
         _ => Ok(frame),

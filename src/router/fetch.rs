@@ -15,8 +15,9 @@ use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse};
 
-use super::partitioned::{EndpointList, RoutedApi};
-use super::shape::{by_topic, by_topic_owned, name_and_id, topic_ref, union_endpoints};
+use super::partitioned::RoutedApi;
+use super::shape::{by_topic, by_topic_owned, name_and_id, topic_ref};
+use crate::codec::endpoints::{union_endpoints, EndpointList};
 use crate::leadership::TopicRef;
 
 pub struct Fetch;

@@ -22,14 +22,67 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
+use tokio::sync::Notify;
 
+use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
-use crate::proxy::Proxy;
 use crate::upstream::pool::Pool;
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
+use lanes::Lanes;
 use partitioned::{Conns, Dispatched, Job, JobError, RoutedApi};
+
+/// The router's state, shared by every client connection.
+pub struct Router {
+    pub cluster: Arc<Cluster>,
+    /// Per-producer partition order for produce (see `lanes`).
+    pub lanes: Arc<Lanes>,
+    /// Wakes every request waiting for a broker's answer every [`TICK`], to check whether it
+    /// should be given up on (see `partitioned`).
+    pub ticks: Arc<Notify>,
+}
+
+/// How often waiting requests are looked at.
+pub const TICK: Duration = Duration::from_millis(500);
+
+impl Router {
+    pub fn new(cluster: Arc<Cluster>) -> Arc<Router> {
+        let ticks = Arc::new(Notify::new());
+        start_ticker(&ticks);
+        Arc::new(Router {
+            cluster,
+            lanes: Arc::default(),
+            ticks,
+        })
+    }
+}
+
+/// One timer for every waiting request rather than one per request: a request's own 500 ms timer
+/// is nearly always the runtime's earliest, and registering an earlier timer than the one the
+/// runtime sleeps for wakes the runtime through its eventfd (a write and a spurious
+/// `epoll_wait` return, per request). Stops when the router is dropped. A router built outside
+/// a runtime (the codec benchmarks) has no ticks: its requests wait for an answer or their
+/// deadline.
+fn start_ticker(ticks: &Arc<Notify>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let ticks = Arc::downgrade(ticks);
+    rt.spawn(async move {
+        let mut every = tokio::time::interval(TICK);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            match ticks.upgrade() {
+                Some(t) => t.notify_waiters(),
+                None => return,
+            }
+        }
+    });
+}
 
 pub type JobFuture = Pin<Box<dyn Future<Output = Result<Bytes, JobError>> + Send>>;
 
@@ -52,7 +105,7 @@ pub enum Pending {
 
 /// Routes one request. Returns `None` when no response will come (acks=0 produce).
 pub async fn route(
-    proxy: &Arc<Proxy>,
+    router: &Arc<Router>,
     home: &Arc<Upstream>,
     reroutes: &Arc<Pool>,
     client: &Arc<str>,
@@ -63,21 +116,21 @@ pub async fn route(
     let started = Instant::now();
     let routed = match hdr.known {
         Some(ApiKey::Produce) => {
-            dispatch::<produce::Produce>(proxy, conns, Some((&proxy.lanes, client)), &frame, &hdr)
+            dispatch::<produce::Produce>(router, conns, Some((&router.lanes, client)), &frame, &hdr)
                 .await?
         }
-        Some(ApiKey::Fetch) => dispatch::<fetch::Fetch>(proxy, conns, None, &frame, &hdr).await?,
+        Some(ApiKey::Fetch) => dispatch::<fetch::Fetch>(router, conns, None, &frame, &hdr).await?,
         Some(ApiKey::ListOffsets) => {
-            dispatch::<list_offsets::ListOffsets>(proxy, conns, None, &frame, &hdr).await?
+            dispatch::<list_offsets::ListOffsets>(router, conns, None, &frame, &hdr).await?
         }
         Some(ApiKey::OffsetForLeaderEpoch) => {
             dispatch::<offsets_for_leader_epoch::OffsetsForLeaderEpoch>(
-                proxy, conns, None, &frame, &hdr,
+                router, conns, None, &frame, &hdr,
             )
             .await?
         }
         Some(ApiKey::DeleteRecords) => {
-            dispatch::<delete_records::DeleteRecords>(proxy, conns, None, &frame, &hdr).await?
+            dispatch::<delete_records::DeleteRecords>(router, conns, None, &frame, &hdr).await?
         }
         _ => Outcome::Forward,
     };
@@ -106,14 +159,14 @@ enum Outcome {
 }
 
 async fn dispatch<A: RoutedApi>(
-    proxy: &Arc<Proxy>,
+    router: &Arc<Router>,
     conns: Conns<'_>,
     lanes: Option<(&Arc<lanes::Lanes>, &Arc<str>)>,
     frame: &Bytes,
     hdr: &RequestHeader,
 ) -> Result<Outcome, UpstreamError> {
     Ok(
-        match Job::<A>::dispatch(proxy, conns, lanes, frame.clone(), hdr).await? {
+        match Job::<A>::dispatch(router, conns, lanes, frame.clone(), hdr).await? {
             Dispatched::Job(job) => Outcome::Job(Box::pin(job.complete())),
             Dispatched::NoResponse => Outcome::NoResponse,
             Dispatched::Forward => Outcome::Forward,
@@ -153,31 +206,6 @@ fn produce_acks(frame: &[u8], hdr: &RequestHeader) -> Option<i16> {
         }
     }
     Some(i16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]))
-}
-
-/// APIs that may be re-sent on a new connection when the client's broker connection drops with
-/// them in flight: reads without side effects. Anything else gets the connection closed, as a
-/// direct client would.
-pub fn safe_to_resend(key: Option<ApiKey>) -> bool {
-    matches!(
-        key,
-        Some(
-            ApiKey::ApiVersions
-                | ApiKey::Metadata
-                | ApiKey::FindCoordinator
-                | ApiKey::DescribeCluster
-                | ApiKey::ListGroups
-                | ApiKey::DescribeGroups
-                | ApiKey::OffsetFetch
-                | ApiKey::DescribeConfigs
-                | ApiKey::DescribeAcls
-                | ApiKey::DescribeLogDirs
-                | ApiKey::DescribeProducers
-                | ApiKey::DescribeTransactions
-                | ApiKey::ListTransactions
-                | ApiKey::DescribeTopicPartitions
-        )
-    )
 }
 
 #[cfg(test)]

@@ -23,6 +23,8 @@ use tracing::{debug, warn};
 
 use super::lanes::{LaneKey, Lanes, Want};
 use super::retry::{decide, is_leadership_code, Decision, Failure, ProduceFacts};
+use crate::cluster::Cluster;
+use crate::codec::endpoints::EndpointList;
 use crate::codec::header::RequestHeader;
 use crate::codec::message::{
     decode_body, decode_response, encode_request_with_header, encode_response,
@@ -31,7 +33,6 @@ use crate::codec::LEN_PREFIX;
 use crate::leadership::refresh::Trigger;
 use crate::leadership::TopicRef;
 use crate::metrics;
-use crate::proxy::Proxy;
 use crate::upstream::pool::Pool;
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
 
@@ -120,7 +121,7 @@ pub trait RoutedApi: Send + Sync + 'static {
     /// Produce only: find out whether a partition's batch that a former leader appended
     /// (base offset given) is in the current leader's log (see `written`).
     fn check_written(
-        _proxy: Arc<Proxy>,
+        _proxy: Arc<Cluster>,
         _topic: TopicRef,
         _req: Self::PartReq,
         _base_offset: i64,
@@ -138,23 +139,6 @@ pub enum Checked<P> {
     Written(P),
     NotWritten,
     Unknown,
-}
-
-/// Called with (node id, host, port, rack) of each endpoint; may change host and port.
-pub type EndpointVisitor<'a> = dyn FnMut(
-        &mut i32,
-        &mut kafka_protocol::protocol::StrBytes,
-        &mut i32,
-        Option<&kafka_protocol::protocol::StrBytes>,
-    ) + 'a;
-
-/// A list of KIP-951 node endpoints, whatever the response type.
-pub trait EndpointList {
-    fn visit(&mut self, f: &mut EndpointVisitor<'_>);
-    fn len(&self) -> usize;
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// The connections a client connection's requests may use: its home (the broker it chose) and
@@ -181,7 +165,9 @@ struct Sent {
 }
 
 pub struct Job<A: RoutedApi> {
-    proxy: Arc<Proxy>,
+    cluster: Arc<Cluster>,
+    /// The router's shared tick (see `router::TICK`).
+    ticks: Arc<tokio::sync::Notify>,
     version: i16,
     correlation_id: i32,
     /// The client's header bytes (between length prefix and body), reused for every part.
@@ -215,13 +201,14 @@ pub enum Dispatched<A: RoutedApi> {
 impl<A: RoutedApi> Job<A> {
     /// Decodes, routes and sends a request. `frame` is the client's whole frame.
     pub async fn dispatch(
-        proxy: &Arc<Proxy>,
+        router: &Arc<super::Router>,
         conns: Conns<'_>,
         lanes: Option<(&Arc<Lanes>, &Arc<str>)>,
         frame: Bytes,
         hdr: &RequestHeader,
     ) -> Result<Dispatched<A>, UpstreamError> {
         let Conns { home, reroutes } = conns;
+        let cluster = &router.cluster;
         let version = hdr.api_version;
         let Some(body_offset) = hdr.body_offset else {
             return Ok(Dispatched::Forward);
@@ -240,7 +227,7 @@ impl<A: RoutedApi> Job<A> {
         let started = Instant::now();
         let (mut envelope, mut parts) = A::flatten(req);
         let mut changed = A::prepare(&mut envelope, version);
-        let leadership = &proxy.leadership;
+        let leadership = &cluster.leadership;
         let generation = leadership.generation();
         let home_node = home.node();
 
@@ -285,7 +272,7 @@ impl<A: RoutedApi> Job<A> {
         }
         if unknown {
             // Learn about it in the background; this request goes to the client's broker.
-            let p = proxy.clone();
+            let p = cluster.clone();
             tokio::spawn(async move {
                 let _ = p.refresh(generation, Trigger::Unknown).await;
             });
@@ -299,7 +286,9 @@ impl<A: RoutedApi> Job<A> {
         if rerouted > 0 {
             metrics::rerouted(A::KEY as i16, rerouted);
             for ((topic, p), _) in parts.iter().zip(&dest).filter(|(_, d)| **d != home_node) {
-                proxy.incidents.rerouted(leadership, topic, A::partition(p));
+                cluster
+                    .incidents
+                    .rerouted(leadership, topic, A::partition(p));
                 if metrics::topic_labels() {
                     if let Some(name) = leadership.name_of(topic) {
                         metrics::topic_rerouted(A::KEY as i16, &name, 1);
@@ -314,7 +303,7 @@ impl<A: RoutedApi> Job<A> {
             let up = if node == home_node {
                 Ok(home.clone())
             } else {
-                proxy.upstream_in(reroutes, node).await
+                cluster.upstream_in(reroutes, node).await
             };
             targets.push((node, idx, up));
         }
@@ -432,7 +421,8 @@ impl<A: RoutedApi> Job<A> {
             return Ok(Dispatched::NoResponse);
         }
         Ok(Dispatched::Job(Box::new(Job {
-            proxy: proxy.clone(),
+            cluster: cluster.clone(),
+            ticks: router.ticks.clone(),
             version,
             correlation_id: hdr.correlation_id,
             header,
@@ -476,7 +466,7 @@ impl<A: RoutedApi> Job<A> {
         // client forever: past what the broker may legitimately take plus the absorb budget,
         // the connection is abandoned and the outcome treated as unknown.
         let answer_by =
-            self.started + A::broker_wait(&self.envelope) + self.proxy.cfg.absorb_timeout;
+            self.started + A::broker_wait(&self.envelope) + self.cluster.cfg.absorb_timeout;
         let sent = std::mem::take(&mut self.sent);
         for mut s in sent {
             for i in &s.idx {
@@ -520,10 +510,10 @@ impl<A: RoutedApi> Job<A> {
         }
 
         // The retry loop: re-send what the rules allow until nothing is left or time runs out.
-        let absorb_by = self.started + self.proxy.cfg.absorb_timeout;
+        let absorb_by = self.started + self.cluster.cfg.absorb_timeout;
         let deadline =
             A::hold_limit(&self.envelope).map_or(absorb_by, |d| absorb_by.min(self.started + d));
-        let mut backoff = Duration::from_millis(self.proxy.cfg.retry_backoff_ms);
+        let mut backoff = Duration::from_millis(self.cluster.cfg.retry_backoff_ms);
         let mut retried = false;
         let mut absorb_started: Option<Instant> = None;
         let mut seen_generation = self.generation;
@@ -581,9 +571,9 @@ impl<A: RoutedApi> Job<A> {
                 }
                 if gave_up < todo.len() {
                     // The client asks again at once: let its next request find the leader known.
-                    let (proxy, seen) = (self.proxy.clone(), seen_generation);
+                    let (cluster, seen) = (self.cluster.clone(), seen_generation);
                     tokio::spawn(async move {
-                        let _ = proxy.refresh(seen, Trigger::Error).await;
+                        let _ = cluster.refresh(seen, Trigger::Error).await;
                     });
                     debug!(api = ?A::KEY, partitions = todo.len() - gave_up, waited_ms = self.started.elapsed().as_millis() as u64, "held long enough: answered with no records, the client asks again");
                 }
@@ -601,15 +591,15 @@ impl<A: RoutedApi> Job<A> {
                 *d == Decision::WaitThenReroute
                     || (matches!(d, Decision::Reroute | Decision::Verify)
                         && self
-                            .proxy
+                            .cluster
                             .leadership
                             .leader_of(&self.parts[*i].0, A::partition(&self.parts[*i].1))
                             .is_none_or(|l| l.node == last_node[*i]))
             });
             if stale {
                 // Single-flight: concurrent failures share one Metadata round trip.
-                let _ = self.proxy.refresh(seen_generation, Trigger::Error).await;
-                seen_generation = self.proxy.leadership.generation();
+                let _ = self.cluster.refresh(seen_generation, Trigger::Error).await;
+                seen_generation = self.cluster.leadership.generation();
             }
             if Instant::now() >= deadline {
                 // The wait (or the refresh) used up the time: a re-send now could not be
@@ -630,7 +620,7 @@ impl<A: RoutedApi> Job<A> {
                 let base = answers[*i].as_ref().map(A::base_offset).unwrap_or(-1);
                 let (topic, req) = &self.parts[*i];
                 let Some(check) = A::check_written(
-                    self.proxy.clone(),
+                    self.cluster.clone(),
                     topic.clone(),
                     req.clone(),
                     base,
@@ -654,7 +644,7 @@ impl<A: RoutedApi> Job<A> {
                 let (topic, p) = &mut self.parts[*i];
                 let target = match d {
                     Decision::RetrySame => last_node[*i],
-                    _ => match self.proxy.leadership.partition_of(topic, A::partition(p)) {
+                    _ => match self.cluster.leadership.partition_of(topic, A::partition(p)) {
                         Some(s) if s.leader >= 0 => {
                             if A::leader_epoch(p).is_some_and(|e| e >= 0) {
                                 A::set_leader_epoch(p, s.epoch);
@@ -685,7 +675,7 @@ impl<A: RoutedApi> Job<A> {
                     self.version,
                 )
                 .map_err(|e| JobError::Undecodable(e.to_string()))?;
-                let rx = match self.proxy.upstream_in(&self.reroutes, node).await {
+                let rx = match self.cluster.upstream_in(&self.reroutes, node).await {
                     Ok(up) => up.send(frame.freeze(), true).ok().flatten(),
                     Err(e) => {
                         debug!(api = ?A::KEY, node, error = %e, "replay target unreachable");
@@ -767,12 +757,12 @@ impl<A: RoutedApi> Job<A> {
                 if !is_leadership_code(final_code) {
                     metrics::absorbed(A::KEY as i16, code);
                     if metrics::topic_labels() {
-                        if let Some(name) = self.proxy.leadership.name_of(&self.parts[i].0) {
+                        if let Some(name) = self.cluster.leadership.name_of(&self.parts[i].0) {
                             metrics::topic_absorbed(A::KEY as i16, code, &name);
                         }
                     }
-                    self.proxy.incidents.absorbed(
-                        &self.proxy.leadership,
+                    self.cluster.incidents.absorbed(
+                        &self.cluster.leadership,
                         &self.parts[i].0,
                         A::partition(&self.parts[i].1),
                     );
@@ -815,7 +805,7 @@ impl<A: RoutedApi> Job<A> {
             })
             .collect();
         if let Some(list) = A::node_endpoints(&mut envelope) {
-            self.proxy.rewrite_endpoints(list);
+            self.cluster.rewrite_endpoints(list);
         }
         let resp = A::build_resp(envelope, parts);
         encode_response(&resp, A::KEY, self.version, self.correlation_id)
@@ -840,12 +830,12 @@ impl<A: RoutedApi> Job<A> {
         // and a non-idempotent write given up on is a NETWORK_EXCEPTION for the client.
         const SILENT_FOR: Duration = Duration::from_secs(6);
         // Registered once and far off: later than the shared tick, so it never wakes the
-        // runtime early (see `proxy::start_ticker`).
+        // runtime early (see `router::start_ticker`).
         let give_up = tokio::time::sleep_until(answer_by.into());
         tokio::pin!(give_up);
         loop {
             // Created before waiting, so a tick while this request is polled is not missed.
-            let tick = self.proxy.ticks.notified();
+            let tick = self.ticks.notified();
             tokio::select! {
                 biased;
                 reply = &mut rx => match reply {
@@ -864,16 +854,16 @@ impl<A: RoutedApi> Job<A> {
                     if self.started.elapsed() >= MOVED_FOR {
                         // Nothing else will tell fairlead that leadership left a broker that
                         // stopped answering: ask (single-flight, so one refresh per round).
-                        let (proxy, seen) =
-                            (self.proxy.clone(), self.proxy.leadership.generation());
+                        let (cluster, seen) =
+                            (self.cluster.clone(), self.cluster.leadership.generation());
                         tokio::spawn(async move {
-                            let _ = proxy.refresh(seen, Trigger::SlowBroker).await;
+                            let _ = cluster.refresh(seen, Trigger::SlowBroker).await;
                         });
                     }
                     let moved_away = s.idx.iter().all(|i| {
                         let (topic, p) = &self.parts[*i];
                         // the leader changed after this request went out, a while ago
-                        self.proxy
+                        self.cluster
                             .leadership
                             .partition_of(topic, A::partition(p))
                             .is_some_and(|st| {
@@ -908,7 +898,7 @@ impl<A: RoutedApi> Job<A> {
     ) {
         let (mut env, parts) = A::flatten_resp(resp);
         if let Some(list) = A::node_endpoints(&mut env) {
-            self.proxy.learn_endpoints(list);
+            self.cluster.learn_endpoints(list);
         }
         let mut by_key: HashMap<(TopicRef, i32), A::PartResp> = parts
             .into_iter()
@@ -921,15 +911,15 @@ impl<A: RoutedApi> Job<A> {
                     let code = A::error_code(&p);
                     if is_leadership_code(code) {
                         if first_code[*i].is_none() {
-                            self.proxy.incidents.error_seen(
-                                &self.proxy.leadership,
+                            self.cluster.incidents.error_seen(
+                                &self.cluster.leadership,
                                 topic,
                                 A::partition(req),
                             );
                         }
                         first_code[*i].get_or_insert(code);
                         if let Some((leader, epoch)) = A::leader_hint(&p) {
-                            self.proxy
+                            self.cluster
                                 .learn_leader(topic, A::partition(req), leader, epoch);
                         }
                     }

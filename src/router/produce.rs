@@ -12,11 +12,12 @@ use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::partitioned::{BoxFuture, Checked, EndpointList, RoutedApi};
-use super::shape::{by_topic, by_topic_owned, name_and_id, topic_ref, union_endpoints};
+use super::partitioned::{BoxFuture, Checked, RoutedApi};
+use super::shape::{by_topic, by_topic_owned, name_and_id, topic_ref};
 use super::written::{self, Written};
+use crate::cluster::Cluster;
+use crate::codec::endpoints::{union_endpoints, EndpointList};
 use crate::leadership::TopicRef;
-use crate::proxy::Proxy;
 
 pub struct Produce;
 
@@ -136,7 +137,7 @@ impl RoutedApi for Produce {
     }
 
     fn check_written(
-        proxy: Arc<Proxy>,
+        cluster: Arc<Cluster>,
         topic: TopicRef,
         req: PartitionProduceData,
         base_offset: i64,
@@ -144,7 +145,8 @@ impl RoutedApi for Produce {
     ) -> Option<BoxFuture<Checked<PartitionProduceResponse>>> {
         let records = req.records.clone()?;
         Some(Box::pin(async move {
-            match written::check(&proxy, &topic, req.index, &records, base_offset, deadline).await {
+            match written::check(&cluster, &topic, req.index, &records, base_offset, deadline).await
+            {
                 Written::Yes {
                     log_start_offset,
                     log_append_time_ms,

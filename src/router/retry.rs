@@ -116,6 +116,42 @@ pub fn is_leadership_code(code: i16) -> bool {
     )
 }
 
+/// APIs that may be re-sent on a new connection when the client's broker connection drops with
+/// them in flight: reads without side effects. Anything else gets the connection closed, as a
+/// direct client would.
+pub fn safe_to_resend(key: Option<ApiKey>) -> bool {
+    matches!(
+        key,
+        Some(
+            ApiKey::ApiVersions
+                | ApiKey::Metadata
+                | ApiKey::FindCoordinator
+                | ApiKey::DescribeCluster
+                | ApiKey::ListGroups
+                | ApiKey::DescribeGroups
+                | ApiKey::OffsetFetch
+                | ApiKey::DescribeConfigs
+                | ApiKey::DescribeAcls
+                | ApiKey::DescribeLogDirs
+                | ApiKey::DescribeProducers
+                | ApiKey::DescribeTransactions
+                | ApiKey::ListTransactions
+                | ApiKey::DescribeTopicPartitions
+        )
+    )
+}
+
+/// How many times a forwarded request whose broker connection was lost is sent again.
+pub const MAX_RESENDS: u32 = 3;
+
+/// Whether a forwarded request (not routed: it went on the client's own broker connection) is
+/// sent again after that connection was lost with it in flight, on attempt `attempt` (1 =
+/// the first re-send). Never on a connection the client authenticated itself (SASL
+/// passthrough): a new one would not carry its identity.
+pub fn resend_forwarded(key: Option<ApiKey>, client_authenticated: bool, attempt: u32) -> bool {
+    safe_to_resend(key) && !client_authenticated && attempt <= MAX_RESENDS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

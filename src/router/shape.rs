@@ -1,9 +1,7 @@
 //! Helpers for rebuilding topic -> partitions nesting from flat partition lists.
 
-use kafka_protocol::messages::{fetch_response, produce_response};
 use kafka_protocol::protocol::StrBytes;
 
-use super::partitioned::{EndpointList, EndpointVisitor};
 use crate::leadership::TopicRef;
 
 /// Groups partitions by topic, topics in order of first appearance, partitions in order.
@@ -46,32 +44,5 @@ pub fn name_and_id(t: &TopicRef) -> (StrBytes, uuid::Uuid) {
     match t {
         TopicRef::Name(n) => (n.clone(), uuid::Uuid::nil()),
         TopicRef::Id(id) => (StrBytes::default(), *id),
-    }
-}
-
-macro_rules! endpoint_list {
-    ($t:ty) => {
-        impl EndpointList for Vec<$t> {
-            fn visit(&mut self, f: &mut EndpointVisitor<'_>) {
-                for e in self.iter_mut() {
-                    f(&mut e.node_id.0, &mut e.host, &mut e.port, e.rack.as_ref());
-                }
-            }
-            fn len(&self) -> usize {
-                Vec::len(self)
-            }
-        }
-    };
-}
-
-endpoint_list!(produce_response::NodeEndpoint);
-endpoint_list!(fetch_response::NodeEndpoint);
-
-/// Adds endpoints of `from` not already in `into` (by node id).
-pub fn union_endpoints<T: Clone>(into: &mut Vec<T>, from: &[T], id: impl Fn(&T) -> i32) {
-    for e in from {
-        if !into.iter().any(|x| id(x) == id(e)) {
-            into.push(e.clone());
-        }
     }
 }

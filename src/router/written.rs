@@ -35,10 +35,10 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder};
 use tracing::debug;
 
+use crate::cluster::Cluster;
 use crate::codec::sanity;
 use crate::leadership::TopicRef;
 use crate::metrics;
-use crate::proxy::Proxy;
 
 /// Fetch v12: topic names, leader epochs; spoken by every broker line fairlead supports.
 const FETCH_VERSION: i16 = 12;
@@ -70,34 +70,34 @@ impl Written {
 }
 
 pub async fn check(
-    proxy: &Arc<Proxy>,
+    cluster: &Arc<Cluster>,
     topic: &TopicRef,
     partition: i32,
     records: &Bytes,
     base_offset: i64,
     deadline: Instant,
 ) -> Written {
-    let w = ask(proxy, topic, partition, records, base_offset, deadline).await;
+    let w = ask(cluster, topic, partition, records, base_offset, deadline).await;
     metrics::produce_check(w.label());
     debug!(%topic, partition, base_offset, result = w.label(), "looked for a produce batch in the leader's log");
     w
 }
 
 async fn ask(
-    proxy: &Arc<Proxy>,
+    cluster: &Arc<Cluster>,
     topic: &TopicRef,
     partition: i32,
     records: &Bytes,
     base_offset: i64,
     deadline: Instant,
 ) -> Written {
-    let Some(name) = proxy.leadership.name_of(topic) else {
+    let Some(name) = cluster.leadership.name_of(topic) else {
         return Written::Unknown;
     };
-    let Some(leader) = proxy.leadership.leader(&name, partition) else {
+    let Some(leader) = cluster.leadership.leader(&name, partition) else {
         return Written::Unknown;
     };
-    let Ok(up) = proxy.upstream(leader.node).await else {
+    let Ok(up) = cluster.upstream(leader.node).await else {
         return Written::Unknown;
     };
     let timeout = deadline

@@ -32,7 +32,6 @@ pub enum ScramError {
 /// One SCRAM conversation.
 pub struct Scram {
     hash: Hash,
-    username: String,
     password: String,
     client_nonce: String,
     client_first_bare: String,
@@ -50,16 +49,11 @@ impl Scram {
         let user = username.replace('=', "=3D").replace(',', "=2C");
         Scram {
             hash,
-            username: username.to_string(),
             password: password.to_string(),
             client_nonce: nonce.to_string(),
             client_first_bare: format!("n={user},r={nonce}"),
             expected_server_signature: None,
         }
-    }
-
-    pub fn username(&self) -> &str {
-        &self.username
     }
 
     /// client-first-message

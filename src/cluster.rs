@@ -1,71 +1,42 @@
-//! State shared by every connection: configuration, the leadership cache and its refresher,
-//! the upstream pool, and the per-broker listeners.
+//! The cluster as fairlead knows and reaches it, shared by every connection: configuration,
+//! who leads what (the leadership cache and its refresher), fairlead's own broker connections,
+//! the ports clients reach each broker at, and the incident log of leadership changes.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use kafka_protocol::messages::MetadataResponse;
 use kafka_protocol::protocol::StrBytes;
-use tokio::sync::Notify;
 use tracing::{debug, warn};
 
+use crate::codec::endpoints::EndpointList;
 use crate::config::Config;
 use crate::leadership::incidents::Incidents;
 use crate::leadership::refresh::{RefreshError, Refreshed, Refresher, Trigger};
 use crate::leadership::{Broker, LeaderChange, Leadership, Observed, TopicRef};
-use crate::listener::Listeners;
-use crate::router::lanes::Lanes;
-use crate::router::partitioned::EndpointList;
+use crate::ports::Ports;
 use crate::security::UpstreamSecurity;
 use crate::upstream::pool::Pool;
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamError};
 
-pub struct Proxy {
+pub struct Cluster {
     pub cfg: Arc<Config>,
+    /// Who leads each partition, and where each broker is.
     pub leadership: Arc<Leadership>,
+    /// fairlead's own Metadata requests, single-flight.
     pub refresher: Refresher,
+    /// fairlead's own broker connections (Metadata, log checks): never a client's request.
     pub pool: Arc<Pool>,
-    pub listeners: Listeners,
+    /// The ports clients reach each broker at; new brokers get theirs as soon as they are seen.
+    pub ports: Ports,
+    /// How every broker connection is made (timeouts, TLS, SASL).
     pub upstream_cfg: UpstreamConfig,
     /// One log line per leadership change (see `leadership::incidents`).
     pub incidents: Incidents,
-    /// Per-producer partition order for produce (see `router::lanes`).
-    pub lanes: Arc<Lanes>,
-    /// Wakes every request waiting for a broker's answer twice a second, to check whether it
-    /// should be given up on (see `router::partitioned`).
-    pub ticks: Arc<Notify>,
     advertised_host: StrBytes,
 }
 
-/// How often waiting requests are looked at.
-pub const TICK: Duration = Duration::from_millis(500);
-
-/// One timer for every waiting request rather than one per request: a request's own 500 ms timer
-/// is nearly always the runtime's earliest, and registering an earlier timer than the one the
-/// runtime sleeps for wakes the runtime through its eventfd (a write and a spurious
-/// `epoll_wait` return, per request). Stops when the proxy is dropped. A proxy built outside a
-/// runtime (the codec benchmarks) has no ticks: its requests wait for an answer or their
-/// deadline.
-fn start_ticker(ticks: &Arc<Notify>) {
-    let Ok(rt) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    let ticks = Arc::downgrade(ticks);
-    rt.spawn(async move {
-        let mut every = tokio::time::interval(TICK);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            every.tick().await;
-            match ticks.upgrade() {
-                Some(t) => t.notify_waiters(),
-                None => return,
-            }
-        }
-    });
-}
-
-impl Proxy {
-    pub fn new(cfg: Config, listeners: Listeners, security: Arc<UpstreamSecurity>) -> Arc<Proxy> {
+impl Cluster {
+    pub fn new(cfg: Config, ports: Ports, security: Arc<UpstreamSecurity>) -> Arc<Cluster> {
         let cfg = Arc::new(cfg);
         let upstream_cfg = UpstreamConfig {
             connect_timeout: cfg.connect_timeout,
@@ -81,18 +52,14 @@ impl Proxy {
             cfg.request_timeout,
         );
         let advertised_host = StrBytes::from_string(cfg.advertised_host.clone());
-        let ticks = Arc::new(Notify::new());
-        start_ticker(&ticks);
-        Arc::new(Proxy {
+        Arc::new(Cluster {
             cfg,
             leadership,
             refresher,
             pool,
-            listeners,
+            ports,
             upstream_cfg,
             incidents: Incidents::default(),
-            lanes: Arc::default(),
-            ticks,
             advertised_host,
         })
     }
@@ -170,7 +137,7 @@ impl Proxy {
 
     fn after_update(&self, new_brokers: &[i32], changes: &[LeaderChange]) {
         for id in new_brokers {
-            self.listeners.ensure_node(*id);
+            self.ports.ensure_node(*id);
         }
         for c in changes {
             debug!(
