@@ -215,7 +215,8 @@ pub struct PartitionView {
     pub isr: Vec<i32>,
     pub under_replicated: bool,
     /// Unix milliseconds of the last leader change fairlead saw (or when it first saw it).
-    pub last_change_ms: u64,
+    /// When fairlead saw the leader change (ms since the epoch); null: not since it started.
+    pub last_change_ms: Option<u64>,
 }
 
 pub fn leadership_view(l: &Leadership, pool: &crate::upstream::pool::Pool) -> LeadershipView {
@@ -233,11 +234,11 @@ pub fn leadership_view(l: &Leadership, pool: &crate::upstream::pool::Pool) -> Le
                 replicas: p.replicas.clone(),
                 isr: p.isr.clone(),
                 under_replicated: p.isr.len() < p.replicas.len(),
-                last_change_ms: p
-                    .changed_at
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
+                last_change_ms: p.changed_at.and_then(|t| {
+                    t.duration_since(UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_millis() as u64)
+                }),
             });
         }
     }

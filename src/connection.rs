@@ -113,7 +113,7 @@ pub async fn serve(
         Ok(up) => up,
         Err(e) => {
             warn!(error = %e, "no broker reachable for this client: closing its connection");
-            metrics::connection_closed("no_broker");
+            metrics::connection_closed(metrics::Closed::NoBroker);
             return;
         }
     };
@@ -150,12 +150,12 @@ pub async fn serve(
             Ok(Some(f)) => f.freeze(),
             Ok(None) => break "client closed the connection".into(),
             Err(FrameError::Idle(t)) => {
-                metrics::connection_closed("idle");
+                metrics::connection_closed(metrics::Closed::Idle);
                 debug!(idle_for = ?t, "closing idle client connection");
                 break "idle".into();
             }
             Err(e @ FrameError::Slow(_)) => {
-                metrics::connection_closed("slow_client");
+                metrics::connection_closed(metrics::Closed::SlowClient);
                 warn!(error = %e, "closing client connection: request frame too slow to arrive");
                 break "slow client".into();
             }
@@ -165,16 +165,16 @@ pub async fn serve(
                 break "client connection ended".into();
             }
             Err(e) => {
-                metrics::connection_closed("bad_frame");
+                metrics::connection_closed(metrics::Closed::BadFrame);
                 warn!(error = %e, "closing client connection: unreadable frame");
                 break "bad frame".into();
             }
         };
-        metrics::bytes(metrics::DIR_FROM_CLIENTS, frame.len());
+        metrics::bytes(metrics::Direction::FromClients, frame.len());
         let hdr = match parse_request(&frame) {
             Ok(h) => h,
             Err(e) => {
-                metrics::connection_closed("bad_header");
+                metrics::connection_closed(metrics::Closed::BadHeader);
                 warn!(error = %e, "closing client connection: malformed request header");
                 break "bad header".into();
             }
@@ -194,7 +194,7 @@ pub async fn serve(
             }
             Ok(None) => {}
             Err(e) => {
-                metrics::connection_closed("broker_unreachable");
+                metrics::connection_closed(metrics::Closed::BrokerUnreachable);
                 warn!(error = %e, "closing client connection: its broker is unreachable");
                 break "broker unreachable".into();
             }
@@ -268,7 +268,7 @@ async fn write_loop(
             ),
             Pending::Routed { job, hdr, started } => {
                 let bytes = job.await.map_err(|e| {
-                    metrics::connection_closed("merge_failed");
+                    metrics::connection_closed(metrics::Closed::MergeFailed);
                     WriteError::Upstream(e.to_string())
                 })?;
                 (bytes, hdr.api_key, started)
@@ -280,11 +280,11 @@ async fn write_loop(
         match tokio::time::timeout(write_timeout, wr.write_all(&bytes)).await {
             Ok(r) => r?,
             Err(_) => {
-                metrics::connection_closed("client_not_reading");
+                metrics::connection_closed(metrics::Closed::ClientNotReading);
                 return Err(WriteError::NotReading(write_timeout));
             }
         }
-        metrics::bytes(metrics::DIR_TO_CLIENTS, bytes.len());
+        metrics::bytes(metrics::Direction::ToClients, bytes.len());
         metrics::request_duration(api, started.elapsed());
     }
     let _ = wr.shutdown().await;
@@ -332,7 +332,7 @@ async fn forward(
         loop {
             attempts += 1;
             if !resend_forwarded(hdr.known, home.pinned.load(Ordering::Relaxed), attempts) {
-                metrics::connection_closed("broker_lost_mid_request");
+                metrics::connection_closed(metrics::Closed::BrokerLostMidRequest);
                 return Err(WriteError::Upstream(format!("broker connection lost with a {} request in flight that is not safe to repeat: {lost}", metrics::api_name(hdr.api_key))));
             }
             let up = home

@@ -68,7 +68,7 @@ async fn accept_loop(
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             warn!(%peer, limit = router.cluster.cfg.max_connections, "connection refused: max_connections reached");
-            metrics::connection_closed("limit");
+            metrics::connection_closed(metrics::Closed::Limit);
             drop(socket);
             continue;
         };
@@ -88,12 +88,12 @@ async fn accept_loop(
                             Ok(Ok(s)) => Box::new(s),
                             Ok(Err(e)) => {
                                 warn!(error = %e, "TLS handshake with client failed");
-                                metrics::connection_closed("tls_handshake");
+                                metrics::connection_closed(metrics::Closed::TlsHandshake);
                                 return;
                             }
                             Err(_) => {
                                 warn!("TLS handshake with client timed out");
-                                metrics::connection_closed("tls_handshake");
+                                metrics::connection_closed(metrics::Closed::TlsHandshake);
                                 return;
                             }
                         }

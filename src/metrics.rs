@@ -48,16 +48,94 @@ pub fn topic_rerouted(api_key: i16, topic: &str, n: u64) {
     counter!(TOPIC_REROUTES, "api" => api_name(api_key), "topic" => topic.to_string()).increment(n);
 }
 
-pub const DIR_FROM_CLIENTS: &str = "from_clients";
-pub const DIR_TO_CLIENTS: &str = "to_clients";
-pub const DIR_TO_BROKERS: &str = "to_brokers";
-pub const DIR_FROM_BROKERS: &str = "from_brokers";
-const DIRECTIONS: [&str; 4] = [
-    DIR_FROM_CLIENTS,
-    DIR_TO_CLIENTS,
-    DIR_TO_BROKERS,
-    DIR_FROM_BROKERS,
-];
+/// A label set of its own: an enum whose values are the only label values fairlead uses.
+macro_rules! labels {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $v:ident => $s:literal,)* }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vm])* $v,)*
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v,)*];
+
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$v => $s,)*
+                }
+            }
+        }
+    };
+}
+
+labels!(
+    /// `fairlead_bytes_total{direction}`.
+    Direction {
+        FromClients => "from_clients",
+        ToClients => "to_clients",
+        ToBrokers => "to_brokers",
+        FromBrokers => "from_brokers",
+    }
+);
+
+labels!(
+    /// `fairlead_replays_total{outcome}`: one re-send of a partition.
+    Replay {
+        /// Answered without a leadership error.
+        Ok => "ok",
+        /// The time ran out: the client got the original error.
+        GaveUp => "gave_up",
+        /// The attempt met another error or lost its connection (and may be tried again).
+        Failed => "failed",
+        /// A fetch held as long as it may be: answered with no records (the client asks again).
+        AnsweredEmpty => "answered_empty",
+    }
+);
+
+labels!(
+    /// `fairlead_metadata_refreshes_total{trigger}`: why fairlead asked for metadata.
+    RefreshTrigger {
+        Startup => "startup",
+        Periodic => "periodic",
+        /// A leadership error came back from a broker.
+        Error => "error",
+        /// A request named a topic or partition fairlead did not know.
+        Unknown => "unknown_partition",
+        /// A broker is slow to answer: has leadership moved away from it?
+        SlowBroker => "slow_broker",
+    }
+);
+
+labels!(
+    /// `fairlead_produce_outcome_checks_total{result}`: a non-idempotent write of unknown
+    /// outcome, looked up in the leader's log.
+    ProduceCheck {
+        Written => "written",
+        NotWritten => "not_written",
+        Unknown => "unknown",
+    }
+);
+
+labels!(
+    /// `fairlead_client_connections_closed_total{reason}`: why fairlead closed a client connection.
+    Closed {
+        /// max_connections reached at accept.
+        Limit => "limit",
+        TlsHandshake => "tls_handshake",
+        /// No broker could be reached for the connection.
+        NoBroker => "no_broker",
+        Idle => "idle",
+        SlowClient => "slow_client",
+        BadFrame => "bad_frame",
+        BadHeader => "bad_header",
+        BrokerUnreachable => "broker_unreachable",
+        MergeFailed => "merge_failed",
+        ClientNotReading => "client_not_reading",
+        /// The broker connection went away with a request in flight that is not safe to repeat.
+        BrokerLostMidRequest => "broker_lost_mid_request",
+    }
+);
 
 /// The APIs whose partitions fairlead routes, absorbs errors for and replays.
 pub const ROUTED_APIS: [ApiKey; 5] = [
@@ -70,18 +148,6 @@ pub const ROUTED_APIS: [ApiKey; 5] = [
 /// Leadership error codes: LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH,
 /// UNKNOWN_LEADER_EPOCH.
 pub const LEADERSHIP_CODES: [i16; 4] = [5, 6, 74, 75];
-
-/// Replay outcomes: the replay got an answer without a leadership error; the deadline passed
-/// and the original error went to the client; the replay itself failed (connection); a fetch
-/// held as long as it may be was answered with no records (the client fetches again).
-pub const OUTCOMES: [&str; 4] = ["ok", "gave_up", "failed", "answered_empty"];
-pub const TRIGGERS: [&str; 5] = [
-    "startup",
-    "periodic",
-    "error",
-    "unknown_partition",
-    "slow_broker",
-];
 
 /// Metric label for an API key: the protocol's own name, e.g. "Produce".
 pub fn api_name(key: i16) -> &'static str {
@@ -193,20 +259,26 @@ pub fn init() {
             counter!(ERRORS_PASSED_THROUGH, "api" => name, "code" => code.to_string()).absolute(0);
         }
         counter!(REROUTES, "api" => name).absolute(0);
-        for outcome in OUTCOMES {
-            counter!(REPLAYS, "api" => name, "outcome" => outcome).absolute(0);
+        for outcome in Replay::ALL {
+            counter!(REPLAYS, "api" => name, "outcome" => outcome.label()).absolute(0);
         }
     }
     counter!(LEADER_CHANGES).absolute(0);
-    for r in ["written", "not_written", "unknown"] {
-        counter!(PRODUCE_CHECKS, "result" => r).absolute(0);
+    for r in ProduceCheck::ALL {
+        counter!(PRODUCE_CHECKS, "result" => r.label()).absolute(0);
     }
-    for t in TRIGGERS {
-        counter!(METADATA_REFRESHES, "trigger" => t).absolute(0);
+    for t in RefreshTrigger::ALL {
+        counter!(METADATA_REFRESHES, "trigger" => t.label()).absolute(0);
     }
     gauge!(CLIENT_CONNECTIONS).set(0.0);
-    let bytes = DIRECTIONS.map(|d| {
-        let c = counter!(BYTES, "direction" => d);
+    let bytes = [
+        Direction::FromClients,
+        Direction::ToClients,
+        Direction::ToBrokers,
+        Direction::FromBrokers,
+    ]
+    .map(|d| {
+        let c = counter!(BYTES, "direction" => d.label());
         c.absolute(0);
         c
     });
@@ -222,10 +294,9 @@ pub fn init() {
     });
 }
 
-pub fn bytes(direction: &'static str, n: usize) {
+pub fn bytes(direction: Direction, n: usize) {
     if let Some(h) = HANDLES.get() {
-        let i = DIRECTIONS.iter().position(|d| *d == direction).unwrap_or(0);
-        h.bytes[i].increment(n as u64);
+        h.bytes[direction as usize].increment(n as u64);
     }
 }
 
@@ -252,16 +323,16 @@ pub fn rerouted(api_key: i16, n: usize) {
     counter!(REROUTES, "api" => api_name(api_key)).increment(n as u64);
 }
 
-pub fn replay(api_key: i16, outcome: &'static str) {
-    counter!(REPLAYS, "api" => api_name(api_key), "outcome" => outcome).increment(1);
+pub fn replay(api_key: i16, outcome: Replay) {
+    counter!(REPLAYS, "api" => api_name(api_key), "outcome" => outcome.label()).increment(1);
 }
 
 pub fn leader_changed() {
     counter!(LEADER_CHANGES).increment(1);
 }
 
-pub fn metadata_refresh(trigger: &'static str) {
-    counter!(METADATA_REFRESHES, "trigger" => trigger).increment(1);
+pub fn metadata_refresh(trigger: RefreshTrigger) {
+    counter!(METADATA_REFRESHES, "trigger" => trigger.label()).increment(1);
 }
 
 pub fn client_connected() {
@@ -272,8 +343,8 @@ pub fn client_disconnected() {
     gauge!(CLIENT_CONNECTIONS).decrement(1.0);
 }
 
-pub fn connection_closed(reason: &'static str) {
-    counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+pub fn connection_closed(reason: Closed) {
+    counter!(CONNECTIONS_CLOSED, "reason" => reason.label()).increment(1);
 }
 
 pub fn passed_blind(api_key: i16) {
@@ -288,6 +359,6 @@ pub fn upstream_disconnected(node: &str) {
     gauge!(UPSTREAM_CONNECTIONS, "node" => node.to_string()).decrement(1.0);
 }
 
-pub fn produce_check(result: &'static str) {
-    counter!(PRODUCE_CHECKS, "result" => result).increment(1);
+pub fn produce_check(result: ProduceCheck) {
+    counter!(PRODUCE_CHECKS, "result" => result.label()).increment(1);
 }

@@ -1180,11 +1180,17 @@ fn grafana_dashboard_uses_exactly_the_exported_metrics() {
             ),
             (
                 "outcome",
-                m::OUTCOMES.iter().map(|s| s.to_string()).collect(),
+                m::Replay::ALL
+                    .iter()
+                    .map(|r| r.label().to_string())
+                    .collect(),
             ),
             (
                 "trigger",
-                m::TRIGGERS.iter().map(|s| s.to_string()).collect(),
+                m::RefreshTrigger::ALL
+                    .iter()
+                    .map(|t| t.label().to_string())
+                    .collect(),
             ),
         ] {
             for value in label_matcher_values(e, label) {

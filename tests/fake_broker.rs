@@ -84,7 +84,7 @@ impl Bed {
         cfg.connect_timeout = Duration::from_secs(1);
         cfg.request_timeout = Duration::from_secs(2);
         cfg.absorb_timeout = Duration::from_secs(2);
-        cfg.retry_backoff_ms = 25;
+        cfg.retry_backoff = Duration::from_millis(25);
         cfg.metadata_max_age = Duration::from_secs(600);
         cfg.ready_max_metadata_age = Duration::from_secs(1200);
         cfg.startup_timeout = Duration::from_secs(5);

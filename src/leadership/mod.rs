@@ -59,7 +59,8 @@ pub struct PartitionState {
     pub epoch: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
-    pub changed_at: SystemTime,
+    /// When fairlead saw its leader change; None while it has the leader fairlead first saw.
+    pub changed_at: Option<SystemTime>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -104,7 +105,7 @@ impl Observed {
 pub struct Route {
     pub leader: i32,
     pub epoch: i32,
-    pub changed_at: SystemTime,
+    pub changed_at: Option<SystemTime>,
     /// The client's broker holds a replica (it may serve rack-aware fetches).
     pub home_is_replica: bool,
 }
@@ -313,7 +314,7 @@ impl Leadership {
                     epoch,
                 });
                 if change.is_some() {
-                    cur.changed_at = SystemTime::now();
+                    cur.changed_at = Some(SystemTime::now());
                 }
                 cur.leader = leader;
                 cur.epoch = epoch;
@@ -334,7 +335,7 @@ impl Leadership {
                     epoch,
                     replicas: replicas.unwrap_or_default(),
                     isr: isr.unwrap_or_default(),
-                    changed_at: SystemTime::now(),
+                    changed_at: None,
                 });
                 None
             }

@@ -25,29 +25,8 @@ use crate::upstream::{RequestError, BOOTSTRAP_NODE};
 /// fields removed in v11+. Lowered if a broker does not speak it.
 const PREFERRED_METADATA_VERSION: i16 = 12;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    Startup,
-    Periodic,
-    /// A leadership error came back from a broker.
-    Error,
-    /// A request named a topic or partition fairlead did not know.
-    Unknown,
-    /// A broker is slow to answer: has leadership moved away from it?
-    SlowBroker,
-}
-
-impl Trigger {
-    pub fn label(self) -> &'static str {
-        match self {
-            Trigger::Startup => "startup",
-            Trigger::Periodic => "periodic",
-            Trigger::Error => "error",
-            Trigger::Unknown => "unknown_partition",
-            Trigger::SlowBroker => "slow_broker",
-        }
-    }
-}
+/// Why a refresh is asked for (also its metric label).
+pub use crate::metrics::RefreshTrigger as Trigger;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
@@ -104,7 +83,7 @@ impl Refresher {
         if self.leadership.generation() > seen_generation {
             return Ok(None);
         }
-        metrics::metadata_refresh(trigger.label());
+        metrics::metadata_refresh(trigger);
         let resp = self.fetch().await?;
         let (new_brokers, changes) = self.leadership.apply_metadata(&resp);
         self.leadership.bump_generation();

@@ -112,25 +112,27 @@ pub async fn route(
     frame: Bytes,
     hdr: RequestHeader,
 ) -> Result<Option<Pending>, UpstreamError> {
-    let conns = Conns { home, reroutes };
+    let conns = Conns {
+        cluster: &router.cluster,
+        ticks: &router.ticks,
+        home,
+        reroutes,
+    };
     let started = Instant::now();
     let routed = match hdr.known {
         Some(ApiKey::Produce) => {
-            dispatch::<produce::Produce>(router, conns, Some((&router.lanes, client)), &frame, &hdr)
-                .await?
+            dispatch::<produce::Produce>(conns, Some((&router.lanes, client)), &frame, &hdr).await?
         }
-        Some(ApiKey::Fetch) => dispatch::<fetch::Fetch>(router, conns, None, &frame, &hdr).await?,
+        Some(ApiKey::Fetch) => dispatch::<fetch::Fetch>(conns, None, &frame, &hdr).await?,
         Some(ApiKey::ListOffsets) => {
-            dispatch::<list_offsets::ListOffsets>(router, conns, None, &frame, &hdr).await?
+            dispatch::<list_offsets::ListOffsets>(conns, None, &frame, &hdr).await?
         }
         Some(ApiKey::OffsetForLeaderEpoch) => {
-            dispatch::<offsets_for_leader_epoch::OffsetsForLeaderEpoch>(
-                router, conns, None, &frame, &hdr,
-            )
-            .await?
+            dispatch::<offsets_for_leader_epoch::OffsetsForLeaderEpoch>(conns, None, &frame, &hdr)
+                .await?
         }
         Some(ApiKey::DeleteRecords) => {
-            dispatch::<delete_records::DeleteRecords>(router, conns, None, &frame, &hdr).await?
+            dispatch::<delete_records::DeleteRecords>(conns, None, &frame, &hdr).await?
         }
         _ => Outcome::Forward,
     };
@@ -159,14 +161,13 @@ enum Outcome {
 }
 
 async fn dispatch<A: RoutedApi>(
-    router: &Arc<Router>,
     conns: Conns<'_>,
     lanes: Option<(&Arc<lanes::Lanes>, &Arc<str>)>,
     frame: &Bytes,
     hdr: &RequestHeader,
 ) -> Result<Outcome, UpstreamError> {
     Ok(
-        match Job::<A>::dispatch(router, conns, lanes, frame.clone(), hdr).await? {
+        match Job::<A>::dispatch(conns, lanes, frame.clone(), hdr).await? {
             Dispatched::Job(job) => Outcome::Job(Box::pin(job.complete())),
             Dispatched::NoResponse => Outcome::NoResponse,
             Dispatched::Forward => Outcome::Forward,

@@ -22,6 +22,13 @@
 //! * A connection that closed with the request in flight: reads and idempotent produce are
 //!   re-sent; a non-idempotent produce may have been written, so it is not.
 //! * Anything else passes through to the client unchanged.
+//!
+//! Also here: how long a request may take and how long to wait between attempts ([`Budget`]),
+//! when a silent former leader is given up on ([`former_leader_lost`]), what a client gets for
+//! a partition no broker answered ([`code_without_answer`]), and which forwarded requests are
+//! sent again when the client's broker connection drops ([`resend_forwarded`]).
+
+use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ApiKey;
 
@@ -114,6 +121,103 @@ pub fn is_leadership_code(code: i16) -> bool {
         code,
         LEADER_NOT_AVAILABLE | NOT_LEADER_OR_FOLLOWER | FENCED_LEADER_EPOCH | UNKNOWN_LEADER_EPOCH
     )
+}
+
+/// The longest wait between two attempts (the first is `retry_backoff_ms`, doubling).
+pub const MAX_BACKOFF: Duration = Duration::from_millis(500);
+
+/// The time a request may take, and the waits between its attempts.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    started: Instant,
+    /// Waiting for a broker's answer to what was sent ends here: a broker that accepted a
+    /// request and never answers (hung, paused) must not hold the client forever, so past what
+    /// the broker may legitimately take plus the absorb budget its connection is abandoned and
+    /// the outcome treated as unknown.
+    answer_by: Instant,
+    /// Absorbing ends here: what is not settled by then keeps the broker's answer.
+    deadline: Instant,
+    backoff: Duration,
+}
+
+impl Budget {
+    /// `broker_wait`: how long the broker may legitimately take (Produce timeout, Fetch
+    /// max_wait); `absorb`: how long fairlead may spend absorbing (`absorb_timeout_ms`);
+    /// `hold_limit`: how long a read may be held at most (see `RoutedApi::hold_limit`).
+    pub fn new(
+        started: Instant,
+        broker_wait: Duration,
+        absorb: Duration,
+        hold_limit: Option<Duration>,
+        first_backoff: Duration,
+    ) -> Budget {
+        let absorb_by = started + absorb;
+        Budget {
+            started,
+            answer_by: absorb_by + broker_wait,
+            deadline: hold_limit.map_or(absorb_by, |h| absorb_by.min(started + h)),
+            backoff: first_backoff,
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn answer_by(&self) -> Instant {
+        self.answer_by
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// Waits before the next attempt (never past the deadline); each wait doubles the next, up
+    /// to [`MAX_BACKOFF`].
+    pub async fn back_off(&mut self) {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(self.backoff.min(left)).await;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// How long a partition must have had another leader before a request to its former leader that
+/// has not been answered may be given up on early (see [`former_leader_lost`]).
+pub const MOVED_FOR: Duration = Duration::from_secs(2);
+
+/// How long a former leader must have said nothing on the connection before its request is
+/// given up on. 2 s was too short: a live broker busy with an election (acks=all requests in
+/// purgatory) stayed silent for that long once in a dozen acceptance runs, and a non-idempotent
+/// write given up on is a NETWORK_EXCEPTION for the client.
+pub const SILENT_FOR: Duration = Duration::from_secs(6);
+
+/// A partition's leader changed `ago`, long enough ago to give up on its former leader.
+pub fn moved_long_enough(ago: Duration) -> bool {
+    ago >= MOVED_FOR
+}
+
+/// A request to a broker that no longer leads any of its partitions (each moved long enough
+/// ago) is treated as lost once that broker has been silent on the connection for
+/// [`SILENT_FOR`] (`silent`: None when there is no connection): a live former leader answers
+/// NOT_LEADER at once, and one that is merely slow keeps answering other requests there.
+pub fn former_leader_lost(silent: Option<Duration>) -> bool {
+    silent.is_none_or(|d| d >= SILENT_FOR)
+}
+
+/// The code a client gets for a partition fairlead could not get any answer for: what it would
+/// have seen talking to a broker that went away (reads: NOT_LEADER_OR_FOLLOWER, so it
+/// refreshes and retries; writes: NETWORK_EXCEPTION, retriable, never a fake success).
+pub fn code_without_answer(api: ApiKey) -> i16 {
+    const NETWORK_EXCEPTION: i16 = 13;
+    if api == ApiKey::Produce {
+        NETWORK_EXCEPTION
+    } else {
+        NOT_LEADER_OR_FOLLOWER
+    }
 }
 
 /// APIs that may be re-sent on a new connection when the client's broker connection drops with

@@ -60,11 +60,11 @@ pub enum Written {
 }
 
 impl Written {
-    fn label(&self) -> &'static str {
+    fn label(&self) -> metrics::ProduceCheck {
         match self {
-            Written::Yes { .. } => "written",
-            Written::No => "not_written",
-            Written::Unknown => "unknown",
+            Written::Yes { .. } => metrics::ProduceCheck::Written,
+            Written::No => metrics::ProduceCheck::NotWritten,
+            Written::Unknown => metrics::ProduceCheck::Unknown,
         }
     }
 }
@@ -79,7 +79,7 @@ pub async fn check(
 ) -> Written {
     let w = ask(cluster, topic, partition, records, base_offset, deadline).await;
     metrics::produce_check(w.label());
-    debug!(%topic, partition, base_offset, result = w.label(), "looked for a produce batch in the leader's log");
+    debug!(%topic, partition, base_offset, result = w.label().label(), "looked for a produce batch in the leader's log");
     w
 }
 

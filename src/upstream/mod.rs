@@ -432,7 +432,7 @@ async fn write_loop(mut wr: BoxWrite, mut rx: mpsc::UnboundedReceiver<Outgoing>)
         if write_batch(&mut wr, &batch).await.is_err() {
             return;
         }
-        metrics::bytes(metrics::DIR_TO_BROKERS, n);
+        metrics::bytes(metrics::Direction::ToBrokers, n);
         batch.clear();
     }
     let _ = wr.shutdown().await;
@@ -471,7 +471,7 @@ async fn read_loop(
         };
         match read {
             Ok(Some(mut frame)) => {
-                metrics::bytes(metrics::DIR_FROM_BROKERS, frame.len());
+                metrics::bytes(metrics::Direction::FromBrokers, frame.len());
                 last_heard_ms.store(opened.elapsed().as_millis() as u64, Ordering::Relaxed);
                 let corr =
                     correlation_id_at(&frame, RESPONSE_CORRELATION_OFFSET).unwrap_or(i32::MIN);

@@ -1,0 +1,464 @@
+//! Absorb: wait for the answers to what dispatch sent, then re-send the partitions that the
+//! rules of `retry` allow (refreshing leadership first, looking a non-idempotent write up in the
+//! leader's log where its outcome is unknown) until every partition is settled or the budget is
+//! spent.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use super::{Checked, Job, JobError, RoutedApi, Sent};
+use crate::codec::message::{decode_response, encode_request_with_header};
+use crate::leadership::refresh::Trigger;
+use crate::leadership::TopicRef;
+use crate::metrics;
+use crate::router::retry::{self, decide, is_leadership_code, Decision, Failure, ProduceFacts};
+use crate::upstream::{ReplyRx, UpstreamError};
+
+/// What the first answers gave.
+pub(super) enum Gathered<A: RoutedApi> {
+    /// The broker's answer to the client's untouched request, which fairlead cannot decode: the
+    /// client gets it as it is.
+    Blind(Bytes),
+    Answers(Answers<A>),
+}
+
+/// The answers' top level, merged as they come in.
+pub(super) struct Answers<A: RoutedApi> {
+    /// The merged top-level fields of every answer (throttle, endpoints, ...).
+    pub envelope: Option<A::Resp>,
+    /// The answer to the client's request sent unchanged, while nothing needs merging.
+    pub original: Option<Bytes>,
+    /// When the first partition needed absorbing.
+    pub absorb_started: Option<Instant>,
+}
+
+impl<A: RoutedApi> Job<A> {
+    /// Waits for the answer to every part dispatch sent.
+    pub(super) async fn gather(&mut self) -> Result<Gathered<A>, JobError> {
+        let mut answers = Answers {
+            envelope: None,
+            original: None,
+            absorb_started: None,
+        };
+        for mut s in std::mem::take(&mut self.sent) {
+            let reply = match s.rx.take() {
+                None => Err(Failure::NotSent),
+                Some(rx) => self.wait_part(rx, &s).await,
+            };
+            let frame = match reply {
+                Ok(frame) => frame,
+                Err(f) => {
+                    self.fail(&s.idx, f);
+                    continue;
+                }
+            };
+            let resp: A::Resp = match decode_response(&frame, A::KEY, self.version) {
+                Ok(r) => r,
+                Err(e) if s.original => {
+                    // We could not read the broker's answer to an untouched request: the
+                    // client can, so give it the answer untouched.
+                    metrics::passed_blind(A::KEY as i16);
+                    warn!(api = ?A::KEY, version = self.version, error = %e, "response not decodable: forwarded without inspection");
+                    return Ok(Gathered::Blind(frame));
+                }
+                Err(e) => return Err(JobError::Undecodable(e.to_string())),
+            };
+            if s.original {
+                answers.original = Some(frame);
+            }
+            self.record(resp, &s.idx, &mut answers.envelope);
+        }
+        Ok(Gathered::Answers(answers))
+    }
+
+    /// Re-sends what the rules allow until nothing is left or the budget runs out. Returns
+    /// whether anything was re-sent.
+    pub(super) async fn absorb(&mut self, answers: &mut Answers<A>) -> Result<bool, JobError> {
+        let mut replayed = false;
+        let mut seen_generation = self.generation;
+        loop {
+            let todo = self.decisions();
+            if todo.is_empty() {
+                return Ok(replayed);
+            }
+            answers.absorb_started.get_or_insert_with(Instant::now);
+            debug!(api = ?A::KEY, decisions = ?todo.iter().map(|(i, d)| (self.parts[*i].partition(), *d, self.parts[*i].failure)).collect::<Vec<_>>(), "absorbing");
+            if self.budget.expired() {
+                self.give_up(&todo, seen_generation);
+                return Ok(replayed);
+            }
+            if replayed || todo.iter().any(|(_, d)| *d != Decision::Reroute) {
+                self.budget.back_off().await;
+            }
+            replayed = true;
+            if self.leaders_unknown(&todo) {
+                // Single-flight: concurrent failures share one Metadata round trip.
+                let _ = self.cluster.refresh(seen_generation, Trigger::Error).await;
+                seen_generation = self.cluster.leadership.generation();
+            }
+            if self.budget.expired() {
+                // The wait (or the refresh) used up the time: a re-send now could not be
+                // answered before the deadline, and its timeout would replace the broker's answer
+                // with NETWORK_EXCEPTION. Give up with the answers in hand (top of the loop).
+                continue;
+            }
+            if let Some(lanes) = &self.lanes {
+                for (i, _) in &todo {
+                    if let Some(k) = &self.parts[*i].lane {
+                        lanes.mark_recovering(k);
+                    }
+                }
+            }
+            self.verify(&todo).await;
+            self.replay(&todo, &mut answers.envelope).await?;
+        }
+    }
+
+    /// What the retry rules say about every partition without a usable answer.
+    fn decisions(&self) -> Vec<(usize, Decision)> {
+        let mut todo = Vec::new();
+        for (i, part) in self.parts.iter().enumerate() {
+            let failure = match (part.failure, part.code()) {
+                (Some(f), _) => f,
+                (None, Some(code)) if code != 0 => Failure::Code(code),
+                _ => continue,
+            };
+            let facts = A::produce_facts(&part.req).map(|_| ProduceFacts {
+                idempotent: part.idempotent,
+                base_offset: if part.unwritten {
+                    -1
+                } else {
+                    part.answer.as_ref().map(A::base_offset).unwrap_or(-1)
+                },
+                partition_recovering: match (&self.lanes, &part.lane) {
+                    (Some(lanes), Some(k)) => lanes.recovering(k),
+                    _ => false,
+                },
+            });
+            let d = decide(A::KEY, failure, facts);
+            if d != Decision::PassThrough {
+                todo.push((i, d));
+            }
+        }
+        todo
+    }
+
+    /// The budget is spent: reads that may be answered with nothing get that (the client asks
+    /// again); everything else keeps the broker's answer, or the error for no answer.
+    fn give_up(&mut self, todo: &[(usize, Decision)], seen_generation: u64) {
+        let mut gave_up = 0;
+        for (i, _) in todo {
+            let part = &mut self.parts[*i];
+            match A::nothing_yet(&part.req) {
+                Some(empty) => {
+                    part.answer = Some(empty);
+                    part.failure = None;
+                    // Not absorbed: the client asks again.
+                    part.first_code = None;
+                    metrics::replay(A::KEY as i16, metrics::Replay::AnsweredEmpty);
+                }
+                None => {
+                    metrics::replay(A::KEY as i16, metrics::Replay::GaveUp);
+                    gave_up += 1;
+                }
+            }
+        }
+        let waited_ms = self.budget.elapsed().as_millis() as u64;
+        if gave_up > 0 {
+            warn!(api = ?A::KEY, partitions = gave_up, waited_ms, "gave up absorbing: the client gets the original error");
+        }
+        if gave_up < todo.len() {
+            // The client asks again at once: let its next request find the leader known.
+            let (cluster, seen) = (self.cluster.clone(), seen_generation);
+            tokio::spawn(async move {
+                let _ = cluster.refresh(seen, Trigger::Error).await;
+            });
+            debug!(api = ?A::KEY, partitions = todo.len() - gave_up, waited_ms, "held long enough: answered with no records, the client asks again");
+        }
+    }
+
+    /// Whether leadership must be refreshed before re-sending: unless the cache already names a
+    /// different leader for every partition to re-send (a KIP-951 hint, or another request's
+    /// refresh, got there first).
+    fn leaders_unknown(&self, todo: &[(usize, Decision)]) -> bool {
+        todo.iter().any(|(i, d)| {
+            let part = &self.parts[*i];
+            *d == Decision::WaitThenReroute
+                || (matches!(d, Decision::Reroute | Decision::Verify)
+                    && self
+                        .cluster
+                        .leadership
+                        .leader_of(&part.topic, part.partition())
+                        .is_none_or(|l| l.node == part.node))
+        })
+    }
+
+    /// Writes of unknown outcome: asks the leader's log before anything is re-sent.
+    async fn verify(&mut self, todo: &[(usize, Decision)]) {
+        for (i, _) in todo.iter().filter(|(_, d)| *d == Decision::Verify) {
+            let part = &self.parts[*i];
+            let base = part.answer.as_ref().map(A::base_offset).unwrap_or(-1);
+            let Some(check) = A::check_written(
+                self.cluster.clone(),
+                part.topic.clone(),
+                part.req.clone(),
+                base,
+                self.budget.deadline(),
+            ) else {
+                continue;
+            };
+            let part = &mut self.parts[*i];
+            match check.await {
+                Checked::Written(answer) => {
+                    part.answer = Some(answer);
+                    part.failure = None;
+                }
+                Checked::NotWritten => part.unwritten = true,
+                Checked::Unknown => {}
+            }
+        }
+    }
+
+    /// Re-sends the partitions to re-send, grouped by where they go now.
+    async fn replay(
+        &mut self,
+        todo: &[(usize, Decision)],
+        envelope: &mut Option<A::Resp>,
+    ) -> Result<(), JobError> {
+        let mut groups: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        for (i, d) in todo.iter().filter(|(_, d)| *d != Decision::Verify) {
+            groups
+                .entry(self.replay_target(*i, *d))
+                .or_default()
+                .push(*i);
+        }
+        let mut replay_envelope = A::build(&self.envelope, &[]);
+        A::for_replay(&mut replay_envelope);
+        let mut inflight = Vec::with_capacity(groups.len());
+        for (node, idx) in groups {
+            let rx = self.send_replay(node, &idx, &replay_envelope).await?;
+            for i in &idx {
+                self.parts[*i].node = node;
+            }
+            inflight.push((rx, idx));
+        }
+        for (rx, idx) in inflight {
+            // A broker that accepts a replay and never answers must not hold the client past
+            // the deadline; the outcome is then unknown, like a lost connection.
+            let reply = match rx {
+                None => Err(Failure::NotSent),
+                Some(rx) => {
+                    match tokio::time::timeout_at(self.budget.deadline().into(), rx).await {
+                        Ok(Ok(Ok(frame))) => Ok(frame.freeze()),
+                        Ok(Ok(Err(UpstreamError::Connect { .. }))) => Err(Failure::NotSent),
+                        _ => Err(Failure::ConnectionLost),
+                    }
+                }
+            };
+            let frame = match reply {
+                Ok(frame) => frame,
+                Err(f) => {
+                    for _ in &idx {
+                        metrics::replay(A::KEY as i16, metrics::Replay::Failed);
+                    }
+                    // A lost connection after a write leaves the outcome unknown.
+                    self.fail(&idx, f);
+                    continue;
+                }
+            };
+            let resp = decode_response::<A::Resp>(&frame, A::KEY, self.version)
+                .map_err(|e| JobError::Undecodable(e.to_string()))?;
+            for i in &idx {
+                let part = &mut self.parts[*i];
+                part.failure = None;
+                // A new answer: whatever was proved about the previous attempt says nothing
+                // about this one (it may have been appended, then lost leadership again).
+                part.unwritten = false;
+            }
+            self.record(resp, &idx, envelope);
+            for i in &idx {
+                let ok = self.parts[*i]
+                    .code()
+                    .is_some_and(|c| !is_leadership_code(c));
+                let outcome = if ok {
+                    metrics::Replay::Ok
+                } else {
+                    metrics::Replay::Failed
+                };
+                metrics::replay(A::KEY as i16, outcome);
+            }
+        }
+        Ok(())
+    }
+
+    /// Where a partition is re-sent: the same broker, or its leader now (with that leader's
+    /// epoch), or where it went last if the leader is unknown.
+    fn replay_target(&mut self, i: usize, d: Decision) -> i32 {
+        let leadership = &self.cluster.leadership;
+        let part = &mut self.parts[i];
+        if d == Decision::RetrySame {
+            return part.node;
+        }
+        match leadership.partition_of(&part.topic, part.partition()) {
+            Some(s) if s.leader >= 0 => {
+                if A::leader_epoch(&part.req).is_some_and(|e| e >= 0) {
+                    A::set_leader_epoch(&mut part.req, s.epoch);
+                }
+                s.leader
+            }
+            _ => part.node,
+        }
+    }
+
+    /// Sends the partitions `idx` to `node` on the client connection's own connection there.
+    async fn send_replay(
+        &self,
+        node: i32,
+        idx: &[usize],
+        replay_envelope: &A::Req,
+    ) -> Result<Option<ReplyRx>, JobError> {
+        let rerouted = idx.iter().filter(|i| self.parts[**i].node != node).count();
+        if rerouted > 0 {
+            metrics::rerouted(A::KEY as i16, rerouted);
+        }
+        let subset: Vec<(&TopicRef, &A::PartReq)> = idx
+            .iter()
+            .map(|i| (&self.parts[*i].topic, &self.parts[*i].req))
+            .collect();
+        let frame = encode_request_with_header(
+            &self.header,
+            &A::build(replay_envelope, &subset),
+            A::KEY,
+            self.version,
+        )
+        .map_err(|e| JobError::Undecodable(e.to_string()))?;
+        let rx = match self.cluster.upstream_in(&self.reroutes, node).await {
+            Ok(up) => up.send(frame.freeze(), true).ok().flatten(),
+            Err(e) => {
+                debug!(api = ?A::KEY, node, error = %e, "replay target unreachable");
+                None
+            }
+        };
+        debug!(api = ?A::KEY, node, partitions = idx.len(), waited_ms = self.budget.elapsed().as_millis() as u64, "replaying");
+        Ok(rx)
+    }
+
+    fn fail(&mut self, idx: &[usize], f: Failure) {
+        for i in idx {
+            self.parts[*i].failure = Some(f);
+        }
+    }
+
+    /// Waits for one part's answer. A live broker answers within its own wait; one that stops
+    /// answering (hung, paused) is given up on: early, once every partition of the part has had
+    /// another leader for a while and the broker has said nothing on the connection for as long
+    /// (see `retry::former_leader_lost`), and in any case when the budget's time to answer is
+    /// over, when its connection is abandoned.
+    async fn wait_part(&self, mut rx: ReplyRx, s: &Sent) -> Result<Bytes, Failure> {
+        // Registered once and far off: later than the shared tick, so it never wakes the
+        // runtime early (see `router::start_ticker`).
+        let give_up = tokio::time::sleep_until(self.budget.answer_by().into());
+        tokio::pin!(give_up);
+        loop {
+            // Created before waiting, so a tick while this request is polled is not missed.
+            let tick = self.ticks.notified();
+            tokio::select! {
+                biased;
+                reply = &mut rx => match reply {
+                    Ok(Ok(frame)) => return Ok(frame.freeze()),
+                    Ok(Err(UpstreamError::Connect { .. })) => return Err(Failure::NotSent),
+                    _ => return Err(Failure::ConnectionLost),
+                },
+                _ = &mut give_up => {
+                    warn!(api = ?A::KEY, node = s.node, waited_ms = self.budget.elapsed().as_millis() as u64, "broker did not answer: abandoning its connection");
+                    if let Some(up) = &s.up {
+                        up.abandon();
+                    }
+                    return Err(Failure::ConnectionLost);
+                }
+                _ = tick => {
+                    if self.budget.elapsed() >= retry::MOVED_FOR {
+                        // Nothing else will tell fairlead that leadership left a broker that
+                        // stopped answering: ask (single-flight, so one refresh per round).
+                        let (cluster, seen) =
+                            (self.cluster.clone(), self.cluster.leadership.generation());
+                        tokio::spawn(async move {
+                            let _ = cluster.refresh(seen, Trigger::SlowBroker).await;
+                        });
+                    }
+                    if self.former_leader_lost(s) {
+                        warn!(api = ?A::KEY, node = s.node, waited_ms = self.budget.elapsed().as_millis() as u64, "no answer from a former leader: treating the request as lost");
+                        return Err(Failure::ConnectionLost);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Every partition of the part has had another leader since a while after it was sent, and
+    /// the broker has been silent on the connection (see `retry::former_leader_lost`).
+    fn former_leader_lost(&self, s: &Sent) -> bool {
+        let elapsed = self.budget.elapsed();
+        let moved_away = s.idx.iter().all(|i| {
+            let part = &self.parts[*i];
+            self.cluster
+                .leadership
+                .partition_of(&part.topic, part.partition())
+                .is_some_and(|st| {
+                    st.leader != s.node
+                        && st
+                            .changed_at
+                            .and_then(|at| at.elapsed().ok())
+                            .is_some_and(|e| e < elapsed && retry::moved_long_enough(e))
+                })
+        });
+        let silent = s.up.as_ref().map(|u| u.silent_for());
+        moved_away && retry::former_leader_lost(silent)
+    }
+
+    /// Records a (sub-)response: per-partition answers, KIP-951 leader hints, merged envelope.
+    fn record(&mut self, resp: A::Resp, idx: &[usize], envelope: &mut Option<A::Resp>) {
+        let (mut env, parts) = A::flatten_resp(resp);
+        if let Some(list) = A::node_endpoints(&mut env) {
+            self.cluster.learn_endpoints(list);
+        }
+        let mut by_key: HashMap<(TopicRef, i32), A::PartResp> = parts
+            .into_iter()
+            .map(|(t, p)| ((t, A::resp_partition(&p)), p))
+            .collect();
+        for i in idx {
+            let part = &mut self.parts[*i];
+            let partition = A::partition(&part.req);
+            let Some(p) = by_key.remove(&(part.topic.clone(), partition)) else {
+                // The broker left a partition out (should not happen): treat it like a lost
+                // answer, so writes are only re-sent when idempotent.
+                part.failure = Some(Failure::ConnectionLost);
+                continue;
+            };
+            let code = A::error_code(&p);
+            if is_leadership_code(code) {
+                if part.first_code.is_none() {
+                    self.cluster.incidents.error_seen(
+                        &self.cluster.leadership,
+                        &part.topic,
+                        partition,
+                    );
+                }
+                part.first_code.get_or_insert(code);
+                if let Some((leader, epoch)) = A::leader_hint(&p) {
+                    self.cluster
+                        .learn_leader(&part.topic, partition, leader, epoch);
+                }
+            }
+            part.answer = Some(p);
+            part.failure = None;
+        }
+        match envelope {
+            None => *envelope = Some(env),
+            Some(e) => A::merge_envelope(e, &env),
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! Dispatch: decode a request, plan where each partition goes, take the produce lanes, connect,
+//! and send one sub-request per destination, all before the next request of the connection is
+//! read. A request that all goes to the client's own broker unchanged is sent as the client's
+//! own bytes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use super::plan::plan;
+use super::{Conns, Job, Part, RoutedApi, Sent};
+use crate::codec::header::RequestHeader;
+use crate::codec::message::{decode_body, encode_request_with_header};
+use crate::codec::LEN_PREFIX;
+use crate::metrics;
+use crate::router::lanes::{LaneKey, Lanes, Want};
+use crate::router::retry::Budget;
+use crate::upstream::{Upstream, UpstreamError};
+
+/// What dispatch did with a request.
+pub enum Dispatched<A: RoutedApi> {
+    /// Routed and sent: complete it on the writer side.
+    Job(Box<Job<A>>),
+    /// Sent, and no response will come (acks=0 produce).
+    NoResponse,
+    /// Not decodable or not routable: forward the frame untouched on the home connection.
+    Forward,
+}
+
+/// The partitions going to one node, on one connection (or why there is none).
+struct Target {
+    node: i32,
+    idx: Vec<usize>,
+    up: Result<Arc<Upstream>, UpstreamError>,
+}
+
+impl<A: RoutedApi> Job<A> {
+    /// Decodes, routes and sends a request. `frame` is the client's whole frame; `lanes` the
+    /// produce lanes and the producer's name (Produce only).
+    pub async fn dispatch(
+        conns: Conns<'_>,
+        lanes: Option<(&Arc<Lanes>, &Arc<str>)>,
+        frame: Bytes,
+        hdr: &RequestHeader,
+    ) -> Result<Dispatched<A>, UpstreamError> {
+        let version = hdr.api_version;
+        let Some(body_offset) = hdr.body_offset else {
+            return Ok(Dispatched::Forward);
+        };
+        let req: A::Req = match decode_body(&frame, body_offset, A::KEY, version) {
+            Ok(r) => r,
+            Err(e) => {
+                metrics::passed_blind(A::KEY as i16);
+                warn!(api = ?A::KEY, version, error = %e, "request not decodable: forwarded without inspection");
+                return Ok(Dispatched::Forward);
+            }
+        };
+        if !A::routable(&req, version) {
+            return Ok(Dispatched::Forward);
+        }
+        let started = Instant::now();
+        let Conns {
+            cluster,
+            ticks,
+            home,
+            reroutes,
+        } = conns;
+        let generation = cluster.leadership.generation();
+        let home_node = home.node();
+        let (mut envelope, flat) = A::flatten(req);
+        let mut changed = A::prepare(&mut envelope, version);
+        let mut parts: Vec<Part<A>> = flat
+            .into_iter()
+            .map(|(topic, req)| Part::new(topic, req, home_node))
+            .collect();
+        changed |= plan(cluster, &envelope, version, &mut parts, home_node).changed;
+
+        let mut targets = connect(conns, &parts).await;
+        let expects_response = A::expects_response(&envelope);
+        if let (Some((lanes, client)), true) = (lanes, expects_response) {
+            targets = take_lanes(lanes, client, &mut parts, targets).await;
+        }
+
+        let header = frame.slice(LEN_PREFIX..body_offset);
+        let single_home =
+            targets.len() == 1 && targets[0].up.as_ref().is_ok_and(|u| u.id() == home.id());
+        let original = (single_home && !changed).then_some(frame);
+        let sent = targets
+            .into_iter()
+            .map(|t| {
+                send(
+                    t,
+                    &header,
+                    &envelope,
+                    &parts,
+                    version,
+                    &original,
+                    expects_response,
+                )
+            })
+            .collect();
+        if !expects_response {
+            return Ok(Dispatched::NoResponse);
+        }
+        let budget = Budget::new(
+            started,
+            A::broker_wait(&envelope),
+            cluster.cfg.absorb_timeout,
+            A::hold_limit(&envelope),
+            cluster.cfg.retry_backoff,
+        );
+        Ok(Dispatched::Job(Box::new(Job {
+            cluster: cluster.clone(),
+            ticks: ticks.clone(),
+            version,
+            correlation_id: hdr.correlation_id,
+            header,
+            envelope,
+            parts,
+            sent,
+            reroutes: reroutes.clone(),
+            lanes: lanes.map(|(l, _)| l.clone()),
+            generation,
+            budget,
+        })))
+    }
+}
+
+/// One connection per destination, made before anything is sent, so parts leave back to back.
+async fn connect<A: RoutedApi>(conns: Conns<'_>, parts: &[Part<A>]) -> Vec<Target> {
+    let mut groups: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+    for (i, p) in parts.iter().enumerate() {
+        groups.entry(p.node).or_default().push(i);
+    }
+    let mut targets = Vec::with_capacity(groups.len());
+    for (node, idx) in groups {
+        let up = if node == conns.home.node() {
+            Ok(conns.home.clone())
+        } else {
+            conns.cluster.upstream_in(conns.reroutes, node).await
+        };
+        targets.push(Target { node, idx, up });
+    }
+    targets
+}
+
+/// Per-producer partition order (see `lanes`): each batch takes its lane, which may make it
+/// join the connection the lane is using, or wait for the lane to drain. Returns the targets
+/// regrouped by the connection each partition must use.
+async fn take_lanes<A: RoutedApi>(
+    lanes: &Lanes,
+    client: &Arc<str>,
+    parts: &mut [Part<A>],
+    targets: Vec<Target>,
+) -> Vec<Target> {
+    let mut wanted = Vec::with_capacity(parts.len());
+    let mut order = Vec::with_capacity(parts.len());
+    for t in &targets {
+        for &i in &t.idx {
+            let part = &mut parts[i];
+            let key = LaneKey {
+                client: client.clone(),
+                topic: part.topic.clone(),
+                partition: part.partition(),
+            };
+            part.lane = Some(key.clone());
+            wanted.push(Want {
+                key,
+                node: t.node,
+                upstream: t.up.as_ref().ok().cloned(),
+                // A non-idempotent batch cannot be put back in order by the broker: right after
+                // a leader change it goes alone.
+                alone: part.settling && !part.idempotent,
+            });
+            order.push((t.node, i));
+        }
+    }
+    let (chosen, waited) = lanes.acquire(wanted).await;
+    if waited {
+        debug!(api = ?A::KEY, "held a batch until its partition's earlier batches were resolved");
+    }
+    let mut regrouped: Vec<Target> = Vec::with_capacity(targets.len());
+    for ((node, i), up) in order.into_iter().zip(chosen) {
+        let id = up.as_ref().map(|u| u.id());
+        match regrouped
+            .iter_mut()
+            .find(|t| t.node == node && t.up.as_ref().ok().map(|u| u.id()) == id)
+        {
+            Some(t) => t.idx.push(i),
+            None => regrouped.push(Target {
+                node,
+                idx: vec![i],
+                up: up.ok_or(UpstreamError::Connect {
+                    node,
+                    addr: String::new(),
+                    reason: "no connection".into(),
+                }),
+            }),
+        }
+    }
+    regrouped
+}
+
+/// Sends one target's partitions: the client's frame itself when it goes out unchanged
+/// (`original`), else a sub-request built from the envelope and those partitions.
+fn send<A: RoutedApi>(
+    t: Target,
+    header: &Bytes,
+    envelope: &A::Req,
+    parts: &[Part<A>],
+    version: i16,
+    original: &Option<Bytes>,
+    expects_response: bool,
+) -> Sent {
+    let Target { node, idx, up } = t;
+    let used = up.as_ref().ok().cloned();
+    let rx = match up {
+        Err(e) => {
+            debug!(node, error = %e, "no connection for a part");
+            None
+        }
+        Ok(up) => {
+            let out = match original {
+                Some(frame) => Ok(frame.clone()),
+                None => {
+                    let subset: Vec<_> = idx
+                        .iter()
+                        .map(|i| (&parts[*i].topic, &parts[*i].req))
+                        .collect();
+                    encode_request_with_header(
+                        header,
+                        &A::build(envelope, &subset),
+                        A::KEY,
+                        version,
+                    )
+                    .map(|b| b.freeze())
+                }
+            };
+            match out {
+                Ok(bytes) => up.send(bytes, expects_response).unwrap_or_else(|e| {
+                    debug!(node, error = %e, "part not sent");
+                    None
+                }),
+                Err(e) => {
+                    warn!(api = ?A::KEY, version, error = %e, "could not encode a sub-request");
+                    None
+                }
+            }
+        }
+    };
+    Sent {
+        rx,
+        up: used,
+        idx,
+        node,
+        original: original.is_some(),
+    }
+}
