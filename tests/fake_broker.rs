@@ -1702,6 +1702,65 @@ async fn replays_keep_partition_order_and_later_batches_wait_for_them() {
     );
 }
 
+/// Right after a leader change, a non-idempotent producer's next batch for the partition waits
+/// until the earlier one is settled, even when both go to the same new leader: the new leader
+/// may refuse the first (not taken over yet) and accept the second at once, and the broker
+/// cannot put plain batches back in order (lanes::SETTLE). Without the rule, node 2's log gets
+/// b before a's replay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_leader_change_a_non_idempotent_batch_waits_for_the_one_before_it() {
+    let bed = Bed::start(|s| {
+        standard(s);
+        // The new leader refuses the first batch (nothing written), a moment later.
+        s.produce(
+            2,
+            "t",
+            0,
+            ProduceAnswer::error(6, -1).delayed(Duration::from_millis(300)),
+        );
+    })
+    .await;
+    bed.move_leader("t", 0, 2, 6);
+    let mut other = bed.client(None).await;
+    let _: MetadataResponse = other
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+    assert_eq!(
+        bed.server.cluster.leadership.leader("t", 0).map(|l| l.node),
+        Some(2)
+    );
+
+    let (a, b) = (plain(&["a"]), plain(&["b"]));
+    let mut c = bed.client(Some(2)).await;
+    let ca = c
+        .send(ApiKey::Produce, 9, &produce(-1, &[("t", 0, a.clone())]))
+        .await;
+    let cb = c
+        .send(ApiKey::Produce, 9, &produce(-1, &[("t", 0, b.clone())]))
+        .await;
+    for want in [ca, cb] {
+        let (corr, r): (i32, ProduceResponse) =
+            decode_response(&c.recv().await, ApiKey::Produce, 9);
+        assert_eq!(corr, want);
+        assert_eq!(produce_results(&r)[0].2, 0, "request {want} succeeded");
+    }
+    let at_node_2: Vec<Bytes> = bed
+        .fake
+        .client_requests(2, ApiKey::Produce)
+        .iter()
+        .map(|r| produce_v(r)[0].2.clone())
+        .collect();
+    assert_eq!(
+        at_node_2,
+        vec![a.clone(), a, b],
+        "node 2 got a (refused), a's replay, then b"
+    );
+}
+
 /// Fetch answered 74 by the old leader: fetched again from the new leader with its epoch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_fenced_by_the_old_leader_is_fetched_from_the_new_one() {

@@ -58,7 +58,8 @@ pub struct Want {
     pub key: LaneKey,
     pub node: i32,
     pub upstream: Option<Arc<Upstream>>,
-    /// Wait for the lane to drain even when it goes to the same node.
+    /// Wait for the lane to drain even when it goes to the same node: a non-idempotent batch
+    /// within [`SETTLE`] of its partition's leader change.
     pub alone: bool,
 }
 
@@ -84,7 +85,9 @@ impl Lanes {
                     None => true,
                     Some(l) => {
                         l.in_flight == 0
-                            || (l.node == w.node && l.upstream.as_ref().is_some_and(|u| u.usable()))
+                            || (!w.alone
+                                && l.node == w.node
+                                && l.upstream.as_ref().is_some_and(|u| u.usable()))
                     }
                 });
                 if clear {
@@ -225,5 +228,30 @@ mod tests {
             .unwrap();
         assert!(waited);
         assert_eq!(c[0].as_ref().unwrap().id(), b.id());
+    }
+
+    #[tokio::test]
+    async fn a_batch_that_goes_alone_waits_for_the_lane_to_drain_even_to_the_same_node() {
+        let lanes = Arc::new(Lanes::default());
+        let (a, _la) = upstream().await;
+        lanes.acquire(vec![want("x", 0, 1, &a)]).await;
+        let l2 = lanes.clone();
+        let a2 = a.clone();
+        let waiter = tokio::spawn(async move {
+            let mut w = want("x", 0, 1, &a2);
+            w.alone = true;
+            l2.acquire(vec![w]).await
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            !waiter.is_finished(),
+            "a batch going alone must not join the lane's connection"
+        );
+        lanes.release(&[key("x", 0)]);
+        let (_, waited) = tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(waited);
     }
 }
