@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::security::sasl::{Credentials, Mechanism, Secret};
 pub use crate::security::SaslMode;
@@ -35,7 +35,7 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     #[default]
@@ -55,7 +55,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
-    pub run: RunArgs,
+    pub run: Options,
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,15 +71,20 @@ pub enum Command {
     },
 }
 
-/// Options of the proxy. Each may also come from the config file (same name with `_`) or from
-/// `FAIRLEAD_<NAME>`.
-#[derive(Debug, Args, Default, Clone)]
-pub struct RunArgs {
-    /// TOML config file (see config/fairlead.toml).
+/// Every option of the proxy, listed once: each is a flag (`--option-name`), an environment
+/// variable (`FAIRLEAD_OPTION_NAME`) and a config-file key (`option_name`), all optional here;
+/// [`resolve`] layers them (flags and environment over the file) and applies the defaults. The
+/// file rejects unknown keys: a typo is an error, not a silently ignored setting.
+#[derive(Debug, Args, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// TOML config file (see config/fairlead.toml). Flag or environment only.
     #[arg(long, env = "FAIRLEAD_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...].
+    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...] (in the file also a list).
     #[arg(long, env = "FAIRLEAD_BOOTSTRAP")]
+    #[serde(default, deserialize_with = "string_or_list")]
     pub bootstrap: Option<String>,
     /// Address clients bootstrap at. Broker node N is served on port + 1 + N.
     #[arg(long, env = "FAIRLEAD_LISTEN")]
@@ -128,6 +133,9 @@ pub struct RunArgs {
     /// tracing filter, e.g. "info" or "fairlead=debug".
     #[arg(long, env = "FAIRLEAD_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Also export per-topic series (fairlead_topic_*): one series per topic, so opt-in.
+    #[arg(long, env = "FAIRLEAD_TOPIC_LABELS", num_args = 0..=1, default_missing_value = "true")]
+    pub topic_labels: Option<bool>,
     /// TLS to brokers.
     #[arg(long, env = "FAIRLEAD_UPSTREAM_TLS", num_args = 0..=1, default_missing_value = "true")]
     pub upstream_tls: Option<bool>,
@@ -150,8 +158,11 @@ pub struct RunArgs {
     pub sasl_mechanism: Option<String>,
     #[arg(long, env = "FAIRLEAD_SASL_USERNAME")]
     pub sasl_username: Option<String>,
-    /// File holding the SASL password (the password itself comes from the config file or
-    /// FAIRLEAD_SASL_PASSWORD, never from a flag: flags show in process lists).
+    /// The SASL password: the config file or FAIRLEAD_SASL_PASSWORD, never a flag (flags show
+    /// in process lists).
+    #[arg(skip)]
+    pub sasl_password: Option<String>,
+    /// File holding the SASL password.
     #[arg(long, env = "FAIRLEAD_SASL_PASSWORD_FILE")]
     pub sasl_password_file: Option<PathBuf>,
     /// sidecar: fairlead authenticates every broker connection; passthrough: clients
@@ -166,60 +177,37 @@ pub struct RunArgs {
     /// Require client certificates chaining to this CA (PEM).
     #[arg(long, env = "FAIRLEAD_LISTENER_TLS_CLIENT_CA_FILE")]
     pub listener_tls_client_ca_file: Option<PathBuf>,
-    /// Also export per-topic series (fairlead_topic_*): one series per topic, so opt-in.
-    #[arg(long, env = "FAIRLEAD_TOPIC_LABELS", num_args = 0..=1, default_missing_value = "true")]
-    pub topic_labels: Option<bool>,
 }
 
-/// The file's shape: every option optional, unknown keys rejected (a typo is an error, not a
-/// silently ignored setting).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    pub bootstrap: Option<StringOrList>,
-    pub listen: Option<String>,
-    pub advertised_host: Option<String>,
-    pub node_port_base: Option<u16>,
-    pub admin: Option<String>,
-    pub max_frame_bytes: Option<usize>,
-    pub max_connections: Option<usize>,
-    pub max_in_flight_per_connection: Option<usize>,
-    pub worker_threads: Option<usize>,
-    pub connect_timeout_ms: Option<u64>,
-    pub request_timeout_ms: Option<u64>,
-    pub absorb_timeout_ms: Option<u64>,
-    pub retry_backoff_ms: Option<u64>,
-    pub metadata_max_age_ms: Option<u64>,
-    pub startup_timeout_ms: Option<u64>,
-    pub ready_max_metadata_age_ms: Option<u64>,
-    pub drain_timeout_ms: Option<u64>,
-    pub client_idle_timeout_ms: Option<u64>,
-    pub client_frame_timeout_ms: Option<u64>,
-    pub client_write_timeout_ms: Option<u64>,
-    pub log_format: Option<LogFormat>,
-    pub log_level: Option<String>,
-    pub topic_labels: Option<bool>,
-    pub upstream_tls: Option<bool>,
-    pub upstream_tls_ca_file: Option<PathBuf>,
-    pub upstream_tls_cert_file: Option<PathBuf>,
-    pub upstream_tls_key_file: Option<PathBuf>,
-    pub upstream_tls_server_name: Option<String>,
-    pub upstream_tls_insecure_skip_verify: Option<bool>,
-    pub sasl_mechanism: Option<String>,
-    pub sasl_username: Option<String>,
-    pub sasl_password: Option<String>,
-    pub sasl_password_file: Option<PathBuf>,
-    pub sasl_mode: Option<SaslMode>,
-    pub listener_tls_cert_file: Option<PathBuf>,
-    pub listener_tls_key_file: Option<PathBuf>,
-    pub listener_tls_client_ca_file: Option<PathBuf>,
+impl Options {
+    /// These options over `under`: every option set here wins, the rest come from `under`.
+    pub fn over(self, under: Options) -> Options {
+        let config = self.config.clone().or(under.config.clone());
+        let as_map = |o: &Options| match serde_json::to_value(o) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => unreachable!("options serialize to a map"),
+        };
+        let mut merged = as_map(&under);
+        merged.extend(as_map(&self).into_iter().filter(|(_, v)| !v.is_null()));
+        let mut o: Options = serde_json::from_value(serde_json::Value::Object(merged))
+            .expect("options read back what they wrote");
+        o.config = config;
+        o
+    }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum StringOrList {
-    One(String),
-    Many(Vec<String>),
+/// `bootstrap` in the file: "a:1,b:2" or ["a:1", "b:2"].
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Option::<OneOrMany>::deserialize(d)?.map(|b| match b {
+        OneOrMany::One(s) => s,
+        OneOrMany::Many(v) => v.join(","),
+    }))
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
@@ -289,8 +277,8 @@ impl Config {
     /// Defaults for everything but the bootstrap servers (tests and embedding).
     pub fn with_bootstrap(bootstrap: &str) -> Config {
         resolve(
-            FileConfig::default(),
-            RunArgs {
+            Options::default(),
+            Options {
                 bootstrap: Some(bootstrap.to_string()),
                 ..Default::default()
             },
@@ -304,10 +292,10 @@ impl Config {
     }
 }
 
-pub fn load(args: RunArgs) -> Result<Config, ConfigError> {
+pub fn load(args: Options) -> Result<Config, ConfigError> {
     let file = match &args.config {
         Some(path) => read_file(path)?,
-        None => FileConfig::default(),
+        None => Options::default(),
     };
     let secret_in_file = file.sasl_password.is_some();
     let config_path = args.config.clone();
@@ -333,7 +321,7 @@ fn readable_by_others(path: &Path) -> Option<String> {
     })
 }
 
-pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+pub fn read_file(path: &Path) -> Result<Options, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
         source,
@@ -345,13 +333,59 @@ pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 }
 
 /// Flags and environment (already merged by clap, flag first) over the file over defaults.
-pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
+pub fn resolve(file: Options, flags: Options) -> Result<Config, ConfigError> {
+    let o = flags.over(file);
     let mut warnings = Vec::new();
-    let bootstrap_raw = args.bootstrap.or(file.bootstrap.map(|b| match b {
-        StringOrList::One(s) => s,
-        StringOrList::Many(v) => v.join(","),
-    }));
-    let Some(bootstrap_raw) = bootstrap_raw else {
+    let addrs = addresses(&o)?;
+    let limits = limits(&o)?;
+    let times = timeouts(&o)?;
+    let (log_format, log_level) = logging(&o)?;
+    let upstream_tls = upstream_tls(&o, &mut warnings)?;
+    let sasl = sasl(&o)?;
+    let listener_tls = listener_tls(&o)?;
+    Ok(Config {
+        bootstrap: addrs.bootstrap,
+        listen: addrs.listen,
+        advertised_host: addrs.advertised_host,
+        node_port_base: addrs.node_port_base,
+        admin: addrs.admin,
+        max_frame_bytes: limits.max_frame_bytes,
+        max_connections: limits.max_connections,
+        max_connections_set: limits.max_connections_set,
+        max_in_flight_per_connection: limits.max_in_flight,
+        worker_threads: limits.worker_threads,
+        connect_timeout: times.connect,
+        request_timeout: times.request,
+        absorb_timeout: times.absorb,
+        retry_backoff: times.retry_backoff,
+        metadata_max_age: times.metadata_max_age,
+        startup_timeout: times.startup,
+        ready_max_metadata_age: times.ready_max_metadata_age,
+        drain_timeout: times.drain,
+        client_idle_timeout: times.client_idle,
+        client_frame_timeout: times.client_frame,
+        client_write_timeout: times.client_write,
+        log_format,
+        log_level,
+        topic_labels: o.topic_labels.unwrap_or(false),
+        upstream_tls,
+        sasl,
+        sasl_mode: o.sasl_mode.unwrap_or_default(),
+        listener_tls,
+        warnings,
+    })
+}
+
+struct Addresses {
+    bootstrap: Vec<String>,
+    listen: SocketAddr,
+    advertised_host: String,
+    node_port_base: u16,
+    admin: SocketAddr,
+}
+
+fn addresses(o: &Options) -> Result<Addresses, ConfigError> {
+    let Some(bootstrap_raw) = o.bootstrap.clone() else {
         return Err(ConfigError::Missing {
             option: "bootstrap",
             hint: "--bootstrap HOST:PORT, FAIRLEAD_BOOTSTRAP or `bootstrap` in the config file",
@@ -377,23 +411,17 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
             return Err(invalid("bootstrap", b, "HOST:PORT with a port in 1-65535"));
         }
     }
-    let listen_raw = args
-        .listen
-        .or(file.listen)
-        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let listen_raw = o.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
     let listen: SocketAddr = listen_raw
         .parse()
-        .map_err(|_| invalid("listen", &listen_raw, "IP:PORT, e.g. 127.0.0.1:9092"))?;
-    let admin_raw = args
-        .admin
-        .or(file.admin)
-        .unwrap_or_else(|| DEFAULT_ADMIN.to_string());
+        .map_err(|_| invalid("listen", listen_raw, "IP:PORT, e.g. 127.0.0.1:9092"))?;
+    let admin_raw = o.admin.as_deref().unwrap_or(DEFAULT_ADMIN);
     let admin: SocketAddr = admin_raw
         .parse()
-        .map_err(|_| invalid("admin", &admin_raw, "IP:PORT, e.g. 127.0.0.1:9464"))?;
-    let advertised_host = args
+        .map_err(|_| invalid("admin", admin_raw, "IP:PORT, e.g. 127.0.0.1:9464"))?;
+    let advertised_host = o
         .advertised_host
-        .or(file.advertised_host)
+        .clone()
         .unwrap_or_else(|| listen.ip().to_string());
     if advertised_host.is_empty() || advertised_host.contains(char::is_whitespace) {
         return Err(invalid(
@@ -402,12 +430,12 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
             "a host name or IP address clients can reach",
         ));
     }
-    let node_port_base = match args.node_port_base.or(file.node_port_base) {
+    let node_port_base = match o.node_port_base {
         Some(p) => p,
         None => listen.port().checked_add(1).ok_or_else(|| {
             invalid(
                 "listen",
-                &listen_raw,
+                listen_raw,
                 "a port below 65535 so that broker ports fit above it",
             )
         })?,
@@ -415,147 +443,127 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
     if node_port_base == 0 {
         return Err(invalid("node_port_base", "0", "a port in 1-65535"));
     }
+    Ok(Addresses {
+        bootstrap,
+        listen,
+        advertised_host,
+        node_port_base,
+        admin,
+    })
+}
 
-    let max_frame_bytes = args
-        .max_frame_bytes
-        .or(file.max_frame_bytes)
-        .unwrap_or(100 * 1024 * 1024);
+struct Limits {
+    max_frame_bytes: usize,
+    max_connections: usize,
+    max_connections_set: bool,
+    max_in_flight: usize,
+    worker_threads: usize,
+}
+
+fn limits(o: &Options) -> Result<Limits, ConfigError> {
+    let max_frame_bytes = o.max_frame_bytes.unwrap_or(100 * 1024 * 1024);
     range(
         "max_frame_bytes",
         max_frame_bytes as u64,
         1024,
         i32::MAX as u64,
     )?;
-    let max_connections_given = args.max_connections.or(file.max_connections);
-    let max_connections_set = max_connections_given.is_some();
-    let max_connections = max_connections_given.unwrap_or(10_000);
+    let max_connections = o.max_connections.unwrap_or(10_000);
     range("max_connections", max_connections as u64, 1, 1_000_000)?;
-    let max_in_flight = args
-        .max_in_flight_per_connection
-        .or(file.max_in_flight_per_connection)
-        .unwrap_or(128);
+    let max_in_flight = o.max_in_flight_per_connection.unwrap_or(128);
     range(
         "max_in_flight_per_connection",
         max_in_flight as u64,
         1,
         65_536,
     )?;
-    let worker_threads = args.worker_threads.or(file.worker_threads).unwrap_or(1);
+    let worker_threads = o.worker_threads.unwrap_or(1);
     range("worker_threads", worker_threads as u64, 0, 1024)?;
+    Ok(Limits {
+        max_frame_bytes,
+        max_connections,
+        max_connections_set: o.max_connections.is_some(),
+        max_in_flight,
+        worker_threads,
+    })
+}
 
-    let ms = |option: &'static str,
-              v: Option<u64>,
-              f: Option<u64>,
-              default: u64,
-              min: u64,
-              max: u64|
-     -> Result<Duration, ConfigError> {
-        let v = v.or(f).unwrap_or(default);
-        range(option, v, min, max)?;
-        Ok(Duration::from_millis(v))
-    };
+struct Timeouts {
+    connect: Duration,
+    request: Duration,
+    absorb: Duration,
+    retry_backoff: Duration,
+    metadata_max_age: Duration,
+    startup: Duration,
+    ready_max_metadata_age: Duration,
+    drain: Duration,
+    client_idle: Duration,
+    client_frame: Duration,
+    client_write: Duration,
+}
+
+fn timeouts(o: &Options) -> Result<Timeouts, ConfigError> {
     const HOUR: u64 = 3_600_000;
-    let connect_timeout = ms(
-        "connect_timeout_ms",
-        args.connect_timeout_ms,
-        file.connect_timeout_ms,
-        5_000,
-        10,
-        HOUR,
-    )?;
-    let request_timeout = ms(
-        "request_timeout_ms",
-        args.request_timeout_ms,
-        file.request_timeout_ms,
-        10_000,
-        10,
-        HOUR,
-    )?;
-    let absorb_timeout = ms(
-        "absorb_timeout_ms",
-        args.absorb_timeout_ms,
-        file.absorb_timeout_ms,
-        15_000,
-        0,
-        HOUR,
-    )?;
-    let retry_backoff = ms(
-        "retry_backoff_ms",
-        args.retry_backoff_ms,
-        file.retry_backoff_ms,
-        25,
-        1,
-        60_000,
-    )?;
-    let metadata_max_age = ms(
-        "metadata_max_age_ms",
-        args.metadata_max_age_ms,
-        file.metadata_max_age_ms,
-        30_000,
-        100,
-        24 * HOUR,
-    )?;
-    let startup_timeout = ms(
-        "startup_timeout_ms",
-        args.startup_timeout_ms,
-        file.startup_timeout_ms,
-        30_000,
-        0,
-        HOUR,
-    )?;
-    let ready_max_metadata_age = ms(
-        "ready_max_metadata_age_ms",
-        args.ready_max_metadata_age_ms,
-        file.ready_max_metadata_age_ms,
-        120_000,
-        100,
-        24 * HOUR,
-    )?;
-    let drain_timeout = ms(
-        "drain_timeout_ms",
-        args.drain_timeout_ms,
-        file.drain_timeout_ms,
-        10_000,
-        0,
-        HOUR,
-    )?;
-    let client_idle_timeout = ms(
-        "client_idle_timeout_ms",
-        args.client_idle_timeout_ms,
-        file.client_idle_timeout_ms,
-        600_000,
-        100,
-        24 * HOUR,
-    )?;
-    let client_frame_timeout = ms(
-        "client_frame_timeout_ms",
-        args.client_frame_timeout_ms,
-        file.client_frame_timeout_ms,
-        30_000,
-        100,
-        HOUR,
-    )?;
-    let client_write_timeout = ms(
-        "client_write_timeout_ms",
-        args.client_write_timeout_ms,
-        file.client_write_timeout_ms,
-        30_000,
-        100,
-        HOUR,
-    )?;
-    if ready_max_metadata_age <= metadata_max_age {
+    // (option, value given, default, min, max), all in milliseconds.
+    let ms = |option: &'static str, v: Option<u64>, default: u64, min: u64, max: u64| {
+        let v = v.unwrap_or(default);
+        range(option, v, min, max).map(|()| Duration::from_millis(v))
+    };
+    let t = Timeouts {
+        connect: ms("connect_timeout_ms", o.connect_timeout_ms, 5_000, 10, HOUR)?,
+        request: ms("request_timeout_ms", o.request_timeout_ms, 10_000, 10, HOUR)?,
+        absorb: ms("absorb_timeout_ms", o.absorb_timeout_ms, 15_000, 0, HOUR)?,
+        retry_backoff: ms("retry_backoff_ms", o.retry_backoff_ms, 25, 1, 60_000)?,
+        metadata_max_age: ms(
+            "metadata_max_age_ms",
+            o.metadata_max_age_ms,
+            30_000,
+            100,
+            24 * HOUR,
+        )?,
+        startup: ms("startup_timeout_ms", o.startup_timeout_ms, 30_000, 0, HOUR)?,
+        ready_max_metadata_age: ms(
+            "ready_max_metadata_age_ms",
+            o.ready_max_metadata_age_ms,
+            120_000,
+            100,
+            24 * HOUR,
+        )?,
+        drain: ms("drain_timeout_ms", o.drain_timeout_ms, 10_000, 0, HOUR)?,
+        client_idle: ms(
+            "client_idle_timeout_ms",
+            o.client_idle_timeout_ms,
+            600_000,
+            100,
+            24 * HOUR,
+        )?,
+        client_frame: ms(
+            "client_frame_timeout_ms",
+            o.client_frame_timeout_ms,
+            30_000,
+            100,
+            HOUR,
+        )?,
+        client_write: ms(
+            "client_write_timeout_ms",
+            o.client_write_timeout_ms,
+            30_000,
+            100,
+            HOUR,
+        )?,
+    };
+    if t.ready_max_metadata_age <= t.metadata_max_age {
         return Err(invalid(
             "ready_max_metadata_age_ms",
-            &ready_max_metadata_age.as_millis().to_string(),
+            &t.ready_max_metadata_age.as_millis().to_string(),
             "more than metadata_max_age_ms, or fairlead would turn unready between two refreshes",
         ));
     }
+    Ok(t)
+}
 
-    let log_format = args.log_format.or(file.log_format).unwrap_or_default();
-    let log_level = args
-        .log_level
-        .or(file.log_level)
-        .unwrap_or_else(|| "info".to_string());
+fn logging(o: &Options) -> Result<(LogFormat, String), ConfigError> {
+    let log_level = o.log_level.clone().unwrap_or_else(|| "info".to_string());
     if !valid_log_filter(&log_level) {
         return Err(invalid(
             "log_level",
@@ -563,147 +571,112 @@ pub fn resolve(file: FileConfig, args: RunArgs) -> Result<Config, ConfigError> {
             "a tracing filter such as info, debug or fairlead=debug,warn",
         ));
     }
+    Ok((o.log_format.unwrap_or_default(), log_level))
+}
 
-    let upstream_tls = {
-        let on = args.upstream_tls.or(file.upstream_tls).unwrap_or(false);
-        let t = UpstreamTls {
-            ca_file: args.upstream_tls_ca_file.or(file.upstream_tls_ca_file),
-            cert_file: args.upstream_tls_cert_file.or(file.upstream_tls_cert_file),
-            key_file: args.upstream_tls_key_file.or(file.upstream_tls_key_file),
-            server_name: args
-                .upstream_tls_server_name
-                .or(file.upstream_tls_server_name),
-            insecure_skip_verify: args
-                .upstream_tls_insecure_skip_verify
-                .or(file.upstream_tls_insecure_skip_verify)
-                .unwrap_or(false),
-        };
-        if on {
-            for (option, f) in [
-                ("upstream_tls_ca_file", &t.ca_file),
-                ("upstream_tls_cert_file", &t.cert_file),
-                ("upstream_tls_key_file", &t.key_file),
-            ] {
-                if let Some(f) = f {
-                    if !f.is_file() {
-                        return Err(invalid(
-                            option,
-                            &f.display().to_string(),
-                            "a readable PEM file",
-                        ));
-                    }
-                }
-            }
-            if t.ca_file.is_none() && !t.insecure_skip_verify {
-                return Err(ConfigError::Missing { option: "upstream_tls_ca_file", hint: "the CA bundle brokers' certificates chain to (or upstream_tls_insecure_skip_verify = true, for labs)" });
-            }
-            if t.cert_file.is_some() != t.key_file.is_some() {
+fn upstream_tls(
+    o: &Options,
+    warnings: &mut Vec<String>,
+) -> Result<Option<UpstreamTls>, ConfigError> {
+    if !o.upstream_tls.unwrap_or(false) {
+        return Ok(None);
+    }
+    let t = UpstreamTls {
+        ca_file: o.upstream_tls_ca_file.clone(),
+        cert_file: o.upstream_tls_cert_file.clone(),
+        key_file: o.upstream_tls_key_file.clone(),
+        server_name: o.upstream_tls_server_name.clone(),
+        insecure_skip_verify: o.upstream_tls_insecure_skip_verify.unwrap_or(false),
+    };
+    for (option, f) in [
+        ("upstream_tls_ca_file", &t.ca_file),
+        ("upstream_tls_cert_file", &t.cert_file),
+        ("upstream_tls_key_file", &t.key_file),
+    ] {
+        if let Some(f) = f {
+            if !f.is_file() {
                 return Err(invalid(
-                    "upstream_tls_key_file",
-                    &t.key_file
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default(),
-                    "set together with upstream_tls_cert_file (mutual TLS)",
+                    option,
+                    &f.display().to_string(),
+                    "a readable PEM file",
                 ));
             }
-            if t.insecure_skip_verify {
-                warnings.push("upstream_tls_insecure_skip_verify is set: brokers' certificates are NOT verified; anyone on the network path can impersonate the cluster".into());
-            }
-            Some(t)
-        } else {
-            None
         }
-    };
-    let sasl = match args.sasl_mechanism.or(file.sasl_mechanism) {
-        None => None,
-        Some(m) => {
-            let mechanism = Mechanism::parse(&m).ok_or_else(|| {
-                invalid(
-                    "sasl_mechanism",
-                    &m,
-                    "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
-                )
-            })?;
-            let username =
-                args.sasl_username
-                    .or(file.sasl_username)
-                    .ok_or(ConfigError::Missing {
-                        option: "sasl_username",
-                        hint: "the SASL user fairlead authenticates as",
-                    })?;
-            let from_env = std::env::var("FAIRLEAD_SASL_PASSWORD").ok();
-            let password = match (from_env.or(file.sasl_password), args.sasl_password_file.or(file.sasl_password_file)) {
-                (Some(p), _) => p,
-                (None, Some(path)) => std::fs::read_to_string(&path)
-                    .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-                    .map_err(|e| invalid("sasl_password_file", &path.display().to_string(), &format!("a readable file ({e})")))?,
-                (None, None) => return Err(ConfigError::Missing { option: "sasl_password", hint: "FAIRLEAD_SASL_PASSWORD, sasl_password in the config file, or sasl_password_file" }),
-            };
-            Some(Credentials {
-                mechanism,
-                username,
-                password: Secret::new(password),
-            })
-        }
-    };
-    let sasl_mode = args.sasl_mode.or(file.sasl_mode).unwrap_or_default();
-    let listener_tls = match (
-        args.listener_tls_cert_file.or(file.listener_tls_cert_file),
-        args.listener_tls_key_file.or(file.listener_tls_key_file),
-    ) {
-        (None, None) => None,
-        (Some(cert_file), Some(key_file)) => Some(ListenerTls {
-            cert_file,
-            key_file,
-            client_ca_file: args
-                .listener_tls_client_ca_file
-                .or(file.listener_tls_client_ca_file),
-        }),
-        (c, _) => {
-            return Err(invalid(
-                if c.is_some() {
-                    "listener_tls_key_file"
-                } else {
-                    "listener_tls_cert_file"
-                },
-                "",
-                "listener_tls_cert_file and listener_tls_key_file go together",
-            ))
-        }
-    };
+    }
+    if t.ca_file.is_none() && !t.insecure_skip_verify {
+        return Err(ConfigError::Missing {
+            option: "upstream_tls_ca_file",
+            hint: "the CA bundle brokers' certificates chain to (or upstream_tls_insecure_skip_verify = true, for labs)",
+        });
+    }
+    if t.cert_file.is_some() != t.key_file.is_some() {
+        return Err(invalid(
+            "upstream_tls_key_file",
+            &t.key_file
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            "set together with upstream_tls_cert_file (mutual TLS)",
+        ));
+    }
+    if t.insecure_skip_verify {
+        warnings.push("upstream_tls_insecure_skip_verify is set: brokers' certificates are NOT verified; anyone on the network path can impersonate the cluster".into());
+    }
+    Ok(Some(t))
+}
 
-    Ok(Config {
-        bootstrap,
-        listen,
-        advertised_host,
-        node_port_base,
-        admin,
-        max_frame_bytes,
-        max_connections,
-        max_connections_set,
-        max_in_flight_per_connection: max_in_flight,
-        worker_threads,
-        connect_timeout,
-        request_timeout,
-        absorb_timeout,
-        retry_backoff,
-        metadata_max_age,
-        startup_timeout,
-        ready_max_metadata_age,
-        drain_timeout,
-        client_idle_timeout,
-        client_frame_timeout,
-        client_write_timeout,
-        log_format,
-        log_level,
-        topic_labels: args.topic_labels.or(file.topic_labels).unwrap_or(false),
-        upstream_tls,
-        sasl,
-        sasl_mode,
-        listener_tls,
-        warnings,
-    })
+fn sasl(o: &Options) -> Result<Option<Credentials>, ConfigError> {
+    let Some(m) = &o.sasl_mechanism else {
+        return Ok(None);
+    };
+    let mechanism = Mechanism::parse(m)
+        .ok_or_else(|| invalid("sasl_mechanism", m, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"))?;
+    let username = o.sasl_username.clone().ok_or(ConfigError::Missing {
+        option: "sasl_username",
+        hint: "the SASL user fairlead authenticates as",
+    })?;
+    let from_env = std::env::var("FAIRLEAD_SASL_PASSWORD").ok();
+    let password = match (from_env.or(o.sasl_password.clone()), &o.sasl_password_file) {
+        (Some(p), _) => p,
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+            .map_err(|e| {
+                invalid(
+                    "sasl_password_file",
+                    &path.display().to_string(),
+                    &format!("a readable file ({e})"),
+                )
+            })?,
+        (None, None) => return Err(ConfigError::Missing {
+            option: "sasl_password",
+            hint: "FAIRLEAD_SASL_PASSWORD, sasl_password in the config file, or sasl_password_file",
+        }),
+    };
+    Ok(Some(Credentials {
+        mechanism,
+        username,
+        password: Secret::new(password),
+    }))
+}
+
+fn listener_tls(o: &Options) -> Result<Option<ListenerTls>, ConfigError> {
+    match (&o.listener_tls_cert_file, &o.listener_tls_key_file) {
+        (None, None) => Ok(None),
+        (Some(cert_file), Some(key_file)) => Ok(Some(ListenerTls {
+            cert_file: cert_file.clone(),
+            key_file: key_file.clone(),
+            client_ca_file: o.listener_tls_client_ca_file.clone(),
+        })),
+        (c, _) => Err(invalid(
+            if c.is_some() {
+                "listener_tls_key_file"
+            } else {
+                "listener_tls_cert_file"
+            },
+            "",
+            "listener_tls_cert_file and listener_tls_key_file go together",
+        )),
+    }
 }
 
 /// A tracing filter of comma-separated directives: `level`, `target` or `target=level`
@@ -748,12 +721,12 @@ fn range(option: &'static str, v: u64, min: u64, max: u64) -> Result<(), ConfigE
 mod tests {
     use super::*;
 
-    fn file(toml: &str) -> FileConfig {
+    fn file(toml: &str) -> Options {
         toml::from_str(toml).unwrap()
     }
 
     /// config/fairlead.toml documents every option: uncommenting all of it gives a file that
-    /// parses (no typo) and names every field of `FileConfig`.
+    /// parses (no typo) and names every field of `Options`.
     #[test]
     fn the_example_config_documents_every_option() {
         let text = include_str!("../config/fairlead.toml");
@@ -771,20 +744,26 @@ mod tests {
             .join("\n");
         let parsed: toml::Table =
             toml::from_str(&uncommented).expect("the uncommented example parses");
-        let _: FileConfig = toml::from_str(&uncommented).expect("every key is a real option");
+        let _: Options = toml::from_str(&uncommented).expect("every key is a real option");
         let fields = include_str!("config.rs")
-            .split("pub struct FileConfig {")
+            .split("pub struct Options {")
             .nth(1)
             .unwrap()
             .split("\n}")
             .next()
             .unwrap();
-        for line in fields
-            .lines()
-            .map(str::trim)
-            .filter(|l| l.starts_with("pub "))
-        {
+        let mut file_only = false;
+        for line in fields.lines().map(str::trim) {
+            if line.starts_with("#[serde(skip)]") {
+                file_only = true;
+            }
+            if !line.starts_with("pub ") {
+                continue;
+            }
             let name = line.trim_start_matches("pub ").split(':').next().unwrap();
+            if std::mem::take(&mut file_only) {
+                continue; // not a file key (`config` itself)
+            }
             assert!(
                 parsed.contains_key(name),
                 "config/fairlead.toml does not document `{name}`"
@@ -804,7 +783,7 @@ mod tests {
         assert!(!c.max_connections_set);
         let set = resolve(
             file("bootstrap = 'k:1'\nmax_connections = 5\nworker_threads = 0"),
-            RunArgs::default(),
+            Options::default(),
         )
         .unwrap();
         assert!(set.max_connections_set);
@@ -817,7 +796,7 @@ mod tests {
             file("bootstrap = ['a:1', 'b:2']\nlisten = '127.0.0.1:7000'\nabsorb_timeout_ms = 5000");
         let c = resolve(
             f,
-            RunArgs {
+            Options {
                 listen: Some("127.0.0.1:8000".into()),
                 ..Default::default()
             },
@@ -831,7 +810,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_option_value_and_what_is_allowed() {
-        let e = resolve(file("bootstrap = 'x'"), RunArgs::default())
+        let e = resolve(file("bootstrap = 'x'"), Options::default())
             .unwrap_err()
             .to_string();
         assert!(
@@ -840,7 +819,7 @@ mod tests {
         );
         let e = resolve(
             file("bootstrap = 'a:1'\nmax_frame_bytes = 5"),
-            RunArgs::default(),
+            Options::default(),
         )
         .unwrap_err()
         .to_string();
@@ -850,16 +829,16 @@ mod tests {
         );
         let e = resolve(
             file("bootstrap = 'a:1'\nlisten = 'nope'"),
-            RunArgs::default(),
+            Options::default(),
         )
         .unwrap_err()
         .to_string();
         assert!(e.contains("`listen`"), "{e}");
         assert!(
-            toml::from_str::<FileConfig>("bootstrapp = 'a:1'").is_err(),
+            toml::from_str::<Options>("bootstrapp = 'a:1'").is_err(),
             "unknown keys are rejected"
         );
-        let e = resolve(FileConfig::default(), RunArgs::default())
+        let e = resolve(Options::default(), Options::default())
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing required option `bootstrap`"), "{e}");

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
-use fairlead::config::{self, Cli, Config, FileConfig, RunArgs};
+use fairlead::config::{self, Cli, Config, Options};
 use fairlead::testing::metrics as m;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
@@ -176,7 +176,7 @@ fn env_to_flag() -> BTreeMap<String, String> {
 /// Parses `args` (after the binary) and `env` the way fairlead would, without reading this
 /// process's environment: each variable becomes its flag unless the flag is already given
 /// (flags win over the environment).
-fn run_args(args: &[String], env: &[(String, String)], what: &str) -> RunArgs {
+fn run_args(args: &[String], env: &[(String, String)], what: &str) -> Options {
     let flags = env_to_flag();
     let mut argv = vec!["fairlead".to_string()];
     argv.extend(args.iter().cloned());
@@ -210,7 +210,7 @@ fn run_args(args: &[String], env: &[(String, String)], what: &str) -> RunArgs {
     cli.run
 }
 
-fn resolve(file: FileConfig, args: &[String], env: &[(String, String)], what: &str) -> Config {
+fn resolve(file: Options, args: &[String], env: &[(String, String)], what: &str) -> Config {
     let run = run_args(args, env, what);
     config::resolve(file, run)
         .unwrap_or_else(|e| panic!("{what}: fairlead would refuse to start: {e}"))
@@ -335,7 +335,7 @@ impl Dockerfile {
     /// The runtime image's configuration: its ENV plus a bootstrap (required, not in the image).
     fn config(&self) -> Config {
         resolve(
-            FileConfig::default(),
+            Options::default(),
             &["--bootstrap".into(), "kafka:9092".into()],
             &self.env(),
             "docker/Dockerfile ENV",
@@ -721,7 +721,7 @@ fn compose_fairlead_config(compose: &Yaml) -> Config {
     env.extend(compose_env(svc));
     let env: Vec<_> = env.into_iter().collect();
     resolve(
-        FileConfig::default(),
+        Options::default(),
         &args,
         &env,
         "docker/compose.yaml fairlead service",
@@ -1339,7 +1339,7 @@ fn sidecar(docs: &[Yaml]) -> Sidecar<'_> {
                 .map(|(_, v)| v.clone())
         });
     let file = match config_path {
-        None => FileConfig::default(),
+        None => Options::default(),
         Some(path) => {
             let p = Path::new(&path);
             let dir = p.parent().and_then(|d| d.to_str()).unwrap_or("");
@@ -1373,7 +1373,7 @@ fn sidecar(docs: &[Yaml]) -> Sidecar<'_> {
             let text = cm["data"][key].as_str().unwrap_or_else(|| {
                 panic!("docker/k8s/sidecar.yaml: ConfigMap {cm_name} has no key {key}")
             });
-            toml::from_str::<FileConfig>(text).unwrap_or_else(|e| {
+            toml::from_str::<Options>(text).unwrap_or_else(|e| {
                 panic!("docker/k8s/sidecar.yaml: ConfigMap {cm_name}/{key} is not a valid fairlead config: {e}")
             })
         }

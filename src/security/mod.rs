@@ -18,7 +18,17 @@ pub mod tls;
 use sasl::Credentials;
 use tls::TlsClient;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    serde::Deserialize,
+    serde::Serialize,
+    clap::ValueEnum,
+    Default,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SaslMode {
     #[default]
