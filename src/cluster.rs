@@ -16,7 +16,7 @@ use crate::leadership::{Broker, LeaderChange, Leadership, Observed, TopicRef};
 use crate::ports::Ports;
 use crate::security::UpstreamSecurity;
 use crate::upstream::pool::Pool;
-use crate::upstream::{Upstream, UpstreamConfig, UpstreamError};
+use crate::upstream::{Upstream, UpstreamConfig, UpstreamError, BOOTSTRAP_NODE};
 
 pub struct Cluster {
     pub cfg: Arc<Config>,
@@ -87,6 +87,7 @@ impl Cluster {
         let r = self.refresher.refresh(seen_generation, trigger).await?;
         if let Some(r) = &r {
             self.after_update(&r.new_brokers, &r.changes);
+            self.prune(&self.pool);
         }
         Ok(r)
     }
@@ -158,12 +159,14 @@ impl Cluster {
         self.upstream_in(&self.pool, node).await
     }
 
-    /// The connection to broker `node` in `pool`, connecting if needed.
+    /// The connection to broker `node` in `pool`, connecting if needed. Connections in `pool` to
+    /// brokers that have left the cluster since it was last used are dropped first.
     pub async fn upstream_in(
         &self,
         pool: &Pool,
         node: i32,
     ) -> Result<Arc<Upstream>, UpstreamError> {
+        self.prune(pool);
         let Some(b) = self.leadership.broker(node) else {
             return Err(UpstreamError::Connect {
                 node,
@@ -172,6 +175,15 @@ impl Cluster {
             });
         };
         pool.get(node, &b.addr()).await
+    }
+
+    /// Drops `pool`'s connections to brokers that left the cluster since it was last pruned.
+    fn prune(&self, pool: &Pool) {
+        let version = self.leadership.brokers_version();
+        if pool.brokers_version() != version {
+            let brokers = self.leadership.brokers();
+            pool.retain(version, |n| n == BOOTSTRAP_NODE || brokers.contains_key(&n));
+        }
     }
 
     /// A dedicated connection for a client: to broker `node`, or (bootstrap connections, or
@@ -216,7 +228,7 @@ impl Cluster {
             self.cfg
                 .bootstrap
                 .iter()
-                .map(|a| (crate::upstream::BOOTSTRAP_NODE, a.clone())),
+                .map(|a| (BOOTSTRAP_NODE, a.clone())),
         );
         for (id, addr) in candidates {
             match Upstream::connect(id, &addr, &self.upstream_cfg, true).await {
@@ -229,5 +241,41 @@ impl Cluster {
             addr: String::new(),
             reason: "no broker known".into(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_to_brokers_that_left_are_dropped() {
+        let mut brokers = Vec::new();
+        let mut listeners = Vec::new();
+        for id in [1, 2] {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            listeners.push(l);
+            brokers.push(Broker {
+                id,
+                host: addr.ip().to_string(),
+                port: addr.port().into(),
+                rack: None,
+            });
+        }
+        let cluster = crate::testing::cluster(Config::with_bootstrap("127.0.0.1:1"));
+        cluster.leadership.set_brokers(brokers.clone());
+        let pool = Pool::new(cluster.upstream_cfg.clone());
+        cluster.upstream_in(&pool, 1).await.unwrap();
+        cluster.upstream_in(&pool, 2).await.unwrap();
+        assert_eq!(pool.nodes(), vec![1, 2]);
+        cluster.leadership.set_brokers(brokers[..1].to_vec());
+        cluster.upstream_in(&pool, 1).await.unwrap();
+        assert_eq!(
+            pool.nodes(),
+            vec![1],
+            "broker 2 left: its connection is dropped"
+        );
+        assert!(cluster.upstream_in(&pool, 2).await.is_err());
     }
 }

@@ -123,6 +123,8 @@ pub struct Leadership {
     topic_names: DashMap<Uuid, String>,
     /// Replaced whole on each update, so readers take a cheap snapshot.
     brokers: RwLock<Arc<BTreeMap<i32, Broker>>>,
+    /// Bumped whenever the broker list changes (see [`Leadership::brokers_version`]).
+    brokers_version: AtomicU64,
     /// Bumped by every refresh from the cluster; see [`refresh::Refresher`].
     generation: AtomicU64,
     /// When fairlead last heard a full broker list from the cluster.
@@ -223,6 +225,12 @@ impl Leadership {
         self.brokers.read().unwrap().clone()
     }
 
+    /// Changes whenever the broker list does: connection pools compare it with the version they
+    /// last pruned at, to drop connections to brokers that left.
+    pub fn brokers_version(&self) -> u64 {
+        self.brokers_version.load(Ordering::Acquire)
+    }
+
     pub fn broker(&self, id: i32) -> Option<Broker> {
         self.brokers.read().unwrap().get(&id).cloned()
     }
@@ -246,6 +254,7 @@ impl Leadership {
             .collect();
         if **cur != new {
             *cur = Arc::new(new);
+            self.brokers_version.fetch_add(1, Ordering::AcqRel);
         }
         *self.last_metadata.write().unwrap() = Some(Instant::now());
         added
@@ -262,6 +271,7 @@ impl Leadership {
         let mut next = (**cur).clone();
         next.insert(b.id, b);
         *cur = Arc::new(next);
+        self.brokers_version.fetch_add(1, Ordering::AcqRel);
         added
     }
 

@@ -79,16 +79,6 @@ pub enum UpstreamError {
     Protocol { node: i32, reason: String },
 }
 
-impl UpstreamError {
-    /// True when the request certainly never reached the broker.
-    pub fn nothing_sent(&self) -> bool {
-        matches!(
-            self,
-            UpstreamError::Connect { .. } | UpstreamError::Refused { .. }
-        )
-    }
-}
-
 pub type Reply = Result<BytesMut, UpstreamError>;
 pub type ReplyRx = oneshot::Receiver<Reply>;
 

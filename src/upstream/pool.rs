@@ -4,6 +4,7 @@
 //! requests of one connection one at a time.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Upstream, UpstreamConfig, UpstreamError};
@@ -15,6 +16,8 @@ pub struct Pool {
     connecting: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<()>>>>,
     /// Nodes whose last connection attempt failed (for the admin view).
     unreachable: Mutex<HashMap<i32, String>>,
+    /// The version of the cluster's broker list this pool was last pruned at.
+    brokers_version: AtomicU64,
 }
 
 impl Pool {
@@ -24,11 +27,8 @@ impl Pool {
             conns: Mutex::default(),
             connecting: Mutex::default(),
             unreachable: Mutex::default(),
+            brokers_version: AtomicU64::new(0),
         }
-    }
-
-    pub fn config(&self) -> &UpstreamConfig {
-        &self.cfg
     }
 
     /// A live connection to `node` at `addr`, connecting if needed.
@@ -73,8 +73,27 @@ impl Pool {
         self.unreachable.lock().unwrap().get(&node).cloned()
     }
 
-    /// Drops the connection to a node (it left the cluster or its address changed).
-    pub fn forget(&self, node: i32) {
-        self.conns.lock().unwrap().remove(&node);
+    /// The broker list version the pool was last pruned at (see `retain`).
+    pub fn brokers_version(&self) -> u64 {
+        self.brokers_version.load(Ordering::Acquire)
+    }
+
+    /// Keeps only the connections to nodes that `keep` names (the others left the cluster),
+    /// noting the broker list `version` they were checked against. A dropped connection closes
+    /// once the requests in flight on it are answered.
+    pub fn retain(&self, version: u64, keep: impl Fn(i32) -> bool) {
+        self.conns.lock().unwrap().retain(|node, _| keep(*node));
+        self.unreachable
+            .lock()
+            .unwrap()
+            .retain(|node, _| keep(*node));
+        self.brokers_version.store(version, Ordering::Release);
+    }
+
+    /// Nodes with a connection in the pool (open or not).
+    pub fn nodes(&self) -> Vec<i32> {
+        let mut n: Vec<i32> = self.conns.lock().unwrap().keys().copied().collect();
+        n.sort_unstable();
+        n
     }
 }
