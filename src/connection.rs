@@ -13,6 +13,7 @@
 //! re-sent, and only a request whose effect is unknown closes the client connection, which is
 //! what the client would have seen without fairlead.
 
+use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -100,6 +101,7 @@ impl Drop for ConnGauge {
     }
 }
 
+/// Serves one client connection until it closes, the broker side fails it, or shutdown.
 pub async fn serve(
     router: Arc<Router>,
     peer: std::net::SocketAddr,
@@ -137,7 +139,7 @@ pub async fn serve(
     let mut reader = FrameReader::with_timeouts(rd, cluster.cfg.max_frame_bytes, 8, timeouts);
 
     let mut writer_result = None;
-    let reason: std::borrow::Cow<'static, str> = loop {
+    let reason: Cow<'static, str> = loop {
         let read = tokio::select! {
             r = reader.read_frame() => r,
             _ = shutdown.changed() => break "shutting down".into(),
@@ -146,38 +148,9 @@ pub async fn serve(
                 break "response path ended".into();
             }
         };
-        let frame = match read {
-            Ok(Some(f)) => f.freeze(),
-            Ok(None) => break "client closed the connection".into(),
-            Err(FrameError::Idle(t)) => {
-                metrics::connection_closed(metrics::Closed::Idle);
-                debug!(idle_for = ?t, "closing idle client connection");
-                break "idle".into();
-            }
-            Err(e @ FrameError::Slow(_)) => {
-                metrics::connection_closed(metrics::Closed::SlowClient);
-                warn!(error = %e, "closing client connection: request frame too slow to arrive");
-                break "slow client".into();
-            }
-            Err(FrameError::Io(e)) => {
-                // The client reset or broke the connection: its business, not an error.
-                debug!(error = %e, "client connection ended");
-                break "client connection ended".into();
-            }
-            Err(e) => {
-                metrics::connection_closed(metrics::Closed::BadFrame);
-                warn!(error = %e, "closing client connection: unreadable frame");
-                break "bad frame".into();
-            }
-        };
-        metrics::bytes(metrics::Direction::FromClients, frame.len());
-        let hdr = match parse_request(&frame) {
-            Ok(h) => h,
-            Err(e) => {
-                metrics::connection_closed(metrics::Closed::BadHeader);
-                warn!(error = %e, "closing client connection: malformed request header");
-                break "bad header".into();
-            }
+        let (frame, hdr) = match request(read) {
+            Ok(r) => r,
+            Err(reason) => break reason,
         };
         if matches!(
             hdr.known,
@@ -214,6 +187,46 @@ pub async fn serve(
     }
     if let Some(Ok(Err(e))) = writer_result {
         warn!(error = %e, "client connection closed");
+    }
+}
+
+/// A request frame and its header from what the reader read, or why the connection ends (the
+/// reason logged and counted here).
+fn request(
+    read: Result<Option<bytes::BytesMut>, FrameError>,
+) -> Result<(Bytes, RequestHeader), Cow<'static, str>> {
+    let frame = match read {
+        Ok(Some(f)) => f.freeze(),
+        Ok(None) => return Err("client closed the connection".into()),
+        Err(FrameError::Idle(t)) => {
+            metrics::connection_closed(metrics::Closed::Idle);
+            debug!(idle_for = ?t, "closing idle client connection");
+            return Err("idle".into());
+        }
+        Err(e @ FrameError::Slow(_)) => {
+            metrics::connection_closed(metrics::Closed::SlowClient);
+            warn!(error = %e, "closing client connection: request frame too slow to arrive");
+            return Err("slow client".into());
+        }
+        Err(FrameError::Io(e)) => {
+            // The client reset or broke the connection: its business, not an error.
+            debug!(error = %e, "client connection ended");
+            return Err("client connection ended".into());
+        }
+        Err(e) => {
+            metrics::connection_closed(metrics::Closed::BadFrame);
+            warn!(error = %e, "closing client connection: unreadable frame");
+            return Err("bad frame".into());
+        }
+    };
+    metrics::bytes(metrics::Direction::FromClients, frame.len());
+    match parse_request(&frame) {
+        Ok(hdr) => Ok((frame, hdr)),
+        Err(e) => {
+            metrics::connection_closed(metrics::Closed::BadHeader);
+            warn!(error = %e, "closing client connection: malformed request header");
+            Err("bad header".into())
+        }
     }
 }
 

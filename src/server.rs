@@ -96,36 +96,7 @@ impl Server {
         ));
         info!(addr = %admin_addr, "admin endpoint: /metrics /healthz /readyz /leadership");
 
-        let started = Instant::now();
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match cluster
-                .refresh(cluster.leadership.generation(), Trigger::Startup)
-                .await
-            {
-                Ok(_) => break,
-                Err(RefreshError::NoBroker {
-                    last,
-                    refused: true,
-                    ..
-                }) => {
-                    // TLS or SASL said no: waiting will not change its mind.
-                    return Err(StartError::Refused(last));
-                }
-                Err(e) => {
-                    if started.elapsed() >= cluster.cfg.startup_timeout {
-                        return Err(StartError::ClusterUnreachable {
-                            bootstrap: cluster.cfg.bootstrap.join(","),
-                            waited: started.elapsed(),
-                            last: e.to_string(),
-                        });
-                    }
-                    warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cluster not reachable yet");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
+        load_metadata(&cluster).await?;
 
         let bootstrap_addr = cluster
             .ports
@@ -178,6 +149,37 @@ impl Server {
                 "drain time over; exiting with connections open"
             ),
         }
+    }
+}
+
+/// The first Metadata, retried with backoff up to `startup_timeout` (TLS or SASL refusals stop
+/// at once: waiting will not change the cluster's mind).
+async fn load_metadata(cluster: &Cluster) -> Result<(), StartError> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let e = match cluster
+            .refresh(cluster.leadership.generation(), Trigger::Startup)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(RefreshError::NoBroker {
+                last,
+                refused: true,
+                ..
+            }) => return Err(StartError::Refused(last)),
+            Err(e) => e,
+        };
+        if started.elapsed() >= cluster.cfg.startup_timeout {
+            return Err(StartError::ClusterUnreachable {
+                bootstrap: cluster.cfg.bootstrap.join(","),
+                waited: started.elapsed(),
+                last: e.to_string(),
+            });
+        }
+        warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "cluster not reachable yet");
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
     }
 }
 
