@@ -1,13 +1,17 @@
 //! Test support: the real cluster (tests/testbed/testbed), real clients (the Java testkit and
 //! the Python drivers), fairlead as a separate process, and the strict observer.
 //!
-//! Nothing here skips: if the cluster or a client cannot start, the test fails and says why.
+//! Nothing here skips once a test runs: if the cluster or a client cannot start, the test fails
+//! and says why. Whether a cluster test runs at all is [`bed::skip_without_testbed`]'s call.
 
 #![allow(dead_code)]
 
+pub mod bed;
 pub mod observer;
 pub mod raw;
 pub mod scenario;
+
+pub use bed::skip_without_testbed;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};

@@ -4,6 +4,7 @@
 //! fairlead's RSS over the run (flat). Not part of `make test`: run it with
 //! `tests/testbed/soak [MINUTES]` (see RELIABILITY.md).
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +27,9 @@ fn rss_kib(pid: u32) -> Option<u64> {
 #[test]
 #[ignore = "long: run with tests/testbed/soak"]
 fn soak() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let minutes: u64 = std::env::var("SOAK_MINUTES")
         .ok()
         .and_then(|m| m.parse().ok())

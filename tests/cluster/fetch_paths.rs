@@ -1,5 +1,6 @@
 //! Fetch paths beyond "fetch from the leader": rack-aware follower fetching (KIP-392).
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -12,6 +13,9 @@ use support::{Admin, ClientKind, ClientProc, Fairlead};
 /// its replica (reassignment), the consumer sees no error and no stall beyond a fetch wait.
 #[test]
 fn a_rack_aware_consumer_survives_its_follower_losing_the_replica() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let cluster = support::cluster();
     let dir = support::run_dir("rack-aware");

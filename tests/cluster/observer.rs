@@ -6,7 +6,9 @@
 //! is rewritten), it does not alter what it does not rewrite, and it does not stay silent about
 //! what it cannot read.
 
-#[path = "support/observer.rs"]
+#[path = "../support/bed.rs"]
+mod bed;
+#[path = "../support/observer.rs"]
 mod observer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -335,6 +337,9 @@ fn observer_brokers(observer: &Observer) -> BTreeMap<i32, String> {
 
 #[test]
 fn broker_addresses_are_rewritten_to_observer_listeners() {
+    if bed::skip_without_testbed() {
+        return;
+    }
     let bed = testbed();
     let observer = Observer::start(&bed.bootstrap).unwrap();
     let mut client = Client::connect(&observer.bootstrap());
@@ -467,6 +472,9 @@ fn broker_addresses_are_rewritten_to_observer_listeners() {
 
 #[test]
 fn produce_to_a_follower_is_counted_as_not_leader_or_follower() {
+    if bed::skip_without_testbed() {
+        return;
+    }
     let bed = testbed();
     let observer = Observer::start(&bed.bootstrap).unwrap();
     let topic = create_topic(&mut Client::connect(&observer.bootstrap()), "v9");
@@ -516,6 +524,9 @@ fn produce_to_a_follower_is_counted_as_not_leader_or_follower() {
 
 #[test]
 fn produce_v12_node_endpoints_point_at_the_observer() {
+    if bed::skip_without_testbed() {
+        return;
+    }
     let bed = testbed();
     let observer = Observer::start(&bed.bootstrap).unwrap();
     let topic = create_topic(&mut Client::connect(&observer.bootstrap()), "v12");
@@ -553,6 +564,9 @@ fn produce_v12_node_endpoints_point_at_the_observer() {
 
 #[test]
 fn frames_not_rewritten_pass_byte_identical() {
+    if bed::skip_without_testbed() {
+        return;
+    }
     let bed = testbed();
     let observer = Observer::start(&bed.bootstrap).unwrap();
     let topic = create_topic(&mut Client::connect(&observer.bootstrap()), "bytes");
@@ -622,6 +636,9 @@ fn frames_not_rewritten_pass_byte_identical() {
 
 #[test]
 fn fetch_samples_name_topics_by_id_where_the_version_has_no_names() {
+    if bed::skip_without_testbed() {
+        return;
+    }
     let bed = testbed();
     let observer = Observer::start(&bed.bootstrap).unwrap();
     let topic = create_topic(&mut Client::connect(&observer.bootstrap()), "fetch");
@@ -682,6 +699,9 @@ fn fake_broker(
 
 #[test]
 fn an_undecodable_response_is_counted_and_still_forwarded() {
+    if bed::skip_without_testbed() {
+        return;
+    }
     // Garbage under the request's correlation id, then a frame that matches no request at all.
     const UNMATCHED: i32 = 0x7fff_0000;
     let (addr, server) = fake_broker(1, |request| {
@@ -711,6 +731,9 @@ fn an_undecodable_response_is_counted_and_still_forwarded() {
 
 #[test]
 fn api_versions_are_capped_to_what_the_observer_can_decode() {
+    if bed::skip_without_testbed() {
+        return;
+    }
     // A broker newer than kafka-protocol: a Produce version beyond it, an API key it does not
     // know, and a Fetch whose oldest version is already beyond it.
     let (addr, server) = fake_broker(1, |request| {

@@ -5,6 +5,7 @@
 //! leadership error codes reach the clients. Without this, a zero through fairlead would mean
 //! nothing.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use support::scenario::{self, Plan};
@@ -39,6 +40,9 @@ fn control(name: &str, client: ClientKind) -> scenario::Outcome {
 
 #[test]
 fn legacy_java_clients_talking_directly_to_the_brokers_see_leadership_errors() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let out = control("control-java", ClientKind::Java);
     assert!(
         out.legacy_errors_and_retries() > 0.0,
@@ -49,6 +53,9 @@ fn legacy_java_clients_talking_directly_to_the_brokers_see_leadership_errors() {
 
 #[test]
 fn legacy_librdkafka_clients_talking_directly_to_the_brokers_see_leadership_errors() {
+    if support::skip_without_testbed() {
+        return;
+    }
     // librdkafka keeps no per-record retry metric for these: the observer's count is the proof.
     control("control-librdkafka", ClientKind::Librdkafka);
 }

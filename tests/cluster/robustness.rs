@@ -2,6 +2,7 @@
 //! (its connection closed with one log line naming the client and the reason, or the frame
 //! passed through), and the process and every other connection keep working.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::io::{Read, Write};
@@ -64,6 +65,9 @@ fn rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn the_connection_limit_refuses_the_excess_cleanly() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let cluster = support::cluster();
     let f = Fairlead::start(
         &cluster.bootstrap,
@@ -99,6 +103,9 @@ fn the_connection_limit_refuses_the_excess_cleanly() {
 
 #[test]
 fn a_slow_loris_client_is_disconnected_and_an_idle_one_too() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let cluster = support::cluster();
     let f = Fairlead::start(
         &cluster.bootstrap,
@@ -137,6 +144,9 @@ fn a_slow_loris_client_is_disconnected_and_an_idle_one_too() {
 
 #[test]
 fn a_client_that_never_reads_its_responses_is_bounded_then_disconnected() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let cluster = support::cluster();
     let f = Fairlead::start(
         &cluster.bootstrap,
@@ -202,6 +212,9 @@ fn a_client_that_never_reads_its_responses_is_bounded_then_disconnected() {
 
 #[test]
 fn malformed_frames_close_only_their_connection_with_a_log_line() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let cluster = support::cluster();
     let f = Fairlead::start(
         &cluster.bootstrap,

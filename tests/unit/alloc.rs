@@ -3,9 +3,9 @@
 //! A frame fairlead does not need to rewrite is split off the read buffer and passed on as a
 //! view of it (`codec::frame`): after warm-up, reading, freezing and parsing it must allocate
 //! nothing; the read buffer is reclaimed in place once the frames taken from it are gone.
-//! These tests hold the codec to that, and measure (printing, not asserting) what the rest of
-//! the path costs: a routed Produce's decode, and a whole forwarded round trip through
-//! `connection::serve` and an upstream to a stub broker.
+//! These tests hold the codec to that, and bound what the rest of the path costs: a routed
+//! Produce's decode, and a whole forwarded round trip through `connection::serve` and an
+//! upstream to a stub broker.
 //!
 //! To see where counted allocations come from, print a backtrace for each of the first N of a
 //! measurement (N = 8 unless given): `FAIRLEAD_ALLOC_TRACE=N cargo test --test alloc -- --nocapture`.
@@ -427,8 +427,12 @@ fn per_call(runs: u64, mut f: impl FnMut()) -> f64 {
     m.stop() as f64 / runs as f64
 }
 
+/// A routed Produce's decode allocates per array, never per record byte: the record batches are
+/// slices of the client's frame. Measured (6 partitions of one topic, 100 KB): decode_body 2
+/// allocations (the topic array and its partition array), flatten 1 (the flat partition list),
+/// the idempotency scan 0.
 #[test]
-fn routed_produce_allocations_are_reported() {
+fn routed_produce_decode_allocates_per_array_not_per_byte() {
     for version in [9, 13] {
         let frame = produce_frame(version, 6);
         let off = parse_request(&frame).unwrap().body_offset.unwrap();
@@ -449,6 +453,18 @@ fn routed_produce_allocations_are_reported() {
              flatten {:.1} (clone of the request excluded), idempotency scan {scanned:.1}",
             frame.len(),
             flattened - cloned
+        );
+        assert_eq!(
+            decoded, 2.0,
+            "v{version}: one topic array and one partition array"
+        );
+        assert!(
+            flattened - cloned <= 1.0,
+            "v{version}: flatten makes one list"
+        );
+        assert_eq!(
+            scanned, 0.0,
+            "v{version}: the batch-header scan allocates nothing"
         );
     }
 }

@@ -3,7 +3,7 @@
 //! kafka-protocol. Each test starts its own fairlead and fake cluster (nodes 1, 2, 3); the tests
 //! run one at a time (metrics are process-global, and the timing of some tests matters).
 
-#[path = "support/fake.rs"]
+#[path = "../support/fake.rs"]
 mod fake;
 
 use std::net::SocketAddr;

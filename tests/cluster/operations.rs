@@ -1,6 +1,7 @@
 //! The operational surface, on the real binary against the real cluster: metrics of reroutes,
 //! health and readiness, configuration precedence and errors, logs, status, graceful shutdown.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::io::{Read, Write};
@@ -24,6 +25,9 @@ fn fairlead_bin() -> Command {
 
 #[test]
 fn every_listed_series_is_exported_at_zero_from_start_up() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let cluster = support::cluster();
     let fairlead = Fairlead::start(&cluster.bootstrap, &support::run_dir("metrics-zero"), &[]);
     let m = fairlead.metrics();
@@ -84,6 +88,9 @@ fn every_listed_series_is_exported_at_zero_from_start_up() {
 
 #[test]
 fn absorbed_errors_and_reroutes_rise_with_their_labels_while_leadership_moves() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let cluster = support::cluster();
     let dir = support::run_dir("metrics-under-moves");
@@ -213,6 +220,9 @@ fn forward_later(to: &'static str) -> (u16, impl FnOnce()) {
 
 #[test]
 fn ready_only_once_metadata_is_loaded() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let (port, open) = forward_later(&support::cluster().brokers[&1]);
     let admin = format!("127.0.0.1:{}", free_port_block(0));
     let listen = free_port_block(8);
@@ -263,6 +273,9 @@ fn ready_only_once_metadata_is_loaded() {
 
 #[test]
 fn an_unreachable_cluster_fails_start_up_with_a_clear_message() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let dead = free_port_block(0);
     let out = fairlead_bin()
         .args([
@@ -287,6 +300,9 @@ fn an_unreachable_cluster_fails_start_up_with_a_clear_message() {
 
 #[test]
 fn config_precedence_is_file_then_environment_then_flags() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let cluster = support::cluster();
     let dir = support::run_dir("config-precedence");
     let (a, b, c) = (free_port_block(0), free_port_block(0), free_port_block(0));
@@ -335,6 +351,9 @@ fn config_precedence_is_file_then_environment_then_flags() {
 
 #[test]
 fn each_class_of_bad_value_fails_start_up_naming_option_value_and_what_is_allowed() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let dir = support::run_dir("config-errors");
     let bad_file = dir.join("bad.toml");
     // (arguments, environment, config file contents, what the message must say)
@@ -458,6 +477,9 @@ fn each_class_of_bad_value_fails_start_up_naming_option_value_and_what_is_allowe
 
 #[test]
 fn json_logs_and_status_table() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let cluster = support::cluster();
     let dir = support::run_dir("status");
@@ -515,6 +537,9 @@ fn json_logs_and_status_table() {
 
 #[test]
 fn sigterm_during_load_exits_zero_within_the_drain_bound_and_loses_no_acknowledged_record() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let cluster = support::cluster();
     let dir = support::run_dir("sigterm");

@@ -2,6 +2,7 @@
 //! leadership error while partitions move (moves, a rolling restart, reassignments), and
 //! nothing they had acknowledged is lost, duplicated or reordered.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use support::scenario::{self, Outcome, Plan};
@@ -94,6 +95,9 @@ fn assert_absorbed(out: &Outcome, fairlead: &Fairlead) {
 
 #[test]
 fn java_clients_through_fairlead_never_see_leadership_errors() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let (out, fairlead) = through_fairlead("absorb-java", ClientKind::Java, true);
     assert_absorbed(&out, &fairlead);
@@ -101,6 +105,9 @@ fn java_clients_through_fairlead_never_see_leadership_errors() {
 
 #[test]
 fn librdkafka_clients_through_fairlead_never_see_leadership_errors() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let (out, fairlead) = through_fairlead("absorb-librdkafka", ClientKind::Librdkafka, false);
     assert_absorbed(&out, &fairlead);

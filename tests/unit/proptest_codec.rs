@@ -15,11 +15,11 @@
 //! test binary re-runs itself with `FAIRLEAD_CHILD` naming the body, so an abort fails one test
 //! with its stderr, not the whole binary.
 
-#[path = "../fuzz/src/targets.rs"]
+#[path = "../../fuzz/src/targets.rs"]
 #[allow(dead_code)]
 mod targets;
 
-#[path = "../fuzz/src/seeds.rs"]
+#[path = "../../fuzz/src/seeds.rs"]
 mod seeds;
 
 use std::alloc::{GlobalAlloc, Layout, System};

@@ -2,6 +2,7 @@
 //! start-up, SCRAM and PLAIN users), clients connecting to fairlead in plaintext (sidecar mode)
 //! or authenticating themselves (passthrough), and every misconfiguration failing clearly.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::path::PathBuf;
@@ -76,6 +77,9 @@ fn start_fails(cfg: &std::path::Path) -> String {
 
 #[test]
 fn the_acceptance_scenario_passes_against_sasl_ssl_with_scram() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let s = secure();
     let dir = support::run_dir("secure-acceptance");
@@ -121,6 +125,9 @@ fn the_acceptance_scenario_passes_against_sasl_ssl_with_scram() {
 
 #[test]
 fn plain_and_scram_sha_256_work_too() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let s = secure();
     for (mech, user, pw) in [
         ("PLAIN", "bob", "bob-secret"),
@@ -147,6 +154,9 @@ fn plain_and_scram_sha_256_work_too() {
 
 #[test]
 fn a_wrong_password_fails_start_up_clearly_without_showing_the_password() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let s = secure();
     let dir = support::run_dir("secure-wrong-password");
     let cfg = config(&dir, &s, "SCRAM-SHA-512", "alice", "not-the-password", "");
@@ -165,6 +175,9 @@ fn a_wrong_password_fails_start_up_clearly_without_showing_the_password() {
 
 #[test]
 fn an_untrusted_certificate_fails_start_up_clearly() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let s = secure();
     let dir = support::run_dir("secure-untrusted");
     let path = config(&dir, &s, "SCRAM-SHA-512", "alice", "alice-secret", "");
@@ -182,6 +195,9 @@ fn an_untrusted_certificate_fails_start_up_clearly() {
 
 #[test]
 fn a_hostname_mismatch_fails_start_up_clearly() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let s = secure();
     let dir = support::run_dir("secure-hostname");
     let cfg = config(
@@ -201,6 +217,9 @@ fn a_hostname_mismatch_fails_start_up_clearly() {
 
 #[test]
 fn a_config_file_with_a_secret_readable_by_others_draws_a_warning() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let s = secure();
     let dir = support::run_dir("secure-perms");
     let cfg = config(&dir, &s, "SCRAM-SHA-512", "alice", "alice-secret", "");
@@ -214,6 +233,9 @@ fn a_config_file_with_a_secret_readable_by_others_draws_a_warning() {
 
 #[test]
 fn sasl_passthrough_lets_clients_authenticate_themselves() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let s = secure();
     let dir = support::run_dir("secure-passthrough");
     let cfg = config(
@@ -255,6 +277,9 @@ fn sasl_passthrough_lets_clients_authenticate_themselves() {
 
 #[test]
 fn clients_can_reach_fairlead_over_tls() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let s = secure();
     let dir = support::run_dir("secure-listener-tls");
     let extra = format!(
@@ -289,6 +314,9 @@ fn clients_can_reach_fairlead_over_tls() {
 /// With a client CA configured, fairlead's listener requires a client certificate chaining to it.
 #[test]
 fn the_listener_can_require_client_certificates() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let s = secure();
     let dir = support::run_dir("secure-listener-mtls");
     let t = &s.tls;

@@ -5,6 +5,7 @@
 //! acks=all the leader waits for every in-sync replica. Leadership then moves to the other
 //! follower, and the old leader answers the waiting produce with NOT_LEADER_OR_FOLLOWER.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::time::Duration;
@@ -241,6 +242,9 @@ fn copies(log: &[(i64, String)], value: &str) -> Vec<i64> {
 
 #[test]
 fn a_non_leader_refuses_a_produce_before_appending_it() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let mut admin = admin();
     let (t, roles) = topic(&mut admin, "refused");
@@ -264,6 +268,9 @@ fn a_non_leader_refuses_a_produce_before_appending_it() {
 
 #[test]
 fn a_produce_that_loses_leadership_while_waiting_for_acks_reports_its_offset_and_may_survive() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let mut admin = admin();
     let (t, roles) = topic(&mut admin, "purgatory");
@@ -300,6 +307,9 @@ fn a_produce_that_loses_leadership_while_waiting_for_acks_reports_its_offset_and
 #[test]
 fn through_fairlead_a_non_idempotent_write_of_unknown_outcome_is_looked_up_never_blindly_replayed()
 {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let cluster = support::cluster();
     let dir = support::run_dir("replay-non-idempotent");
@@ -342,6 +352,9 @@ fn through_fairlead_a_non_idempotent_write_of_unknown_outcome_is_looked_up_never
 
 #[test]
 fn through_fairlead_an_idempotent_write_is_replayed_and_the_broker_deduplicates_it() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let cluster = support::cluster();
     let dir = support::run_dir("replay-idempotent");
@@ -397,6 +410,9 @@ fn through_fairlead_an_idempotent_write_is_replayed_and_the_broker_deduplicates_
 /// of waiting for a broker that may answer only after the client has moved on.
 #[test]
 fn through_fairlead_a_fetch_replayed_to_a_frozen_leader_is_answered_with_nothing_yet() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let cluster = support::cluster();
     let dir = support::run_dir("replay-fetch-frozen");

@@ -17,10 +17,10 @@ use fairlead::testing::metrics as m;
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
-const CONFIG_RS: &str = include_str!("../src/config.rs");
-const METRICS_RS: &str = include_str!("../src/metrics.rs");
-const ADMIN_RS: &str = include_str!("../src/admin.rs");
-const CARGO_TOML: &str = include_str!("../Cargo.toml");
+const CONFIG_RS: &str = include_str!("../../src/config.rs");
+const METRICS_RS: &str = include_str!("../../src/metrics.rs");
+const ADMIN_RS: &str = include_str!("../../src/admin.rs");
+const CARGO_TOML: &str = include_str!("../../Cargo.toml");
 
 /// The metrics every deployment exports: each must be on the dashboard.
 const MAIN_METRICS: [&str; 14] = [

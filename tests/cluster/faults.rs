@@ -2,6 +2,7 @@
 //! fairlead itself restarting. Nothing acknowledged is lost, idempotent writes are never lost,
 //! duplicated or reordered, and no success is ever faked.
 
+#[path = "../support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};
@@ -13,6 +14,9 @@ use support::{Admin, ClientKind, ClientProc, Fairlead};
 
 #[test]
 fn brokers_killed_with_sigkill_during_the_acceptance_scenario_lose_nothing() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let cluster = support::cluster();
     let dir = support::run_dir("faults-kill9");
@@ -73,6 +77,9 @@ fn brokers_killed_with_sigkill_during_the_acceptance_scenario_lose_nothing() {
 
 #[test]
 fn a_frozen_leader_is_timed_out_and_its_partitions_served_by_the_new_leader() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let cluster = support::cluster();
     let dir = support::run_dir("faults-frozen");
@@ -151,6 +158,9 @@ fn a_frozen_leader_is_timed_out_and_its_partitions_served_by_the_new_leader() {
 
 #[test]
 fn clients_reconnect_and_carry_on_when_fairlead_restarts() {
+    if support::skip_without_testbed() {
+        return;
+    }
     let _chaos = support::chaos_lock();
     let cluster = support::cluster();
     let dir = support::run_dir("faults-restart");
