@@ -86,7 +86,7 @@ fn modules_import_only_from_the_floors_below() {
                 wrong
                     .entry(format!(
                         "{} ({m})",
-                        f.strip_prefix(&repo()).unwrap().display()
+                        f.strip_prefix(repo()).unwrap().display()
                     ))
                     .or_default()
                     .push(used);
