@@ -1,5 +1,14 @@
 //! The message schemas the walk follows: every message fairlead decodes, at every version
 //! `kafka-protocol` decodes, as `kafka-protocol` implements Apache Kafka's message definitions.
+//!
+//! The tables are generated, not written by hand: `tools/sanity_schemas.py` runs each struct's
+//! generated `decode()` in kafka-protocol's sources at every version and prints the tables and
+//! the `SCHEMAS` entries for the messages it is given, e.g.
+//! `python3 tools/sanity_schemas.py --fmt JoinGroupRequest JoinGroupResponse` (its docstring says
+//! more). To add a message or follow a crate upgrade, run it, paste its output here, and add the
+//! message's type to `with_type!` in the tests. Its output matches these tables but for the
+//! names of the three nested Metadata tables (`METADATA_RESPONSE_BROKER` and the like, which it
+//! calls `METADATA_RESPONSE_METADATA_RESPONSE_BROKER`, after the struct `MetadataResponseBroker`).
 
 use kafka_protocol::messages::ApiKey;
 
