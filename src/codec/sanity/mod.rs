@@ -19,9 +19,13 @@
 //! it never turns a frame fairlead could read and re-encode into one it cannot.
 //!
 //! The schemas below cover every message fairlead decodes: the routed requests (Produce, Fetch,
-//! ListOffsets, OffsetForLeaderEpoch, DeleteRecords), their responses, and the responses fairlead
+//! ListOffsets, OffsetForLeaderEpoch, DeleteRecords), their responses, the responses fairlead
 //! rewrites or asks for itself (Metadata, FindCoordinator, DescribeCluster, ApiVersions,
-//! ShareFetch, ShareAcknowledge, SaslHandshake), at every version `kafka-protocol` 0.18 decodes.
+//! ShareFetch, ShareAcknowledge, SaslHandshake), and both directions of the group- and
+//! transaction-coordinator APIs, decoded to absorb coordinator moves (FindCoordinator's request;
+//! JoinGroup, SyncGroup, Heartbeat, LeaveGroup, OffsetCommit, OffsetFetch,
+//! ConsumerGroupHeartbeat, ShareGroupHeartbeat; TxnOffsetCommit, InitProducerId,
+//! AddPartitionsToTxn, AddOffsetsToTxn, EndTxn), at every version `kafka-protocol` 0.18 decodes.
 //! They follow Apache Kafka's message definitions as `kafka-protocol` 0.18 implements them
 //! (`src/messages/*.rs`); the tests below hold them to it: bytes generated from a schema must
 //! decode with `kafka-protocol` to the last byte, its re-encoding must walk to exactly its

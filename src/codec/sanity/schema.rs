@@ -1,5 +1,14 @@
 //! The message schemas the walk follows: every message fairlead decodes, at every version
 //! `kafka-protocol` decodes, as `kafka-protocol` implements Apache Kafka's message definitions.
+//!
+//! The tables are generated, not written by hand: `tools/sanity_schemas.py` runs each struct's
+//! generated `decode()` in kafka-protocol's sources at every version and prints the tables and
+//! the `SCHEMAS` entries for the messages it is given, e.g.
+//! `python3 tools/sanity_schemas.py --fmt JoinGroupRequest JoinGroupResponse` (its docstring says
+//! more). To add a message or follow a crate upgrade, run it, paste its output here, and add the
+//! message's type to `with_type!` in the tests. Its output matches these tables but for the
+//! names of the three nested Metadata tables (`METADATA_RESPONSE_BROKER` and the like, which it
+//! calls `METADATA_RESPONSE_METADATA_RESPONSE_BROKER`, after the struct `MetadataResponseBroker`).
 
 use kafka_protocol::messages::ApiKey;
 
@@ -20,6 +29,9 @@ pub(super) enum Ty {
     Bytes,
     /// A nested struct, read in place.
     Struct(&'static [Field]),
+    /// A nullable nested struct (`kafka-protocol`'s `OptionStruct`): an INT8 marker, then the
+    /// struct only if the marker is 1 (any other value reads as null).
+    NullableStruct(&'static [Field]),
     /// An array of structs.
     Structs(&'static [Field]),
     /// An array of fixed-width scalars of this width.
@@ -75,7 +87,7 @@ pub(super) struct Schema {
     pub(super) root: &'static [Field],
 }
 
-use Ty::{Bytes, Fixed, Fixeds, Str, Strs, Struct, Structs};
+use Ty::{Bytes, Fixed, Fixeds, NullableStruct, Str, Strs, Struct, Structs};
 
 // ProduceRequest: versions 3-13, flexible from 9.
 const PRODUCE_REQUEST_PARTITION_PRODUCE_DATA: &[Field] =
@@ -667,6 +679,517 @@ const SHARE_ACKNOWLEDGE_RESPONSE_SHARE_ACKNOWLEDGE_TOPIC_RESPONSE: &[Field] = &[
 // SaslHandshakeResponse: versions 0-1, never flexible.
 const SASL_HANDSHAKE_RESPONSE: &[Field] =
     &[f("error_code", Fixed(2), 0, 1), f("mechanisms", Strs, 0, 1)];
+// FindCoordinatorRequest: versions 0-6, flexible from 3.
+const FIND_COORDINATOR_REQUEST: &[Field] = &[
+    f("key", Str, 0, 3),
+    f("key_type", Fixed(1), 1, 6),
+    f("coordinator_keys", Strs, 4, 6),
+];
+// JoinGroupRequest: versions 0-9, flexible from 6.
+const JOIN_GROUP_REQUEST: &[Field] = &[
+    f("group_id", Str, 0, 9),
+    f("session_timeout_ms", Fixed(4), 0, 9),
+    f("rebalance_timeout_ms", Fixed(4), 1, 9),
+    f("member_id", Str, 0, 9),
+    f("group_instance_id", Str, 5, 9),
+    f("protocol_type", Str, 0, 9),
+    f(
+        "protocols",
+        Structs(JOIN_GROUP_REQUEST_JOIN_GROUP_REQUEST_PROTOCOL),
+        0,
+        9,
+    ),
+    f("reason", Str, 8, 9),
+];
+const JOIN_GROUP_REQUEST_JOIN_GROUP_REQUEST_PROTOCOL: &[Field] =
+    &[f("name", Str, 0, 9), f("metadata", Bytes, 0, 9)];
+// JoinGroupResponse: versions 0-9, flexible from 6.
+const JOIN_GROUP_RESPONSE: &[Field] = &[
+    f("throttle_time_ms", Fixed(4), 2, 9),
+    f("error_code", Fixed(2), 0, 9),
+    f("generation_id", Fixed(4), 0, 9),
+    f("protocol_type", Str, 7, 9),
+    f("protocol_name", Str, 0, 9),
+    f("leader", Str, 0, 9),
+    f("skip_assignment", Fixed(1), 9, 9),
+    f("member_id", Str, 0, 9),
+    f(
+        "members",
+        Structs(JOIN_GROUP_RESPONSE_JOIN_GROUP_RESPONSE_MEMBER),
+        0,
+        9,
+    ),
+];
+const JOIN_GROUP_RESPONSE_JOIN_GROUP_RESPONSE_MEMBER: &[Field] = &[
+    f("member_id", Str, 0, 9),
+    f("group_instance_id", Str, 5, 9),
+    f("metadata", Bytes, 0, 9),
+];
+// SyncGroupRequest: versions 0-5, flexible from 4.
+const SYNC_GROUP_REQUEST: &[Field] = &[
+    f("group_id", Str, 0, 5),
+    f("generation_id", Fixed(4), 0, 5),
+    f("member_id", Str, 0, 5),
+    f("group_instance_id", Str, 3, 5),
+    f("protocol_type", Str, 5, 5),
+    f("protocol_name", Str, 5, 5),
+    f(
+        "assignments",
+        Structs(SYNC_GROUP_REQUEST_SYNC_GROUP_REQUEST_ASSIGNMENT),
+        0,
+        5,
+    ),
+];
+const SYNC_GROUP_REQUEST_SYNC_GROUP_REQUEST_ASSIGNMENT: &[Field] =
+    &[f("member_id", Str, 0, 5), f("assignment", Bytes, 0, 5)];
+// SyncGroupResponse: versions 0-5, flexible from 4.
+const SYNC_GROUP_RESPONSE: &[Field] = &[
+    f("throttle_time_ms", Fixed(4), 1, 5),
+    f("error_code", Fixed(2), 0, 5),
+    f("protocol_type", Str, 5, 5),
+    f("protocol_name", Str, 5, 5),
+    f("assignment", Bytes, 0, 5),
+];
+// HeartbeatRequest: versions 0-4, flexible from 4.
+const HEARTBEAT_REQUEST: &[Field] = &[
+    f("group_id", Str, 0, 4),
+    f("generation_id", Fixed(4), 0, 4),
+    f("member_id", Str, 0, 4),
+    f("group_instance_id", Str, 3, 4),
+];
+// HeartbeatResponse: versions 0-4, flexible from 4.
+const HEARTBEAT_RESPONSE: &[Field] = &[
+    f("throttle_time_ms", Fixed(4), 1, 4),
+    f("error_code", Fixed(2), 0, 4),
+];
+// LeaveGroupRequest: versions 0-5, flexible from 4.
+const LEAVE_GROUP_REQUEST: &[Field] = &[
+    f("group_id", Str, 0, 5),
+    f("member_id", Str, 0, 2),
+    f(
+        "members",
+        Structs(LEAVE_GROUP_REQUEST_MEMBER_IDENTITY),
+        3,
+        5,
+    ),
+];
+const LEAVE_GROUP_REQUEST_MEMBER_IDENTITY: &[Field] = &[
+    f("member_id", Str, 3, 5),
+    f("group_instance_id", Str, 3, 5),
+    f("reason", Str, 5, 5),
+];
+// LeaveGroupResponse: versions 0-5, flexible from 4.
+const LEAVE_GROUP_RESPONSE: &[Field] = &[
+    f("throttle_time_ms", Fixed(4), 1, 5),
+    f("error_code", Fixed(2), 0, 5),
+    f(
+        "members",
+        Structs(LEAVE_GROUP_RESPONSE_MEMBER_RESPONSE),
+        3,
+        5,
+    ),
+];
+const LEAVE_GROUP_RESPONSE_MEMBER_RESPONSE: &[Field] = &[
+    f("member_id", Str, 3, 5),
+    f("group_instance_id", Str, 3, 5),
+    f("error_code", Fixed(2), 3, 5),
+];
+// OffsetCommitRequest: versions 2-9, flexible from 8.
+const OFFSET_COMMIT_REQUEST: &[Field] = &[
+    f("group_id", Str, 2, 9),
+    f("generation_id_or_member_epoch", Fixed(4), 2, 9),
+    f("member_id", Str, 2, 9),
+    f("group_instance_id", Str, 7, 9),
+    f("retention_time_ms", Fixed(8), 2, 4),
+    f(
+        "topics",
+        Structs(OFFSET_COMMIT_REQUEST_OFFSET_COMMIT_REQUEST_TOPIC),
+        2,
+        9,
+    ),
+];
+const OFFSET_COMMIT_REQUEST_OFFSET_COMMIT_REQUEST_PARTITION: &[Field] = &[
+    f("partition_index", Fixed(4), 2, 9),
+    f("committed_offset", Fixed(8), 2, 9),
+    f("committed_leader_epoch", Fixed(4), 6, 9),
+    f("committed_metadata", Str, 2, 9),
+];
+const OFFSET_COMMIT_REQUEST_OFFSET_COMMIT_REQUEST_TOPIC: &[Field] = &[
+    f("name", Str, 2, 9),
+    f(
+        "partitions",
+        Structs(OFFSET_COMMIT_REQUEST_OFFSET_COMMIT_REQUEST_PARTITION),
+        2,
+        9,
+    ),
+];
+// OffsetCommitResponse: versions 2-10, flexible from 8.
+const OFFSET_COMMIT_RESPONSE: &[Field] = &[
+    f("throttle_time_ms", Fixed(4), 3, 10),
+    f(
+        "topics",
+        Structs(OFFSET_COMMIT_RESPONSE_OFFSET_COMMIT_RESPONSE_TOPIC),
+        2,
+        10,
+    ),
+];
+const OFFSET_COMMIT_RESPONSE_OFFSET_COMMIT_RESPONSE_PARTITION: &[Field] = &[
+    f("partition_index", Fixed(4), 2, 10),
+    f("error_code", Fixed(2), 2, 10),
+];
+const OFFSET_COMMIT_RESPONSE_OFFSET_COMMIT_RESPONSE_TOPIC: &[Field] = &[
+    f("name", Str, 2, 9),
+    f("topic_id", Fixed(16), 10, 10),
+    f(
+        "partitions",
+        Structs(OFFSET_COMMIT_RESPONSE_OFFSET_COMMIT_RESPONSE_PARTITION),
+        2,
+        10,
+    ),
+];
+// OffsetFetchRequest: versions 1-9, flexible from 6.
+const OFFSET_FETCH_REQUEST: &[Field] = &[
+    f("group_id", Str, 1, 7),
+    f(
+        "topics",
+        Structs(OFFSET_FETCH_REQUEST_OFFSET_FETCH_REQUEST_TOPIC),
+        1,
+        7,
+    ),
+    f(
+        "groups",
+        Structs(OFFSET_FETCH_REQUEST_OFFSET_FETCH_REQUEST_GROUP),
+        8,
+        9,
+    ),
+    f("require_stable", Fixed(1), 7, 9),
+];
+const OFFSET_FETCH_REQUEST_OFFSET_FETCH_REQUEST_GROUP: &[Field] = &[
+    f("group_id", Str, 8, 9),
+    f("member_id", Str, 9, 9),
+    f("member_epoch", Fixed(4), 9, 9),
+    f(
+        "topics",
+        Structs(OFFSET_FETCH_REQUEST_OFFSET_FETCH_REQUEST_TOPICS),
+        8,
+        9,
+    ),
+];
+const OFFSET_FETCH_REQUEST_OFFSET_FETCH_REQUEST_TOPIC: &[Field] = &[
+    f("name", Str, 1, 7),
+    f("partition_indexes", Fixeds(4), 1, 7),
+];
+const OFFSET_FETCH_REQUEST_OFFSET_FETCH_REQUEST_TOPICS: &[Field] = &[
+    f("name", Str, 8, 9),
+    f("partition_indexes", Fixeds(4), 8, 9),
+];
+// OffsetFetchResponse: versions 1-10, flexible from 6.
+const OFFSET_FETCH_RESPONSE: &[Field] = &[
+    f("throttle_time_ms", Fixed(4), 3, 10),
+    f(
+        "topics",
+        Structs(OFFSET_FETCH_RESPONSE_OFFSET_FETCH_RESPONSE_TOPIC),
+        1,
+        7,
+    ),
+    f("error_code", Fixed(2), 2, 7),
+    f(
+        "groups",
+        Structs(OFFSET_FETCH_RESPONSE_OFFSET_FETCH_RESPONSE_GROUP),
+        8,
+        10,
+    ),
+];
+const OFFSET_FETCH_RESPONSE_OFFSET_FETCH_RESPONSE_GROUP: &[Field] = &[
+    f("group_id", Str, 8, 10),
+    f(
+        "topics",
+        Structs(OFFSET_FETCH_RESPONSE_OFFSET_FETCH_RESPONSE_TOPICS),
+        8,
+        10,
+    ),
+    f("error_code", Fixed(2), 8, 10),
+];
+const OFFSET_FETCH_RESPONSE_OFFSET_FETCH_RESPONSE_PARTITION: &[Field] = &[
+    f("partition_index", Fixed(4), 1, 7),
+    f("committed_offset", Fixed(8), 1, 7),
+    f("committed_leader_epoch", Fixed(4), 5, 7),
+    f("metadata", Str, 1, 7),
+    f("error_code", Fixed(2), 1, 7),
+];
+const OFFSET_FETCH_RESPONSE_OFFSET_FETCH_RESPONSE_PARTITIONS: &[Field] = &[
+    f("partition_index", Fixed(4), 8, 10),
+    f("committed_offset", Fixed(8), 8, 10),
+    f("committed_leader_epoch", Fixed(4), 8, 10),
+    f("metadata", Str, 8, 10),
+    f("error_code", Fixed(2), 8, 10),
+];
+const OFFSET_FETCH_RESPONSE_OFFSET_FETCH_RESPONSE_TOPIC: &[Field] = &[
+    f("name", Str, 1, 7),
+    f(
+        "partitions",
+        Structs(OFFSET_FETCH_RESPONSE_OFFSET_FETCH_RESPONSE_PARTITION),
+        1,
+        7,
+    ),
+];
+const OFFSET_FETCH_RESPONSE_OFFSET_FETCH_RESPONSE_TOPICS: &[Field] = &[
+    f("name", Str, 8, 9),
+    f("topic_id", Fixed(16), 10, 10),
+    f(
+        "partitions",
+        Structs(OFFSET_FETCH_RESPONSE_OFFSET_FETCH_RESPONSE_PARTITIONS),
+        8,
+        10,
+    ),
+];
+// ConsumerGroupHeartbeatRequest: versions 0-1, flexible from 0.
+const CONSUMER_GROUP_HEARTBEAT_REQUEST: &[Field] = &[
+    f("group_id", Str, 0, 1),
+    f("member_id", Str, 0, 1),
+    f("member_epoch", Fixed(4), 0, 1),
+    f("instance_id", Str, 0, 1),
+    f("rack_id", Str, 0, 1),
+    f("rebalance_timeout_ms", Fixed(4), 0, 1),
+    f("subscribed_topic_names", Strs, 0, 1),
+    f("subscribed_topic_regex", Str, 1, 1),
+    f("server_assignor", Str, 0, 1),
+    f(
+        "topic_partitions",
+        Structs(CONSUMER_GROUP_HEARTBEAT_REQUEST_TOPIC_PARTITIONS),
+        0,
+        1,
+    ),
+];
+const CONSUMER_GROUP_HEARTBEAT_REQUEST_TOPIC_PARTITIONS: &[Field] = &[
+    f("topic_id", Fixed(16), 0, 1),
+    f("partitions", Fixeds(4), 0, 1),
+];
+// ConsumerGroupHeartbeatResponse: versions 0-1, flexible from 0.
+const CONSUMER_GROUP_HEARTBEAT_RESPONSE_ASSIGNMENT: &[Field] = &[f(
+    "topic_partitions",
+    Structs(CONSUMER_GROUP_HEARTBEAT_RESPONSE_TOPIC_PARTITIONS),
+    0,
+    1,
+)];
+const CONSUMER_GROUP_HEARTBEAT_RESPONSE: &[Field] = &[
+    f("throttle_time_ms", Fixed(4), 0, 1),
+    f("error_code", Fixed(2), 0, 1),
+    f("error_message", Str, 0, 1),
+    f("member_id", Str, 0, 1),
+    f("member_epoch", Fixed(4), 0, 1),
+    f("heartbeat_interval_ms", Fixed(4), 0, 1),
+    f(
+        "assignment",
+        NullableStruct(CONSUMER_GROUP_HEARTBEAT_RESPONSE_ASSIGNMENT),
+        0,
+        1,
+    ),
+];
+const CONSUMER_GROUP_HEARTBEAT_RESPONSE_TOPIC_PARTITIONS: &[Field] = &[
+    f("topic_id", Fixed(16), 0, 1),
+    f("partitions", Fixeds(4), 0, 1),
+];
+// TxnOffsetCommitRequest: versions 0-5, flexible from 3.
+const TXN_OFFSET_COMMIT_REQUEST: &[Field] = &[
+    f("transactional_id", Str, 0, 5),
+    f("group_id", Str, 0, 5),
+    f("producer_id", Fixed(8), 0, 5),
+    f("producer_epoch", Fixed(2), 0, 5),
+    f("generation_id", Fixed(4), 3, 5),
+    f("member_id", Str, 3, 5),
+    f("group_instance_id", Str, 3, 5),
+    f(
+        "topics",
+        Structs(TXN_OFFSET_COMMIT_REQUEST_TXN_OFFSET_COMMIT_REQUEST_TOPIC),
+        0,
+        5,
+    ),
+];
+const TXN_OFFSET_COMMIT_REQUEST_TXN_OFFSET_COMMIT_REQUEST_PARTITION: &[Field] = &[
+    f("partition_index", Fixed(4), 0, 5),
+    f("committed_offset", Fixed(8), 0, 5),
+    f("committed_leader_epoch", Fixed(4), 2, 5),
+    f("committed_metadata", Str, 0, 5),
+];
+const TXN_OFFSET_COMMIT_REQUEST_TXN_OFFSET_COMMIT_REQUEST_TOPIC: &[Field] = &[
+    f("name", Str, 0, 5),
+    f(
+        "partitions",
+        Structs(TXN_OFFSET_COMMIT_REQUEST_TXN_OFFSET_COMMIT_REQUEST_PARTITION),
+        0,
+        5,
+    ),
+];
+// TxnOffsetCommitResponse: versions 0-5, flexible from 3.
+const TXN_OFFSET_COMMIT_RESPONSE: &[Field] = &[
+    f("throttle_time_ms", Fixed(4), 0, 5),
+    f(
+        "topics",
+        Structs(TXN_OFFSET_COMMIT_RESPONSE_TXN_OFFSET_COMMIT_RESPONSE_TOPIC),
+        0,
+        5,
+    ),
+];
+const TXN_OFFSET_COMMIT_RESPONSE_TXN_OFFSET_COMMIT_RESPONSE_PARTITION: &[Field] = &[
+    f("partition_index", Fixed(4), 0, 5),
+    f("error_code", Fixed(2), 0, 5),
+];
+const TXN_OFFSET_COMMIT_RESPONSE_TXN_OFFSET_COMMIT_RESPONSE_TOPIC: &[Field] = &[
+    f("name", Str, 0, 5),
+    f(
+        "partitions",
+        Structs(TXN_OFFSET_COMMIT_RESPONSE_TXN_OFFSET_COMMIT_RESPONSE_PARTITION),
+        0,
+        5,
+    ),
+];
+// InitProducerIdRequest: versions 0-5, flexible from 2.
+const INIT_PRODUCER_ID_REQUEST: &[Field] = &[
+    f("transactional_id", Str, 0, 5),
+    f("transaction_timeout_ms", Fixed(4), 0, 5),
+    f("producer_id", Fixed(8), 3, 5),
+    f("producer_epoch", Fixed(2), 3, 5),
+];
+// InitProducerIdResponse: versions 0-6, flexible from 2.
+const INIT_PRODUCER_ID_RESPONSE: &[Field] = &[
+    f("throttle_time_ms", Fixed(4), 0, 6),
+    f("error_code", Fixed(2), 0, 6),
+    f("producer_id", Fixed(8), 0, 6),
+    f("producer_epoch", Fixed(2), 0, 6),
+    f("ongoing_txn_producer_id", Fixed(8), 6, 6),
+    f("ongoing_txn_producer_epoch", Fixed(2), 6, 6),
+];
+// AddPartitionsToTxnRequest: versions 0-5, flexible from 3.
+const ADD_PARTITIONS_TO_TXN_REQUEST: &[Field] = &[
+    f(
+        "transactions",
+        Structs(ADD_PARTITIONS_TO_TXN_REQUEST_ADD_PARTITIONS_TO_TXN_TRANSACTION),
+        4,
+        5,
+    ),
+    f("v3_and_below_transactional_id", Str, 0, 3),
+    f("v3_and_below_producer_id", Fixed(8), 0, 3),
+    f("v3_and_below_producer_epoch", Fixed(2), 0, 3),
+    f(
+        "v3_and_below_topics",
+        Structs(ADD_PARTITIONS_TO_TXN_REQUEST_ADD_PARTITIONS_TO_TXN_TOPIC),
+        0,
+        3,
+    ),
+];
+const ADD_PARTITIONS_TO_TXN_REQUEST_ADD_PARTITIONS_TO_TXN_TOPIC: &[Field] =
+    &[f("name", Str, 0, 5), f("partitions", Fixeds(4), 0, 5)];
+const ADD_PARTITIONS_TO_TXN_REQUEST_ADD_PARTITIONS_TO_TXN_TRANSACTION: &[Field] = &[
+    f("transactional_id", Str, 4, 5),
+    f("producer_id", Fixed(8), 4, 5),
+    f("producer_epoch", Fixed(2), 4, 5),
+    f("verify_only", Fixed(1), 4, 5),
+    f(
+        "topics",
+        Structs(ADD_PARTITIONS_TO_TXN_REQUEST_ADD_PARTITIONS_TO_TXN_TOPIC),
+        4,
+        5,
+    ),
+];
+// AddPartitionsToTxnResponse: versions 0-5, flexible from 3.
+const ADD_PARTITIONS_TO_TXN_RESPONSE_ADD_PARTITIONS_TO_TXN_PARTITION_RESULT: &[Field] = &[
+    f("partition_index", Fixed(4), 0, 5),
+    f("partition_error_code", Fixed(2), 0, 5),
+];
+const ADD_PARTITIONS_TO_TXN_RESPONSE: &[Field] = &[
+    f("throttle_time_ms", Fixed(4), 0, 5),
+    f("error_code", Fixed(2), 4, 5),
+    f(
+        "results_by_transaction",
+        Structs(ADD_PARTITIONS_TO_TXN_RESPONSE_ADD_PARTITIONS_TO_TXN_RESULT),
+        4,
+        5,
+    ),
+    f(
+        "results_by_topic_v3_and_below",
+        Structs(ADD_PARTITIONS_TO_TXN_RESPONSE_ADD_PARTITIONS_TO_TXN_TOPIC_RESULT),
+        0,
+        3,
+    ),
+];
+const ADD_PARTITIONS_TO_TXN_RESPONSE_ADD_PARTITIONS_TO_TXN_RESULT: &[Field] = &[
+    f("transactional_id", Str, 4, 5),
+    f(
+        "topic_results",
+        Structs(ADD_PARTITIONS_TO_TXN_RESPONSE_ADD_PARTITIONS_TO_TXN_TOPIC_RESULT),
+        4,
+        5,
+    ),
+];
+const ADD_PARTITIONS_TO_TXN_RESPONSE_ADD_PARTITIONS_TO_TXN_TOPIC_RESULT: &[Field] = &[
+    f("name", Str, 0, 5),
+    f(
+        "results_by_partition",
+        Structs(ADD_PARTITIONS_TO_TXN_RESPONSE_ADD_PARTITIONS_TO_TXN_PARTITION_RESULT),
+        0,
+        5,
+    ),
+];
+// AddOffsetsToTxnRequest: versions 0-4, flexible from 3.
+const ADD_OFFSETS_TO_TXN_REQUEST: &[Field] = &[
+    f("transactional_id", Str, 0, 4),
+    f("producer_id", Fixed(8), 0, 4),
+    f("producer_epoch", Fixed(2), 0, 4),
+    f("group_id", Str, 0, 4),
+];
+// AddOffsetsToTxnResponse: versions 0-4, flexible from 3.
+const ADD_OFFSETS_TO_TXN_RESPONSE: &[Field] = &[
+    f("throttle_time_ms", Fixed(4), 0, 4),
+    f("error_code", Fixed(2), 0, 4),
+];
+// EndTxnRequest: versions 0-5, flexible from 3.
+const END_TXN_REQUEST: &[Field] = &[
+    f("transactional_id", Str, 0, 5),
+    f("producer_id", Fixed(8), 0, 5),
+    f("producer_epoch", Fixed(2), 0, 5),
+    f("committed", Fixed(1), 0, 5),
+];
+// EndTxnResponse: versions 0-5, flexible from 3.
+const END_TXN_RESPONSE: &[Field] = &[
+    f("throttle_time_ms", Fixed(4), 0, 5),
+    f("error_code", Fixed(2), 0, 5),
+    f("producer_id", Fixed(8), 5, 5),
+    f("producer_epoch", Fixed(2), 5, 5),
+];
+// ShareGroupHeartbeatRequest: versions 1-1, flexible from 1.
+const SHARE_GROUP_HEARTBEAT_REQUEST: &[Field] = &[
+    f("group_id", Str, 1, 1),
+    f("member_id", Str, 1, 1),
+    f("member_epoch", Fixed(4), 1, 1),
+    f("rack_id", Str, 1, 1),
+    f("subscribed_topic_names", Strs, 1, 1),
+];
+// ShareGroupHeartbeatResponse: versions 1-1, flexible from 1.
+const SHARE_GROUP_HEARTBEAT_RESPONSE_ASSIGNMENT: &[Field] = &[f(
+    "topic_partitions",
+    Structs(SHARE_GROUP_HEARTBEAT_RESPONSE_TOPIC_PARTITIONS),
+    1,
+    1,
+)];
+const SHARE_GROUP_HEARTBEAT_RESPONSE: &[Field] = &[
+    f("throttle_time_ms", Fixed(4), 1, 1),
+    f("error_code", Fixed(2), 1, 1),
+    f("error_message", Str, 1, 1),
+    f("member_id", Str, 1, 1),
+    f("member_epoch", Fixed(4), 1, 1),
+    f("heartbeat_interval_ms", Fixed(4), 1, 1),
+    f(
+        "assignment",
+        NullableStruct(SHARE_GROUP_HEARTBEAT_RESPONSE_ASSIGNMENT),
+        1,
+        1,
+    ),
+];
+const SHARE_GROUP_HEARTBEAT_RESPONSE_TOPIC_PARTITIONS: &[Field] = &[
+    f("topic_id", Fixed(16), 1, 1),
+    f("partitions", Fixeds(4), 1, 1),
+];
 pub(super) const SCHEMAS: &[Schema] = &[
     Schema {
         api: ApiKey::Produce,
@@ -803,5 +1326,221 @@ pub(super) const SCHEMAS: &[Schema] = &[
         max: 1,
         flexible: i16::MAX,
         root: SASL_HANDSHAKE_RESPONSE,
+    },
+    Schema {
+        api: ApiKey::FindCoordinator,
+        dir: Direction::Request,
+        min: 0,
+        max: 6,
+        flexible: 3,
+        root: FIND_COORDINATOR_REQUEST,
+    },
+    Schema {
+        api: ApiKey::JoinGroup,
+        dir: Direction::Request,
+        min: 0,
+        max: 9,
+        flexible: 6,
+        root: JOIN_GROUP_REQUEST,
+    },
+    Schema {
+        api: ApiKey::JoinGroup,
+        dir: Direction::Response,
+        min: 0,
+        max: 9,
+        flexible: 6,
+        root: JOIN_GROUP_RESPONSE,
+    },
+    Schema {
+        api: ApiKey::SyncGroup,
+        dir: Direction::Request,
+        min: 0,
+        max: 5,
+        flexible: 4,
+        root: SYNC_GROUP_REQUEST,
+    },
+    Schema {
+        api: ApiKey::SyncGroup,
+        dir: Direction::Response,
+        min: 0,
+        max: 5,
+        flexible: 4,
+        root: SYNC_GROUP_RESPONSE,
+    },
+    Schema {
+        api: ApiKey::Heartbeat,
+        dir: Direction::Request,
+        min: 0,
+        max: 4,
+        flexible: 4,
+        root: HEARTBEAT_REQUEST,
+    },
+    Schema {
+        api: ApiKey::Heartbeat,
+        dir: Direction::Response,
+        min: 0,
+        max: 4,
+        flexible: 4,
+        root: HEARTBEAT_RESPONSE,
+    },
+    Schema {
+        api: ApiKey::LeaveGroup,
+        dir: Direction::Request,
+        min: 0,
+        max: 5,
+        flexible: 4,
+        root: LEAVE_GROUP_REQUEST,
+    },
+    Schema {
+        api: ApiKey::LeaveGroup,
+        dir: Direction::Response,
+        min: 0,
+        max: 5,
+        flexible: 4,
+        root: LEAVE_GROUP_RESPONSE,
+    },
+    Schema {
+        api: ApiKey::OffsetCommit,
+        dir: Direction::Request,
+        min: 2,
+        max: 9,
+        flexible: 8,
+        root: OFFSET_COMMIT_REQUEST,
+    },
+    Schema {
+        api: ApiKey::OffsetCommit,
+        dir: Direction::Response,
+        min: 2,
+        max: 10,
+        flexible: 8,
+        root: OFFSET_COMMIT_RESPONSE,
+    },
+    Schema {
+        api: ApiKey::OffsetFetch,
+        dir: Direction::Request,
+        min: 1,
+        max: 9,
+        flexible: 6,
+        root: OFFSET_FETCH_REQUEST,
+    },
+    Schema {
+        api: ApiKey::OffsetFetch,
+        dir: Direction::Response,
+        min: 1,
+        max: 10,
+        flexible: 6,
+        root: OFFSET_FETCH_RESPONSE,
+    },
+    Schema {
+        api: ApiKey::ConsumerGroupHeartbeat,
+        dir: Direction::Request,
+        min: 0,
+        max: 1,
+        flexible: 0,
+        root: CONSUMER_GROUP_HEARTBEAT_REQUEST,
+    },
+    Schema {
+        api: ApiKey::ConsumerGroupHeartbeat,
+        dir: Direction::Response,
+        min: 0,
+        max: 1,
+        flexible: 0,
+        root: CONSUMER_GROUP_HEARTBEAT_RESPONSE,
+    },
+    Schema {
+        api: ApiKey::TxnOffsetCommit,
+        dir: Direction::Request,
+        min: 0,
+        max: 5,
+        flexible: 3,
+        root: TXN_OFFSET_COMMIT_REQUEST,
+    },
+    Schema {
+        api: ApiKey::TxnOffsetCommit,
+        dir: Direction::Response,
+        min: 0,
+        max: 5,
+        flexible: 3,
+        root: TXN_OFFSET_COMMIT_RESPONSE,
+    },
+    Schema {
+        api: ApiKey::InitProducerId,
+        dir: Direction::Request,
+        min: 0,
+        max: 5,
+        flexible: 2,
+        root: INIT_PRODUCER_ID_REQUEST,
+    },
+    Schema {
+        api: ApiKey::InitProducerId,
+        dir: Direction::Response,
+        min: 0,
+        max: 6,
+        flexible: 2,
+        root: INIT_PRODUCER_ID_RESPONSE,
+    },
+    Schema {
+        api: ApiKey::AddPartitionsToTxn,
+        dir: Direction::Request,
+        min: 0,
+        max: 5,
+        flexible: 3,
+        root: ADD_PARTITIONS_TO_TXN_REQUEST,
+    },
+    Schema {
+        api: ApiKey::AddPartitionsToTxn,
+        dir: Direction::Response,
+        min: 0,
+        max: 5,
+        flexible: 3,
+        root: ADD_PARTITIONS_TO_TXN_RESPONSE,
+    },
+    Schema {
+        api: ApiKey::AddOffsetsToTxn,
+        dir: Direction::Request,
+        min: 0,
+        max: 4,
+        flexible: 3,
+        root: ADD_OFFSETS_TO_TXN_REQUEST,
+    },
+    Schema {
+        api: ApiKey::AddOffsetsToTxn,
+        dir: Direction::Response,
+        min: 0,
+        max: 4,
+        flexible: 3,
+        root: ADD_OFFSETS_TO_TXN_RESPONSE,
+    },
+    Schema {
+        api: ApiKey::EndTxn,
+        dir: Direction::Request,
+        min: 0,
+        max: 5,
+        flexible: 3,
+        root: END_TXN_REQUEST,
+    },
+    Schema {
+        api: ApiKey::EndTxn,
+        dir: Direction::Response,
+        min: 0,
+        max: 5,
+        flexible: 3,
+        root: END_TXN_RESPONSE,
+    },
+    Schema {
+        api: ApiKey::ShareGroupHeartbeat,
+        dir: Direction::Request,
+        min: 1,
+        max: 1,
+        flexible: 1,
+        root: SHARE_GROUP_HEARTBEAT_REQUEST,
+    },
+    Schema {
+        api: ApiKey::ShareGroupHeartbeat,
+        dir: Direction::Response,
+        min: 1,
+        max: 1,
+        flexible: 1,
+        root: SHARE_GROUP_HEARTBEAT_RESPONSE,
     },
 ];

@@ -49,6 +49,15 @@ impl<'a> Walker<'a> {
                 self.skip(n, field)
             }
             Ty::Struct(fields) => self.fields(fields),
+            Ty::NullableStruct(fields) => {
+                // As kafka-protocol's OptionStruct reads it: present only if the marker is 1.
+                let [present] = self.array::<1>(field)?;
+                if present == 1 {
+                    self.fields(fields)
+                } else {
+                    Ok(())
+                }
+            }
             Ty::Structs(fields) => {
                 let n = self.count(field, 1)?;
                 for _ in 0..n {
