@@ -732,7 +732,7 @@ fn metadata(c: &mut Criterion) {
     let mut g = c.benchmark_group("metadata_rewrite");
     both(&mut g, "v12_1000_partitions", frame.len(), 1, |b| {
         b.iter(|| {
-            fairlead::testing::rewrite_response(&cluster, &hdr, black_box(frame.clone()))
+            fairlead::testing::rewrite_response(&cluster, &hdr, &request, black_box(frame.clone()))
                 .expect("rewrites")
         })
     });

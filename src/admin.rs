@@ -191,7 +191,20 @@ async fn respond(sock: &mut TcpStream, code: u16, ctype: &str, body: &str) -> st
 pub struct LeadershipView {
     pub brokers: Vec<BrokerView>,
     pub partitions: Vec<PartitionView>,
+    /// The group and transaction coordinators fairlead knows.
+    pub coordinators: Vec<CoordinatorView>,
     pub metadata_age_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+pub struct CoordinatorView {
+    /// "group" or "transaction".
+    pub key_type: &'static str,
+    /// The group id or transactional id.
+    pub key: String,
+    pub node: i32,
+    /// When fairlead learned it (ms since the epoch).
+    pub learned_ms: u64,
 }
 
 #[derive(Serialize)]
@@ -214,7 +227,6 @@ pub struct PartitionView {
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     pub under_replicated: bool,
-    /// Unix milliseconds of the last leader change fairlead saw (or when it first saw it).
     /// When fairlead saw the leader change (ms since the epoch); null: not since it started.
     pub last_change_ms: Option<u64>,
 }
@@ -257,6 +269,20 @@ pub fn leadership_view(l: &Leadership, pool: &crate::upstream::pool::Pool) -> Le
             })
             .collect(),
         partitions,
+        coordinators: l
+            .coordinators
+            .snapshot()
+            .into_iter()
+            .map(|(key, known)| CoordinatorView {
+                key_type: key.kind.label(),
+                key: key.id,
+                node: known.node,
+                learned_ms: known
+                    .learned_at
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            })
+            .collect(),
         metadata_age_ms: l.last_metadata().map(|t| t.elapsed().as_millis() as u64),
     }
 }
@@ -349,11 +375,25 @@ pub fn render_status(v: &serde_json::Value, under_replicated_only: bool) -> Stri
             status
         );
     }
+    let coordinators = v["coordinators"].as_array().unwrap_or(&empty);
+    if !under_replicated_only && !coordinators.is_empty() {
+        let _ = writeln!(out, "\nCOORDINATOR  KEY                              NODE");
+        for c in coordinators {
+            let _ = writeln!(
+                out,
+                "{:<12} {:<32} {}",
+                c["key_type"].as_str().unwrap_or("?"),
+                c["key"].as_str().unwrap_or("?"),
+                c["node"]
+            );
+        }
+    }
     let _ = writeln!(
         out,
-        "\n{} partitions, {} under-replicated; metadata {} ms old",
+        "\n{} partitions, {} under-replicated, {} coordinators known; metadata {} ms old",
         parts.len(),
         under,
+        coordinators.len(),
         v["metadata_age_ms"]
     );
     out

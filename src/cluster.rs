@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 
 use crate::codec::endpoints::EndpointList;
 use crate::config::Config;
+use crate::leadership::coordinators::{CoordinatorKey, Finder};
 use crate::leadership::incidents::Incidents;
 use crate::leadership::refresh::{RefreshError, Refreshed, Refresher, Trigger};
 use crate::leadership::{Broker, LeaderChange, Leadership, Observed, TopicRef};
@@ -24,6 +25,8 @@ pub struct Cluster {
     pub leadership: Arc<Leadership>,
     /// fairlead's own Metadata requests, single-flight.
     pub refresher: Refresher,
+    /// fairlead's own FindCoordinator requests, single-flight and batched.
+    pub finder: Finder,
     /// fairlead's own broker connections (Metadata, log checks): never a client's request.
     pub pool: Arc<Pool>,
     /// The ports clients reach each broker at; new brokers get theirs as soon as they are seen.
@@ -51,11 +54,18 @@ impl Cluster {
             cfg.bootstrap.clone(),
             cfg.request_timeout,
         );
+        let finder = Finder::new(
+            leadership.clone(),
+            pool.clone(),
+            cfg.bootstrap.clone(),
+            cfg.request_timeout,
+        );
         let advertised_host = StrBytes::from_string(cfg.advertised_host.clone());
         Arc::new(Cluster {
             cfg,
             leadership,
             refresher,
+            finder,
             pool,
             ports,
             upstream_cfg,
@@ -109,6 +119,13 @@ impl Cluster {
                 .update_partition(&name, id, partition, Observed::leader(leader, epoch))
         {
             self.after_update(&[], &[c]);
+        }
+    }
+
+    /// A FindCoordinator answer on its way to a client: `node` coordinates `key`.
+    pub fn learn_coordinator(&self, key: CoordinatorKey, node: i32) {
+        if node >= 0 {
+            self.leadership.coordinators.learn(key, node);
         }
     }
 

@@ -14,7 +14,7 @@
 //! what the client would have seen without fairlead.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -29,9 +29,12 @@ use crate::codec::header::{parse_request, RequestHeader};
 use crate::metrics;
 use crate::rewrite;
 use crate::router::retry::resend_forwarded;
-use crate::router::{self, Pending, Router};
+use crate::router::{self, Client, Pending, Router};
 use crate::upstream::pool::Pool;
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
+
+/// Numbers client connections (for the order of their coordinator requests, `router::lanes`).
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 /// A client's byte stream: plain TCP or TLS.
 pub trait ClientIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
@@ -129,6 +132,7 @@ pub async fn serve(
         reroutes: Arc::new(Pool::new(cluster.upstream_cfg.clone())),
     });
     let mut client = ClientName::new(peer.ip().to_string());
+    let connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let (rd, wr) = tokio::io::split(socket);
     let (tx, rx) = mpsc::channel::<Pending>(cluster.cfg.max_in_flight_per_connection);
     let mut writer = tokio::spawn(write_loop(cluster.clone(), wr, rx, home.clone()));
@@ -158,8 +162,12 @@ pub async fn serve(
         ) {
             home.pinned.store(true, Ordering::Relaxed);
         }
-        let who = client.of(&frame, &hdr);
-        match route_with_home(&router, &home, &who, frame, hdr).await {
+        let name = client.of(&frame, &hdr);
+        let who = Client {
+            name: &name,
+            connection,
+        };
+        match route_with_home(&router, &home, who, frame, hdr).await {
             Ok(Some(p)) => {
                 if tx.send(p).await.is_err() {
                     break "response path ended".into();
@@ -235,7 +243,7 @@ fn request(
 async fn route_with_home(
     router: &Arc<Router>,
     home: &Home,
-    client: &Arc<str>,
+    client: Client<'_>,
     frame: Bytes,
     hdr: RequestHeader,
 ) -> Result<Option<Pending>, UpstreamError> {
@@ -280,10 +288,7 @@ async fn write_loop(
                 started,
             ),
             Pending::Routed { job, hdr, started } => {
-                let bytes = job.await.map_err(|e| {
-                    metrics::connection_closed(metrics::Closed::MergeFailed);
-                    WriteError::Upstream(e.to_string())
-                })?;
+                let bytes = job.await.map_err(|e| WriteError::Upstream(e.to_string()))?;
                 (bytes, hdr.api_key, started)
             }
         };
@@ -317,7 +322,7 @@ async fn forward(
         let lost = match reply.await {
             Ok(Ok(resp)) => {
                 let resp = resp.freeze();
-                return match rewrite::response(cluster, hdr, resp.clone()) {
+                return match rewrite::response(cluster, hdr, &frame, resp.clone()) {
                     Ok(b) => Ok(b),
                     Err(e) => {
                         // The client may still understand what fairlead could not decode; but

@@ -149,6 +149,25 @@ pub const ROUTED_APIS: [ApiKey; 5] = [
 /// UNKNOWN_LEADER_EPOCH.
 pub const LEADERSHIP_CODES: [i16; 4] = [5, 6, 74, 75];
 
+/// The group and transaction coordinator APIs whose coordinator moves fairlead absorbs.
+pub const COORDINATOR_APIS: [ApiKey; 12] = [
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::ConsumerGroupHeartbeat,
+    ApiKey::TxnOffsetCommit,
+    ApiKey::InitProducerId,
+    ApiKey::AddPartitionsToTxn,
+    ApiKey::AddOffsetsToTxn,
+    ApiKey::EndTxn,
+];
+/// Coordinator error codes: COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE,
+/// NOT_COORDINATOR.
+pub const COORDINATOR_CODES: [i16; 3] = [14, 15, 16];
+
 /// Metric label for an API key: the protocol's own name, e.g. "Produce".
 pub fn api_name(key: i16) -> &'static str {
     match ApiKey::try_from(key) {
@@ -173,6 +192,11 @@ pub fn api_name(key: i16) -> &'static str {
         Ok(ApiKey::ShareFetch) => "ShareFetch",
         Ok(ApiKey::ShareAcknowledge) => "ShareAcknowledge",
         Ok(ApiKey::ConsumerGroupHeartbeat) => "ConsumerGroupHeartbeat",
+        Ok(ApiKey::TxnOffsetCommit) => "TxnOffsetCommit",
+        Ok(ApiKey::AddPartitionsToTxn) => "AddPartitionsToTxn",
+        Ok(ApiKey::AddOffsetsToTxn) => "AddOffsetsToTxn",
+        Ok(ApiKey::EndTxn) => "EndTxn",
+        Ok(ApiKey::ShareGroupHeartbeat) => "ShareGroupHeartbeat",
         Ok(_) => "other",
         Err(_) => "unknown",
     }
@@ -252,9 +276,13 @@ pub fn init() {
     metrics::describe_gauge!(CLIENT_CONNECTIONS, "Open client connections");
     metrics::describe_gauge!(UPSTREAM_CONNECTIONS, "Open connections to brokers, by node");
 
-    for api in ROUTED_APIS {
-        let name = api_name(api as i16);
-        for code in LEADERSHIP_CODES {
+    let routed = ROUTED_APIS.iter().map(|api| (api, &LEADERSHIP_CODES[..]));
+    let coordinated = COORDINATOR_APIS
+        .iter()
+        .map(|api| (api, &COORDINATOR_CODES[..]));
+    for (api, codes) in routed.chain(coordinated) {
+        let name = api_name(*api as i16);
+        for code in codes {
             counter!(ERRORS_ABSORBED, "api" => name, "code" => code.to_string()).absolute(0);
             counter!(ERRORS_PASSED_THROUGH, "api" => name, "code" => code.to_string()).absolute(0);
         }
@@ -285,8 +313,8 @@ pub fn init() {
     let request_duration = (0..API_SLOTS as i16)
         .map(|k| histogram!(REQUEST_DURATION, "api" => api_name(k)))
         .collect();
-    for api in ROUTED_APIS {
-        let _ = histogram!(ABSORB_DURATION, "api" => api_name(api as i16));
+    for api in ROUTED_APIS.iter().chain(&COORDINATOR_APIS) {
+        let _ = histogram!(ABSORB_DURATION, "api" => api_name(*api as i16));
     }
     let _ = HANDLES.set(Handles {
         bytes,

@@ -275,7 +275,7 @@ pub fn rewrite(data: &[u8]) {
         body_offset: None,
     };
     let cluster = cluster();
-    let _ = rewrite_response(&cluster, &hdr, frame.clone());
+    let _ = rewrite_response(&cluster, &hdr, &Bytes::new(), frame.clone());
     if key == ApiKey::ApiVersions {
         cap_keeps_its_promises(&frame, v);
     }

@@ -6,6 +6,7 @@
 //! epoch-guarded: an older leader epoch never overwrites a newer one, so a stale Metadata answer
 //! from a lagging broker cannot route traffic back to a former leader.
 
+pub mod coordinators;
 pub mod incidents;
 pub mod refresh;
 
@@ -129,6 +130,8 @@ pub struct Leadership {
     generation: AtomicU64,
     /// When fairlead last heard a full broker list from the cluster.
     last_metadata: RwLock<Option<Instant>>,
+    /// Which broker coordinates each consumer group and transactional id.
+    pub coordinators: coordinators::Coordinators,
 }
 
 impl Leadership {

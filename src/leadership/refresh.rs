@@ -172,7 +172,7 @@ async fn fetch_from(
     let up = pool.get(node, addr).await?;
     let mut version = version_cache.load(Ordering::Relaxed);
     if version < 0 {
-        version = negotiate(&up, timeout).await?;
+        version = negotiate(&up, ApiKey::Metadata, PREFERRED_METADATA_VERSION, timeout).await?;
         version_cache.store(version, Ordering::Relaxed);
     }
     let req = MetadataRequest::default()
@@ -181,8 +181,13 @@ async fn fetch_from(
     up.request(ApiKey::Metadata, version, &req, timeout).await
 }
 
-/// The Metadata version to use with this broker.
-async fn negotiate(up: &crate::upstream::Upstream, timeout: Duration) -> Result<i16, RequestError> {
+/// The version of `api` to use with this broker: the highest it speaks, at most `preferred`.
+pub(super) async fn negotiate(
+    up: &crate::upstream::Upstream,
+    api: ApiKey,
+    preferred: i16,
+    timeout: Duration,
+) -> Result<i16, RequestError> {
     let req = ApiVersionsRequest::default()
         .with_client_software_name(StrBytes::from_static_str("fairlead"))
         .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
@@ -190,8 +195,8 @@ async fn negotiate(up: &crate::upstream::Upstream, timeout: Duration) -> Result<
     let max = resp
         .api_keys
         .iter()
-        .find(|k| k.api_key == ApiKey::Metadata as i16)
+        .find(|k| k.api_key == api as i16)
         .map(|k| k.max_version)
-        .unwrap_or(PREFERRED_METADATA_VERSION);
-    Ok(max.min(PREFERRED_METADATA_VERSION))
+        .unwrap_or(preferred);
+    Ok(max.min(preferred))
 }

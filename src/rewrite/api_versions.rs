@@ -8,12 +8,13 @@
 //! inspection and counted in `fairlead_frames_passed_blind_total`).
 
 use bytes::Bytes;
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::Message;
 
 use crate::codec::message::{decode_response, encode_response, MessageError};
 
 /// APIs whose messages fairlead decodes in one direction or the other.
-pub const INSPECTED: [ApiKey; 10] = [
+pub const INSPECTED: [ApiKey; 22] = [
     ApiKey::Produce,
     ApiKey::Fetch,
     ApiKey::ListOffsets,
@@ -24,11 +25,63 @@ pub const INSPECTED: [ApiKey; 10] = [
     ApiKey::DescribeCluster,
     ApiKey::ShareFetch,
     ApiKey::ShareAcknowledge,
+    ApiKey::JoinGroup,
+    ApiKey::SyncGroup,
+    ApiKey::Heartbeat,
+    ApiKey::LeaveGroup,
+    ApiKey::OffsetCommit,
+    ApiKey::OffsetFetch,
+    ApiKey::ConsumerGroupHeartbeat,
+    ApiKey::TxnOffsetCommit,
+    ApiKey::InitProducerId,
+    ApiKey::AddPartitionsToTxn,
+    ApiKey::AddOffsetsToTxn,
+    ApiKey::EndTxn,
 ];
 
-/// The highest version fairlead decodes for an inspected API.
+/// The highest version fairlead decodes for an inspected API, both ways: the request type and
+/// the response type of `kafka-protocol` may end at different versions (OffsetCommit requests
+/// at 9, responses at 10), and the API's own range can be wider than either.
 pub fn max_supported(key: ApiKey) -> i16 {
-    key.valid_versions().max
+    macro_rules! both {
+        ($req:ty, $resp:ty) => {
+            <$req as Message>::VERSIONS
+                .max
+                .min(<$resp as Message>::VERSIONS.max)
+        };
+    }
+    match key {
+        ApiKey::Produce => both!(ProduceRequest, ProduceResponse),
+        ApiKey::Fetch => both!(FetchRequest, FetchResponse),
+        ApiKey::ListOffsets => both!(ListOffsetsRequest, ListOffsetsResponse),
+        ApiKey::OffsetForLeaderEpoch => {
+            both!(OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse)
+        }
+        ApiKey::DeleteRecords => both!(DeleteRecordsRequest, DeleteRecordsResponse),
+        ApiKey::Metadata => both!(MetadataRequest, MetadataResponse),
+        ApiKey::FindCoordinator => both!(FindCoordinatorRequest, FindCoordinatorResponse),
+        ApiKey::DescribeCluster => both!(DescribeClusterRequest, DescribeClusterResponse),
+        ApiKey::ShareFetch => both!(ShareFetchRequest, ShareFetchResponse),
+        ApiKey::ShareAcknowledge => both!(ShareAcknowledgeRequest, ShareAcknowledgeResponse),
+        ApiKey::JoinGroup => both!(JoinGroupRequest, JoinGroupResponse),
+        ApiKey::SyncGroup => both!(SyncGroupRequest, SyncGroupResponse),
+        ApiKey::Heartbeat => both!(HeartbeatRequest, HeartbeatResponse),
+        ApiKey::LeaveGroup => both!(LeaveGroupRequest, LeaveGroupResponse),
+        ApiKey::OffsetCommit => both!(OffsetCommitRequest, OffsetCommitResponse),
+        ApiKey::OffsetFetch => both!(OffsetFetchRequest, OffsetFetchResponse),
+        ApiKey::ConsumerGroupHeartbeat => {
+            both!(
+                ConsumerGroupHeartbeatRequest,
+                ConsumerGroupHeartbeatResponse
+            )
+        }
+        ApiKey::TxnOffsetCommit => both!(TxnOffsetCommitRequest, TxnOffsetCommitResponse),
+        ApiKey::InitProducerId => both!(InitProducerIdRequest, InitProducerIdResponse),
+        ApiKey::AddPartitionsToTxn => both!(AddPartitionsToTxnRequest, AddPartitionsToTxnResponse),
+        ApiKey::AddOffsetsToTxn => both!(AddOffsetsToTxnRequest, AddOffsetsToTxnResponse),
+        ApiKey::EndTxn => both!(EndTxnRequest, EndTxnResponse),
+        _ => key.valid_versions().max,
+    }
 }
 
 /// Caps an ApiVersions response frame. An error answer (e.g. 35, the client asked with a
@@ -115,6 +168,26 @@ mod tests {
                 (3, 0, 12)
             ]
         );
+    }
+
+    #[test]
+    fn the_cap_is_a_version_fairlead_decodes_both_ways() {
+        use crate::codec::sanity::{walk, Direction, Implausible};
+        assert_eq!(max_supported(ApiKey::OffsetCommit), 9);
+        assert_eq!(max_supported(ApiKey::OffsetFetch), 9);
+        assert_eq!(max_supported(ApiKey::InitProducerId), 5);
+        for key in INSPECTED {
+            for dir in [Direction::Request, Direction::Response] {
+                let v = max_supported(key);
+                assert!(
+                    !matches!(
+                        walk(&[], key, v, dir),
+                        Err(Implausible::UnknownVersion { .. })
+                    ),
+                    "{key:?} {dir:?} v{v} is not decoded"
+                );
+            }
+        }
     }
 
     #[test]

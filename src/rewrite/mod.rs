@@ -13,15 +13,49 @@ pub mod api_versions;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
-    ApiKey, DescribeClusterResponse, FindCoordinatorResponse, MetadataResponse,
-    ShareAcknowledgeResponse, ShareFetchResponse,
+    ApiKey, DescribeClusterResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    MetadataResponse, ShareAcknowledgeResponse, ShareFetchResponse,
 };
+use kafka_protocol::protocol::StrBytes;
 use tracing::debug;
 
 use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
-use crate::codec::message::{decode_response, encode_response, MessageError};
+use crate::codec::message::{decode_body, decode_response, encode_response, MessageError};
+use crate::leadership::coordinators::{CoordinatorKey, KeyType};
 use crate::metrics;
+
+/// A FindCoordinator answer names the coordinator of each key the request asked about (v0-3:
+/// one key, named only in the request; v4+: each key named in the answer).
+fn learn_coordinators(
+    cluster: &Cluster,
+    hdr: &RequestHeader,
+    request: &Bytes,
+    r: &FindCoordinatorResponse,
+) {
+    let Some(req) = hdr.body_offset.and_then(|at| {
+        decode_body::<FindCoordinatorRequest>(request, at, ApiKey::FindCoordinator, hdr.api_version)
+            .ok()
+    }) else {
+        return;
+    };
+    let Some(kind) = KeyType::from_wire(req.key_type) else {
+        return;
+    };
+    let key = |id: &StrBytes| CoordinatorKey {
+        kind,
+        id: id.to_string(),
+    };
+    if hdr.api_version < 4 {
+        if r.error_code == 0 {
+            cluster.learn_coordinator(key(&req.key), r.node_id.0);
+        }
+    } else {
+        for c in r.coordinators.iter().filter(|c| c.error_code == 0) {
+            cluster.learn_coordinator(key(&c.key), c.node_id.0);
+        }
+    }
+}
 
 /// Whether responses of this API are decoded on the forward path.
 pub fn inspects(key: Option<ApiKey>) -> bool {
@@ -39,9 +73,11 @@ pub fn inspects(key: Option<ApiKey>) -> bool {
 }
 
 /// Rewrites a forwarded response if its API carries broker addresses (or is ApiVersions).
+/// `request` is the client's request frame it answers.
 pub fn response(
     cluster: &Cluster,
     hdr: &RequestHeader,
+    request: &Bytes,
     frame: Bytes,
 ) -> Result<Bytes, MessageError> {
     let Some(key) = hdr.known.filter(|k| inspects(Some(*k))) else {
@@ -70,6 +106,7 @@ pub fn response(
         }
         ApiKey::FindCoordinator => {
             let mut r: FindCoordinatorResponse = decode_response(&frame, key, v)?;
+            learn_coordinators(cluster, hdr, request, &r);
             if v < 4 {
                 if r.error_code == 0 && r.node_id.0 >= 0 {
                     (r.host, r.port) = cluster.advertised(r.node_id.0);

@@ -1,4 +1,5 @@
-//! Per-partition produce ordering, per producer.
+//! Per-partition produce ordering, per producer; and the order of a client connection's
+//! requests to one group or transaction coordinator.
 //!
 //! A producer pipelines several Produce requests; per partition, the broker must see its
 //! batches in the order the producer sent them (sequence numbers for idempotent producers, plain
@@ -23,12 +24,18 @@
 //! a first batch (it has not taken over yet) and accept the next one a moment later; an
 //! idempotent producer's next batch would then be refused as out of sequence and replayed in
 //! order, a non-idempotent one would be written first.
+//!
+//! Coordinator requests (a group's commits, a transactional id's requests) take lanes too, one
+//! per client connection and key: while one is being replayed to a coordinator that moved, a
+//! later one for the same key that would go elsewhere waits, so an older offset commit cannot
+//! land after a newer one.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
 
+use crate::leadership::coordinators::CoordinatorKey;
 use crate::leadership::TopicRef;
 use crate::upstream::Upstream;
 
@@ -36,11 +43,21 @@ use crate::upstream::Upstream;
 pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct LaneKey {
-    /// "<client ip>/<client id>".
-    pub client: Arc<str>,
-    pub topic: TopicRef,
-    pub partition: i32,
+pub enum LaneKey {
+    /// A producer's partition; the producer is "<client ip>/<client id>", across its
+    /// connections.
+    Partition {
+        client: Arc<str>,
+        topic: TopicRef,
+        partition: i32,
+    },
+    /// The requests of one client connection for one consumer group or transactional id (see
+    /// `coordinator`): per connection, because group members may share an address and client id
+    /// and must never share a broker connection (a JoinGroup long poll would hold the others').
+    Coordinator {
+        connection: u64,
+        key: CoordinatorKey,
+    },
 }
 
 #[derive(Debug)]
@@ -51,6 +68,9 @@ struct Lane {
     upstream: Option<Arc<Upstream>>,
     /// A batch was replayed: a later one may meet a sequence gap (see `retry`).
     recovering: bool,
+    /// A request of the lane is being sent again: later ones wait for the lane to drain, even
+    /// to the same node (coordinator lanes; see [`Lanes::hold`]).
+    held: bool,
 }
 
 /// A batch that wants to go out: its lane, the node it goes to, and the connection it would use.
@@ -86,6 +106,7 @@ impl Lanes {
                     Some(l) => {
                         l.in_flight == 0
                             || (!w.alone
+                                && !l.held
                                 && l.node == w.node
                                 && l.upstream.as_ref().is_some_and(|u| u.usable()))
                     }
@@ -98,6 +119,7 @@ impl Lanes {
                             node: w.node,
                             upstream: None,
                             recovering: false,
+                            held: false,
                         });
                         if l.in_flight == 0 {
                             l.node = w.node;
@@ -137,6 +159,15 @@ impl Lanes {
         }
     }
 
+    /// A request of this lane is being sent again: until the lane drains, later requests wait
+    /// rather than join its connection (a coordinator could otherwise apply a later commit
+    /// before an earlier one it asked to be sent again).
+    pub fn hold(&self, key: &LaneKey) {
+        if let Some(l) = self.lanes.lock().unwrap().get_mut(key) {
+            l.held = true;
+        }
+    }
+
     pub fn recovering(&self, key: &LaneKey) -> bool {
         self.lanes
             .lock()
@@ -163,7 +194,7 @@ mod tests {
     use std::time::Duration;
 
     fn key(client: &str, p: i32) -> LaneKey {
-        LaneKey {
+        LaneKey::Partition {
             client: client.into(),
             topic: TopicRef::Name(StrBytes::from_static_str("t")),
             partition: p,

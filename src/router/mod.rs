@@ -6,6 +6,7 @@
 //!   the client's own upstream connection; the response is forwarded too, with broker
 //!   addresses rewritten where the API carries any (see `rewrite`).
 
+pub mod coordinator;
 pub mod delete_records;
 pub mod fetch;
 pub mod lanes;
@@ -20,9 +21,7 @@ pub mod written;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
@@ -30,10 +29,11 @@ use tokio::sync::Notify;
 
 use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
+use crate::metrics;
 use crate::upstream::pool::Pool;
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
 use lanes::Lanes;
-use partitioned::{Conns, Dispatched, Job, JobError, RoutedApi};
+use partitioned::{Conns, Dispatched, Job, RoutedApi};
 
 /// The router's state, shared by every client connection.
 pub struct Router {
@@ -84,7 +84,13 @@ fn start_ticker(ticks: &Arc<Notify>) {
     });
 }
 
-pub type JobFuture = Pin<Box<dyn Future<Output = Result<Bytes, JobError>> + Send>>;
+pub type JobFuture = Pin<Box<dyn Future<Output = Result<Bytes, Unanswerable>> + Send>>;
+
+/// Why a routed request gets no answer (counted where it happened): the client connection is
+/// closed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unanswerable(pub String);
 
 /// What the connection's writer does for one request, in request order.
 pub enum Pending {
@@ -103,12 +109,21 @@ pub enum Pending {
     },
 }
 
+/// Who sent a request.
+#[derive(Clone, Copy)]
+pub struct Client<'a> {
+    /// "<client ip>/<client id>": a producer, for its partitions' order (see `lanes`).
+    pub name: &'a Arc<str>,
+    /// The client connection, for the order of its coordinator requests.
+    pub connection: u64,
+}
+
 /// Routes one request. Returns `None` when no response will come (acks=0 produce).
 pub async fn route(
     router: &Arc<Router>,
     home: &Arc<Upstream>,
     reroutes: &Arc<Pool>,
-    client: &Arc<str>,
+    client: Client<'_>,
     frame: Bytes,
     hdr: RequestHeader,
 ) -> Result<Option<Pending>, UpstreamError> {
@@ -121,7 +136,8 @@ pub async fn route(
     let started = Instant::now();
     let routed = match hdr.known {
         Some(ApiKey::Produce) => {
-            dispatch::<produce::Produce>(conns, Some((&router.lanes, client)), &frame, &hdr).await?
+            dispatch::<produce::Produce>(conns, Some((&router.lanes, client.name)), &frame, &hdr)
+                .await?
         }
         Some(ApiKey::Fetch) => dispatch::<fetch::Fetch>(conns, None, &frame, &hdr).await?,
         Some(ApiKey::ListOffsets) => {
@@ -133,6 +149,24 @@ pub async fn route(
         }
         Some(ApiKey::DeleteRecords) => {
             dispatch::<delete_records::DeleteRecords>(conns, None, &frame, &hdr).await?
+        }
+        Some(api) if retry::COORDINATOR_APIS.contains(&api) => {
+            match coordinator::Job::dispatch(
+                conns,
+                &router.lanes,
+                client.connection,
+                frame.clone(),
+                &hdr,
+            )
+            .await?
+            {
+                Some(job) => Outcome::Job(Box::pin(async move {
+                    job.complete()
+                        .await
+                        .map_err(|e| Unanswerable(e.to_string()))
+                })),
+                None => Outcome::Forward,
+            }
         }
         _ => Outcome::Forward,
     };
@@ -168,7 +202,12 @@ async fn dispatch<A: RoutedApi>(
 ) -> Result<Outcome, UpstreamError> {
     Ok(
         match Job::<A>::dispatch(conns, lanes, frame.clone(), hdr).await? {
-            Dispatched::Job(job) => Outcome::Job(Box::pin(job.complete())),
+            Dispatched::Job(job) => Outcome::Job(Box::pin(async move {
+                job.complete().await.map_err(|e| {
+                    metrics::connection_closed(metrics::Closed::MergeFailed);
+                    Unanswerable(e.to_string())
+                })
+            })),
             Dispatched::NoResponse => Outcome::NoResponse,
             Dispatched::Forward => Outcome::Forward,
         },

@@ -23,6 +23,42 @@
 //!   re-sent; a non-idempotent produce may have been written, so it is not.
 //! * Anything else passes through to the client unchanged.
 //!
+//! Coordinator moves (group and transaction coordinators, [`decide_coordinator`]): a
+//! coordinator error does not prove the request was not applied (a write that lost its
+//! coordinator while waiting for replication is answered NOT_COORDINATOR although it is in the
+//! log), so only APIs whose replay the coordinator accepts as a repeat are replayed:
+//!
+//! * NOT_COORDINATOR (16) and COORDINATOR_NOT_AVAILABLE (15) mean "find the coordinator again
+//!   and ask it"; COORDINATOR_LOAD_IN_PROGRESS (14), raised before anything is done, "ask the
+//!   same coordinator again in a moment"; a lost connection, "ask the coordinator again".
+//! * Why each API is safe to repeat (Kafka 3.9 and 4.x coordinators):
+//!   - JoinGroup: a member that joins again is the client's own retry (same member id, or
+//!     MEMBER_ID_REQUIRED once more for a new member); static members are keyed by instance id.
+//!   - SyncGroup: a stable group returns the stored assignment to a member that asks again.
+//!   - Heartbeat: no state changes.
+//!   - LeaveGroup: leaving twice leaves the group as once (the second is an UNKNOWN_MEMBER_ID
+//!     per member, which the client only logs).
+//!   - OffsetCommit and TxnOffsetCommit: the same offsets written again; the lanes keep a
+//!     connection's commits to a group in order, so an older one never lands after a newer one.
+//!   - OffsetFetch: a read.
+//!   - InitProducerId (transactional): KIP-360 makes a repeat with the expected producer id and
+//!     epoch return the same epoch; the first call of a producer (no expected epoch) bumps the
+//!     epoch once more, which no one has used yet.
+//!   - AddPartitionsToTxn (v0-3) and AddOffsetsToTxn: adding what is already in the
+//!     transaction is answered NONE.
+//!   - EndTxn: a repeat finds the transaction preparing (CONCURRENT_TRANSACTIONS, which the
+//!     producer retries) or complete (NONE), also with KIP-890's epoch bump.
+//!   - ConsumerGroupHeartbeat (KIP-848): the coordinator accepts a member's previous epoch only
+//!     if the heartbeat names its owned partitions, which steady-state heartbeats do not. So it
+//!     is replayed after a coordinator error, but if a heartbeat without its partitions is
+//!     answered FENCED_MEMBER_EPOCH or UNKNOWN_MEMBER_ID by the replay, the client gets the
+//!     original error instead ([`keep_original`]): its own retry, a full heartbeat, then
+//!     succeeds. After a lost connection (no error to fall back on) it is replayed only when it
+//!     carries its whole state (epoch 0 or below, or its partitions).
+//! * Share groups (KIP-932): ShareFetch and ShareAcknowledge acquire and acknowledge records:
+//!   a repeat is not a repeat. They are never replayed (they are not coordinator APIs here).
+//! * Everything else passes through and is counted.
+//!
 //! Also here: how long a request may take and how long to wait between attempts ([`Budget`]),
 //! when a silent former leader is given up on ([`former_leader_lost`]), what a client gets for
 //! a partition no broker answered ([`code_without_answer`]), and which forwarded requests are
@@ -115,6 +151,56 @@ pub fn decide(api: ApiKey, failure: Failure, produce: Option<ProduceFacts>) -> D
     }
 }
 
+pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+pub const NOT_COORDINATOR: i16 = 16;
+pub const UNKNOWN_MEMBER_ID: i16 = 25;
+pub const FENCED_MEMBER_EPOCH: i16 = 110;
+
+pub use crate::metrics::COORDINATOR_APIS;
+
+/// What the coordinator rules need to know of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CoordinatorFacts {
+    /// Applied once, the request is accepted again unchanged. True for every coordinator API
+    /// but a ConsumerGroupHeartbeat that does not carry its whole state.
+    pub repeatable: bool,
+}
+
+/// Codes that mean a coordinator moved or is settling.
+pub fn is_coordinator_code(code: i16) -> bool {
+    matches!(
+        code,
+        COORDINATOR_LOAD_IN_PROGRESS | COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR
+    )
+}
+
+/// Whether a coordinator request that met `failure` is sent again: to the coordinator found
+/// anew (`Reroute`), to the same one after a wait (`RetrySame`), or not at all.
+pub fn decide_coordinator(api: ApiKey, failure: Failure, facts: CoordinatorFacts) -> Decision {
+    if !COORDINATOR_APIS.contains(&api) {
+        return Decision::PassThrough;
+    }
+    match failure {
+        Failure::NotSent => Decision::Reroute,
+        Failure::ConnectionLost if facts.repeatable => Decision::Reroute,
+        Failure::ConnectionLost => Decision::PassThrough,
+        Failure::Code(NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE) => Decision::Reroute,
+        Failure::Code(COORDINATOR_LOAD_IN_PROGRESS) => Decision::RetrySame,
+        Failure::Code(_) => Decision::PassThrough,
+    }
+}
+
+/// After a coordinator error was replayed: whether the client gets the original error instead
+/// of the replay's answer (`replay_code`). A ConsumerGroupHeartbeat without its whole state is
+/// fenced by a coordinator that had applied the first attempt; the client's own retry after
+/// the original error is a full heartbeat, which is accepted.
+pub fn keep_original(api: ApiKey, facts: CoordinatorFacts, replay_code: i16) -> bool {
+    api == ApiKey::ConsumerGroupHeartbeat
+        && !facts.repeatable
+        && matches!(replay_code, FENCED_MEMBER_EPOCH | UNKNOWN_MEMBER_ID)
+}
+
 /// Codes counted as leadership errors (absorbed or passed through) in metrics.
 pub fn is_leadership_code(code: i16) -> bool {
     matches!(
@@ -158,6 +244,14 @@ impl Budget {
             deadline: hold_limit.map_or(absorb_by, |h| absorb_by.min(started + h)),
             backoff: first_backoff,
         }
+    }
+
+    /// The same budget, ending `limit` after the start at the latest (what the client waits).
+    pub fn within(mut self, limit: Duration) -> Budget {
+        let end = self.started + limit;
+        self.answer_by = self.answer_by.min(end);
+        self.deadline = self.deadline.min(end);
+        self
     }
 
     pub fn elapsed(&self) -> Duration {
@@ -374,5 +468,97 @@ mod tests {
                 PassThrough
             );
         }
+    }
+
+    const REPEATABLE: CoordinatorFacts = CoordinatorFacts { repeatable: true };
+    const NOT_REPEATABLE: CoordinatorFacts = CoordinatorFacts { repeatable: false };
+
+    #[test]
+    fn a_moved_coordinator_is_found_again_and_asked_for_every_coordinator_api() {
+        for api in COORDINATOR_APIS {
+            for code in [NOT_COORDINATOR, COORDINATOR_NOT_AVAILABLE] {
+                assert_eq!(
+                    decide_coordinator(api, Failure::Code(code), REPEATABLE),
+                    Reroute,
+                    "{api:?} {code}"
+                );
+            }
+            assert_eq!(
+                decide_coordinator(api, Failure::NotSent, REPEATABLE),
+                Reroute
+            );
+        }
+        // A heartbeat without its whole state is still replayed after an error: if the
+        // coordinator had applied it, keep_original gives the client the error instead.
+        assert_eq!(
+            decide_coordinator(
+                ApiKey::ConsumerGroupHeartbeat,
+                Failure::Code(NOT_COORDINATOR),
+                NOT_REPEATABLE
+            ),
+            Reroute
+        );
+    }
+
+    #[test]
+    fn a_loading_coordinator_is_asked_again() {
+        for api in COORDINATOR_APIS {
+            assert_eq!(
+                decide_coordinator(api, Failure::Code(COORDINATOR_LOAD_IN_PROGRESS), REPEATABLE),
+                RetrySame
+            );
+        }
+    }
+
+    #[test]
+    fn a_lost_connection_replays_only_what_is_accepted_again() {
+        assert_eq!(
+            decide_coordinator(ApiKey::OffsetCommit, Failure::ConnectionLost, REPEATABLE),
+            Reroute
+        );
+        assert_eq!(
+            decide_coordinator(
+                ApiKey::ConsumerGroupHeartbeat,
+                Failure::ConnectionLost,
+                NOT_REPEATABLE
+            ),
+            PassThrough
+        );
+    }
+
+    #[test]
+    fn other_errors_and_other_apis_pass_through() {
+        for code in [0, 22, 25, 27, 47, 51, 90, 110] {
+            assert_eq!(
+                decide_coordinator(ApiKey::JoinGroup, Failure::Code(code), REPEATABLE),
+                PassThrough,
+                "{code}"
+            );
+        }
+        // Share groups: acquiring and acknowledging records is not repeatable.
+        for api in [
+            ApiKey::ShareFetch,
+            ApiKey::ShareAcknowledge,
+            ApiKey::DescribeGroups,
+        ] {
+            assert_eq!(
+                decide_coordinator(api, Failure::Code(NOT_COORDINATOR), REPEATABLE),
+                PassThrough
+            );
+        }
+    }
+
+    #[test]
+    fn a_heartbeat_fenced_by_its_own_replay_gets_the_original_error() {
+        let hb = ApiKey::ConsumerGroupHeartbeat;
+        assert!(keep_original(hb, NOT_REPEATABLE, FENCED_MEMBER_EPOCH));
+        assert!(keep_original(hb, NOT_REPEATABLE, UNKNOWN_MEMBER_ID));
+        assert!(!keep_original(hb, REPEATABLE, FENCED_MEMBER_EPOCH));
+        assert!(!keep_original(hb, NOT_REPEATABLE, 0));
+        assert!(!keep_original(
+            ApiKey::Heartbeat,
+            NOT_REPEATABLE,
+            UNKNOWN_MEMBER_ID
+        ));
     }
 }

@@ -38,11 +38,13 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     fetch_response, produce_response, ApiKey, ApiVersionsRequest, ApiVersionsResponse, BrokerId,
-    DeleteRecordsRequest, DeleteRecordsResponse, DescribeClusterRequest, DescribeClusterResponse,
-    FetchRequest, FetchResponse, FindCoordinatorRequest, FindCoordinatorResponse,
-    ListOffsetsRequest, ListOffsetsResponse, MetadataRequest, MetadataResponse,
-    OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse,
-    TopicName,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteRecordsRequest,
+    DeleteRecordsResponse, DescribeClusterRequest, DescribeClusterResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, EndTxnRequest, EndTxnResponse, FetchRequest, FetchResponse,
+    FindCoordinatorRequest, FindCoordinatorResponse, HeartbeatRequest, HeartbeatResponse,
+    JoinGroupRequest, JoinGroupResponse, ListOffsetsRequest, ListOffsetsResponse, MetadataRequest,
+    MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetForLeaderEpochRequest,
+    OffsetForLeaderEpochResponse, ProduceRequest, ProduceResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
@@ -293,6 +295,9 @@ pub enum Decoded {
     Epochs(OffsetForLeaderEpochRequest),
     DeleteRecords(DeleteRecordsRequest),
     Metadata(MetadataRequest),
+    /// A group or transaction coordinator API: its key (group or transactional id).
+    Coordinator(String),
+    FindCoordinator(FindCoordinatorRequest),
     /// Decoded, of an API the tests do not look into.
     Other,
     /// Not decodable (answered from a raw script, or the connection was closed).
@@ -410,7 +415,11 @@ pub struct Script {
     /// (api key, min, max) advertised by ApiVersions.
     pub api_versions: Vec<(i16, i16, i16)>,
     /// FindCoordinator: key -> (node, error code); keys not listed are coordinated by node 1.
+    /// The coordinator APIs answer NONE on the key's coordinator and NOT_COORDINATOR (16)
+    /// elsewhere, unless [`Script::coordinator_error`] says otherwise.
     pub coordinators: HashMap<String, (i32, i16)>,
+    /// The next answers of a coordinator API on a node: these error codes, in turn.
+    coordinator_errors: HashMap<(i32, i16), VecDeque<i16>>,
     /// Answer a connection's requests in order (like Kafka). Off: a delayed answer is
     /// overtaken by later ones on the same connection.
     pub ordered: bool,
@@ -439,6 +448,7 @@ impl Script {
             topics: Vec::new(),
             api_versions,
             coordinators: HashMap::new(),
+            coordinator_errors: HashMap::new(),
             ordered: true,
             produce: HashMap::new(),
             fetch: HashMap::new(),
@@ -592,6 +602,31 @@ impl Script {
         });
     }
 
+    /// The next request of coordinator API `api` on `node` is answered with error `code`.
+    pub fn coordinator_error(&mut self, node: i32, api: ApiKey, code: i16) {
+        self.coordinator_errors
+            .entry((node, api as i16))
+            .or_default()
+            .push_back(code);
+    }
+
+    /// The error a coordinator API request for `key` gets on `node`.
+    fn coordinator_code(&mut self, node: i32, api: ApiKey, key: &str) -> i16 {
+        if let Some(code) = self
+            .coordinator_errors
+            .get_mut(&(node, api as i16))
+            .and_then(VecDeque::pop_front)
+        {
+            return code;
+        }
+        let coordinator = self.coordinators.get(key).map_or(1, |(n, _)| *n);
+        if coordinator == node {
+            0
+        } else {
+            16
+        }
+    }
+
     /// The next request of `api` on `node` is answered after `delay`.
     pub fn delay_next(&mut self, node: i32, api: ApiKey, delay: Duration) {
         self.delays.push((node, api as i16, delay));
@@ -725,11 +760,112 @@ impl Script {
                     Some((respond(api, version, corr, &r), Duration::ZERO)),
                 )
             }
+            ApiKey::Heartbeat => {
+                let req: HeartbeatRequest = decode(body, version)?;
+                let key = req.group_id.to_string();
+                let code = self.coordinator_code(node, api, &key);
+                let r = HeartbeatResponse::default().with_error_code(code);
+                (
+                    Decoded::Coordinator(key),
+                    Some((respond(api, version, corr, &r), Duration::ZERO)),
+                )
+            }
+            ApiKey::JoinGroup => {
+                let req: JoinGroupRequest = decode(body, version)?;
+                let key = req.group_id.to_string();
+                let code = self.coordinator_code(node, api, &key);
+                let r = JoinGroupResponse::default()
+                    .with_error_code(code)
+                    .with_generation_id(if code == 0 { 7 } else { -1 })
+                    .with_member_id(req.member_id.clone());
+                (
+                    Decoded::Coordinator(key),
+                    Some((respond(api, version, corr, &r), Duration::ZERO)),
+                )
+            }
+            ApiKey::OffsetCommit => {
+                use kafka_protocol::messages::offset_commit_response::{
+                    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+                };
+                let req: OffsetCommitRequest = decode(body, version)?;
+                let key = req.group_id.to_string();
+                let code = self.coordinator_code(node, api, &key);
+                let topics = req
+                    .topics
+                    .iter()
+                    .map(|t| {
+                        OffsetCommitResponseTopic::default()
+                            .with_name(t.name.clone())
+                            .with_partitions(
+                                t.partitions
+                                    .iter()
+                                    .map(|p| {
+                                        OffsetCommitResponsePartition::default()
+                                            .with_partition_index(p.partition_index)
+                                            .with_error_code(code)
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                let r = OffsetCommitResponse::default().with_topics(topics);
+                (
+                    Decoded::Coordinator(key),
+                    Some((respond(api, version, corr, &r), Duration::ZERO)),
+                )
+            }
+            ApiKey::ConsumerGroupHeartbeat => {
+                let req: ConsumerGroupHeartbeatRequest = decode(body, version)?;
+                let key = req.group_id.to_string();
+                let code = self.coordinator_code(node, api, &key);
+                let r = ConsumerGroupHeartbeatResponse::default()
+                    .with_error_code(code)
+                    .with_member_id(Some(req.member_id.clone()))
+                    .with_member_epoch(if code == 0 { req.member_epoch + 1 } else { -1 });
+                (
+                    Decoded::Coordinator(key),
+                    Some((respond(api, version, corr, &r), Duration::ZERO)),
+                )
+            }
+            ApiKey::EndTxn => {
+                let req: EndTxnRequest = decode(body, version)?;
+                let key = req.transactional_id.to_string();
+                let code = self.coordinator_code(node, api, &key);
+                let r = EndTxnResponse::default().with_error_code(code);
+                (
+                    Decoded::Coordinator(key),
+                    Some((respond(api, version, corr, &r), Duration::ZERO)),
+                )
+            }
+            ApiKey::DescribeGroups => {
+                use kafka_protocol::messages::describe_groups_response::DescribedGroup;
+                let req: DescribeGroupsRequest = decode(body, version)?;
+                let key = req
+                    .groups
+                    .first()
+                    .map(|g| g.to_string())
+                    .unwrap_or_default();
+                let code = self.coordinator_code(node, api, &key);
+                let r = DescribeGroupsResponse::default().with_groups(
+                    req.groups
+                        .iter()
+                        .map(|g| {
+                            DescribedGroup::default()
+                                .with_group_id(g.clone())
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                );
+                (
+                    Decoded::Coordinator(key),
+                    Some((respond(api, version, corr, &r), Duration::ZERO)),
+                )
+            }
             ApiKey::FindCoordinator => {
                 let req: FindCoordinatorRequest = decode(body, version)?;
                 let r = self.find_coordinator(version, &req);
                 (
-                    Decoded::Other,
+                    Decoded::FindCoordinator(req),
                     Some((respond(api, version, corr, &r), Duration::ZERO)),
                 )
             }

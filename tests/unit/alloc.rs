@@ -23,7 +23,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, HeartbeatRequest, HeartbeatResponse, MetadataRequest,
+    ApiKey, ApiVersionsRequest, DescribeGroupsRequest, DescribeGroupsResponse, MetadataRequest,
     ProduceRequest, RequestHeader as KpHeader,
 };
 use kafka_protocol::protocol::{encode_request_header_into_buffer, Encodable, StrBytes};
@@ -158,18 +158,17 @@ fn request_frame<T: Encodable>(api_key: i16, version: i16, body: &T) -> Vec<u8> 
     frame
 }
 
-fn heartbeat_request() -> Vec<u8> {
-    let req = HeartbeatRequest::default()
-        .with_group_id(StrBytes::from_static_str("alloc-test-group").into())
-        .with_generation_id(3)
-        .with_member_id(StrBytes::from_static_str(
-            "alloc-test-client-5b1e0c1a-2f4e-4c1b-9f7a-0d3c2b1a0e9f",
-        ));
-    request_frame(ApiKey::Heartbeat as i16, 4, &req)
+/// A DescribeGroups request: an API fairlead forwards without decoding (unlike Heartbeat, a
+/// coordinator API it inspects since it absorbs coordinator moves).
+fn describe_groups_request() -> Vec<u8> {
+    let req = DescribeGroupsRequest::default()
+        .with_groups(vec![StrBytes::from_static_str("alloc-test-group").into()]);
+    request_frame(ApiKey::DescribeGroups as i16, 5, &req)
 }
 
 /// Small requests that go through unchanged: ApiVersions, Metadata (the request; its answer is
-/// rewritten), Heartbeat, and an API key fairlead does not know (its frame is never decoded).
+/// rewritten), DescribeGroups, and an API key fairlead does not know (its frame is never
+/// decoded).
 fn pass_through_requests() -> Vec<Vec<u8>> {
     let api_versions = ApiVersionsRequest::default()
         .with_client_software_name(StrBytes::from_static_str("alloc-test"))
@@ -185,7 +184,7 @@ fn pass_through_requests() -> Vec<Vec<u8>> {
     vec![
         request_frame(ApiKey::ApiVersions as i16, 3, &api_versions),
         request_frame(ApiKey::Metadata as i16, 12, &metadata),
-        heartbeat_request(),
+        describe_groups_request(),
         unknown,
     ]
 }
@@ -285,12 +284,17 @@ fn forwarded_requests_allocate_nothing_per_frame() {
 
 #[test]
 fn forwarded_responses_allocate_nothing_per_frame() {
-    // A Heartbeat answer: not an API whose responses are rewritten, so the broker's bytes go back
+    // A DescribeGroups answer: not an API whose responses are rewritten, so the broker's bytes go back
     // with only the correlation id restored (upstream reader) and `rewrite::response` passing it.
-    let response = encode_response(&HeartbeatResponse::default(), ApiKey::Heartbeat, 4, 1_000)
-        .unwrap()
-        .to_vec();
-    let request = heartbeat_request();
+    let response = encode_response(
+        &DescribeGroupsResponse::default(),
+        ApiKey::DescribeGroups,
+        5,
+        1_000,
+    )
+    .unwrap()
+    .to_vec();
+    let request = bytes::Bytes::from(describe_groups_request());
     let hdr = parse_request(&request).unwrap();
     let cluster = cluster("127.0.0.1:1");
     let rt = runtime();
@@ -299,7 +303,8 @@ fn forwarded_responses_allocate_nothing_per_frame() {
         let pass = |mut frame: BytesMut| {
             let theirs = correlation_id_at(&frame, RESPONSE_CORRELATION_OFFSET).unwrap();
             set_correlation_id(&mut frame, RESPONSE_CORRELATION_OFFSET, theirs - 958);
-            let out = fairlead::testing::rewrite_response(&cluster, &hdr, frame.freeze()).unwrap();
+            let out = fairlead::testing::rewrite_response(&cluster, &hdr, &request, frame.freeze())
+                .unwrap();
             black_box(out)
         };
         for _ in 0..WARM_UP {
@@ -469,15 +474,21 @@ fn routed_produce_decode_allocates_per_array_not_per_byte() {
     }
 }
 
-/// A stub broker: answers every request with a Heartbeat v4 response carrying its correlation id.
+/// A stub broker: answers every request with a DescribeGroups v5 response carrying its
+/// correlation id.
 async fn stub_broker(listener: tokio::net::TcpListener) {
     let (socket, _) = listener.accept().await.unwrap();
     socket.set_nodelay(true).unwrap();
     let (rd, mut wr) = socket.into_split();
     let mut reader = FrameReader::new(rd, MAX_FRAME, 8);
-    let mut answer = encode_response(&HeartbeatResponse::default(), ApiKey::Heartbeat, 4, 0)
-        .unwrap()
-        .to_vec();
+    let mut answer = encode_response(
+        &DescribeGroupsResponse::default(),
+        ApiKey::DescribeGroups,
+        5,
+        0,
+    )
+    .unwrap()
+    .to_vec();
     while let Ok(Some(req)) = reader.read_frame().await {
         let corr = correlation_id_at(&req, REQUEST_CORRELATION_OFFSET).unwrap();
         set_correlation_id(&mut answer, RESPONSE_CORRELATION_OFFSET, corr);
@@ -489,7 +500,7 @@ async fn stub_broker(listener: tokio::net::TcpListener) {
 
 #[test]
 fn a_forwarded_round_trip_allocates_one_reply_channel_per_request() {
-    // The whole pass-through path: a client's Heartbeats through `connection::serve`, its
+    // The whole pass-through path: a client's DescribeGroups through `connection::serve`, its
     // upstream to a stub broker, and back, one request at a time and 16 pipelined. Client,
     // fairlead and broker share one thread, so every allocation of the round trip is counted
     // (the client and broker loops allocate nothing themselves once warm; see the tests above).
@@ -523,10 +534,15 @@ fn a_forwarded_round_trip_allocates_one_reply_channel_per_request() {
 /// Allocations, requests and the allowed bound of a round trip with `pipeline` requests in
 /// flight at a time.
 fn round_trip(pipeline: usize) -> (u64, u64, u64) {
-    let request = heartbeat_request();
-    let response_len = encode_response(&HeartbeatResponse::default(), ApiKey::Heartbeat, 4, 0)
-        .unwrap()
-        .len();
+    let request = describe_groups_request();
+    let response_len = encode_response(
+        &DescribeGroupsResponse::default(),
+        ApiKey::DescribeGroups,
+        5,
+        0,
+    )
+    .unwrap()
+    .len();
     let rt = runtime();
     let (allocations, requests) = rt.block_on(async {
         let broker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

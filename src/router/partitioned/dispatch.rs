@@ -161,7 +161,7 @@ async fn take_lanes<A: RoutedApi>(
     for t in &targets {
         for &i in &t.idx {
             let part = &mut parts[i];
-            let key = LaneKey {
+            let key = LaneKey::Partition {
                 client: client.clone(),
                 topic: part.topic.clone(),
                 partition: part.partition(),

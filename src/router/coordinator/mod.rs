@@ -1,0 +1,341 @@
+//! Coordinator moves absorbed: the group and transaction coordinator APIs (see
+//! `retry::COORDINATOR_APIS`).
+//!
+//! A group's or a transactional id's coordinator is the leader of one partition of
+//! `__consumer_offsets` or `__transaction_state`; a rolling restart or a broker failure moves it,
+//! and a client that asks the old broker gets NOT_COORDINATOR (16), or COORDINATOR_NOT_AVAILABLE
+//! (15) / COORDINATOR_LOAD_IN_PROGRESS (14) while the new one takes over. fairlead reads which
+//! key a request is for ([`apis::inspect`]) and:
+//!
+//! * routes it to the coordinator fairlead knows for the key (learned from FindCoordinator
+//!   answers passing through, and from its own), whichever broker the client sent it to;
+//! * on 16 or 15 finds the coordinator again (its own FindCoordinator, see
+//!   `leadership::coordinators`), re-sends the client's request, byte for byte, there, and gives
+//!   the client that answer; on 14 asks the same coordinator again after a short wait; all
+//!   within `absorb_timeout_ms` (a JoinGroup, a long poll, within its rebalance timeout and a
+//!   little more, under what the clients wait for it);
+//! * replays only under the rules of `retry::decide_coordinator`; everything else passes
+//!   through, counted.
+//!
+//! A client connection's requests for one key take a lane (`lanes`), so a later request never
+//! overtakes one being replayed.
+
+mod apis;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use tracing::{debug, warn};
+
+use super::lanes::{LaneKey, Lanes, Want};
+use super::partitioned::Conns;
+use super::retry::{decide_coordinator, keep_original, Budget, Decision, Failure};
+use crate::cluster::Cluster;
+use crate::codec::header::RequestHeader;
+use crate::metrics;
+use crate::upstream::pool::Pool;
+use crate::upstream::{ReplyRx, Upstream, UpstreamError};
+use apis::{Codes, Inspected};
+
+/// How much longer than its rebalance timeout a JoinGroup may be held: under what clients wait
+/// beyond it (the Java client 5 s, librdkafka 3 s).
+pub const JOIN_GRACE: Duration = Duration::from_millis(2500);
+
+/// Why a coordinator request cannot be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The connection was lost with a request in flight that may have been applied and is not
+    /// safe to repeat: the client connection is closed, as the broker's would have been.
+    #[error("broker connection lost with a {api:?} request in flight that is not safe to repeat")]
+    Lost { api: ApiKey },
+}
+
+/// A coordinator request on its way: sent, its answer awaited on the connection's writer.
+pub struct Job {
+    cluster: Arc<Cluster>,
+    api: ApiKey,
+    version: i16,
+    /// The client's frame: every attempt sends these bytes.
+    frame: Bytes,
+    inspected: Inspected,
+    /// The stamp of the coordinator answer it was routed by (0: none).
+    stamp: u64,
+    /// Where it went last.
+    node: i32,
+    rx: Option<ReplyRx>,
+    up: Option<Arc<Upstream>>,
+    reroutes: Arc<Pool>,
+    lanes: Arc<Lanes>,
+    lane: LaneKey,
+    budget: Budget,
+}
+
+impl Job {
+    /// Routes a coordinator request to the coordinator fairlead knows for its key (else where
+    /// the client sent it) and sends it. `None`: not a request for one coordinator, or not
+    /// decodable: forward it untouched.
+    pub async fn dispatch(
+        conns: Conns<'_>,
+        lanes: &Arc<Lanes>,
+        connection: u64,
+        frame: Bytes,
+        hdr: &RequestHeader,
+    ) -> Result<Option<Job>, UpstreamError> {
+        let (Some(api), Some(at)) = (hdr.known, hdr.body_offset) else {
+            return Ok(None);
+        };
+        let version = hdr.api_version;
+        let inspected = match apis::inspect(api, &frame, at, version) {
+            Ok(Some(i)) => i,
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                metrics::passed_blind(api as i16);
+                warn!(?api, version, error = %e, "request not decodable: forwarded without inspection");
+                return Ok(None);
+            }
+        };
+        let started = Instant::now();
+        let Conns {
+            cluster,
+            home,
+            reroutes,
+            ..
+        } = conns;
+        let known = cluster.leadership.coordinators.get(&inspected.key);
+        let (node, up) = match known.filter(|k| k.node != home.node()) {
+            None => (home.node(), home.clone()),
+            Some(k) => match cluster.upstream_in(reroutes, k.node).await {
+                Ok(up) => {
+                    metrics::rerouted(api as i16, 1);
+                    (k.node, up)
+                }
+                // Where the client sent it: if that is not the coordinator, it says so.
+                Err(_) => (home.node(), home.clone()),
+            },
+        };
+        let lane = LaneKey::Coordinator {
+            connection,
+            key: inspected.key.clone(),
+        };
+        let (chosen, _) = lanes
+            .acquire(vec![Want {
+                key: lane.clone(),
+                node,
+                upstream: Some(up.clone()),
+                alone: false,
+            }])
+            .await;
+        let up = chosen.into_iter().next().flatten().unwrap_or(up);
+        let rx = up.send(frame.clone(), true).unwrap_or_else(|e| {
+            debug!(?api, node, error = %e, "coordinator request not sent");
+            None
+        });
+        let cfg = &cluster.cfg;
+        let mut budget = Budget::new(
+            started,
+            inspected.broker_wait,
+            cfg.absorb_timeout,
+            None,
+            cfg.retry_backoff,
+        );
+        if api == ApiKey::JoinGroup {
+            budget = budget.within(inspected.broker_wait + JOIN_GRACE);
+        }
+        Ok(Some(Job {
+            cluster: cluster.clone(),
+            api,
+            version,
+            frame,
+            inspected,
+            stamp: known.map_or(0, |k| k.stamp),
+            node,
+            rx,
+            up: Some(up),
+            reroutes: reroutes.clone(),
+            lanes: lanes.clone(),
+            lane,
+            budget,
+        }))
+    }
+
+    /// Waits for the answer, absorbs a coordinator move, and returns the response frame.
+    pub async fn complete(mut self) -> Result<Bytes, JobError> {
+        let result = self.run().await;
+        self.lanes.release([&self.lane]);
+        result
+    }
+
+    async fn run(&mut self) -> Result<Bytes, JobError> {
+        let rx = self.rx.take();
+        let mut reply = self.wait(rx).await;
+        // The first answer that carried a coordinator error, and that error.
+        let mut original: Option<(Bytes, i16)> = None;
+        let mut absorbing: Option<Instant> = None;
+        let mut attempts = 0u32;
+        loop {
+            let (failure, codes) = match &reply {
+                Ok(frame) => match apis::codes(self.api, frame, self.version) {
+                    Ok(c) => (c.coordinator.map(Failure::Code), Some(c)),
+                    Err(e) => {
+                        // The client may read what fairlead cannot; it names no broker.
+                        metrics::passed_blind(self.api as i16);
+                        warn!(api = ?self.api, version = self.version, error = %e, "response not decodable: forwarded without inspection");
+                        return Ok(frame.clone());
+                    }
+                },
+                Err(f) => (Some(*f), None),
+            };
+            if attempts > 0 {
+                let ok = codes.as_ref().is_some_and(|c| c.coordinator.is_none());
+                metrics::replay(
+                    self.api as i16,
+                    if ok {
+                        metrics::Replay::Ok
+                    } else {
+                        metrics::Replay::Failed
+                    },
+                );
+            }
+            if let (Some((frame, code)), Some(c)) = (&original, &codes) {
+                if keep_original(self.api, self.inspected.facts, c.first()) {
+                    debug!(api = ?self.api, replay_code = c.first(), "the replay was refused as a repeat: the client gets the original error");
+                    return Ok(self.finish(frame.clone(), *code, None, absorbing));
+                }
+            }
+            let Some(failure) = failure else { break };
+            if let (Ok(frame), Failure::Code(code)) = (&reply, failure) {
+                original.get_or_insert_with(|| (frame.clone(), code));
+            }
+            let decision = decide_coordinator(self.api, failure, self.inspected.facts);
+            if decision == Decision::PassThrough {
+                break;
+            }
+            if absorbing.is_none() {
+                absorbing = Some(Instant::now());
+                self.lanes.hold(&self.lane);
+            }
+            if self.budget.expired() {
+                metrics::replay(self.api as i16, metrics::Replay::GaveUp);
+                warn!(api = ?self.api, key = self.inspected.key.id.as_str(), waited_ms = self.budget.elapsed().as_millis() as u64, "gave up absorbing a coordinator move: the client gets the original answer");
+                break;
+            }
+            if attempts > 0 || decision != Decision::Reroute {
+                self.budget.back_off().await;
+            }
+            attempts += 1;
+            let target = match decision {
+                Decision::RetrySame => self.node,
+                _ => match self.find().await {
+                    Some(node) => node,
+                    // Not elected yet: wait, ask again (the answer in hand stays the answer).
+                    None => continue,
+                },
+            };
+            if target != self.node {
+                metrics::rerouted(self.api as i16, 1);
+            }
+            debug!(api = ?self.api, key = self.inspected.key.id.as_str(), node = target, ?failure, "replaying to the coordinator");
+            self.node = target;
+            reply = self.send_again().await;
+        }
+        match reply {
+            Ok(frame) => {
+                let first = original.map(|(_, code)| code);
+                let codes = apis::codes(self.api, &frame, self.version).unwrap_or_default();
+                Ok(self.finish(frame, first.unwrap_or(0), Some(codes), absorbing))
+            }
+            // No answer at all: the original error if there was one, else the connection goes.
+            Err(_) => match original {
+                Some((frame, code)) => Ok(self.finish(frame, code, None, absorbing)),
+                None => {
+                    metrics::connection_closed(metrics::Closed::BrokerLostMidRequest);
+                    Err(JobError::Lost { api: self.api })
+                }
+            },
+        }
+    }
+
+    /// The coordinator of the request's key, found again (None: none yet, or no broker
+    /// answered; the caller waits and asks again).
+    async fn find(&mut self) -> Option<i32> {
+        match self
+            .cluster
+            .finder
+            .find(&self.inspected.key, self.stamp, self.budget.deadline())
+            .await
+        {
+            Ok(k) => {
+                self.stamp = k.stamp;
+                Some(k.node)
+            }
+            Err(e) => {
+                debug!(api = ?self.api, error = %e, "coordinator not found yet");
+                None
+            }
+        }
+    }
+
+    /// Sends the client's request again, to `self.node`, on the client connection's own
+    /// connection there, and waits for the answer.
+    async fn send_again(&mut self) -> Result<Bytes, Failure> {
+        let rx = match self.cluster.upstream_in(&self.reroutes, self.node).await {
+            Ok(up) => {
+                let rx = up.send(self.frame.clone(), true).ok().flatten();
+                self.up = Some(up);
+                rx
+            }
+            Err(e) => {
+                debug!(api = ?self.api, node = self.node, error = %e, "coordinator unreachable");
+                None
+            }
+        };
+        self.wait(rx).await
+    }
+
+    /// One answer, within the budget's time to answer (past it the connection is abandoned:
+    /// the broker stopped answering).
+    async fn wait(&self, rx: Option<ReplyRx>) -> Result<Bytes, Failure> {
+        let Some(rx) = rx else {
+            return Err(Failure::NotSent);
+        };
+        match tokio::time::timeout_at(self.budget.answer_by().into(), rx).await {
+            Ok(Ok(Ok(frame))) => Ok(frame.freeze()),
+            Ok(Ok(Err(UpstreamError::Connect { .. }))) => Err(Failure::NotSent),
+            Ok(_) => Err(Failure::ConnectionLost),
+            Err(_) => {
+                warn!(api = ?self.api, node = self.node, waited_ms = self.budget.elapsed().as_millis() as u64, "coordinator did not answer: abandoning its connection");
+                if let Some(up) = &self.up {
+                    up.abandon();
+                }
+                Err(Failure::ConnectionLost)
+            }
+        }
+    }
+
+    /// Counts what the client gets and returns it. `first`: the coordinator error the request
+    /// met first (0: none); `codes`: the codes of `frame` if known.
+    fn finish(
+        &self,
+        frame: Bytes,
+        first: i16,
+        codes: Option<Codes>,
+        absorbing: Option<Instant>,
+    ) -> Bytes {
+        let api = self.api as i16;
+        let codes = codes
+            .unwrap_or_else(|| apis::codes(self.api, &frame, self.version).unwrap_or_default());
+        if first != 0 && codes.coordinator.is_none() {
+            metrics::absorbed(api, first);
+            debug!(api = ?self.api, key = self.inspected.key.id.as_str(), code = first, node = self.node, "absorbed a coordinator move");
+        }
+        for code in &codes.nonzero {
+            metrics::passed_through(api, *code);
+        }
+        if let Some(t) = absorbing {
+            metrics::absorb_duration(api, t.elapsed());
+        }
+        frame
+    }
+}
