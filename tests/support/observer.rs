@@ -136,6 +136,24 @@ impl Observer {
         self.shared.stats().undecodable.clone()
     }
 
+    /// Responses decoded per (api key, api version): which versions the clients negotiated.
+    pub fn versions(&self) -> BTreeMap<(i16, i16), u64> {
+        self.shared.stats().versions.clone()
+    }
+
+    /// Client connections ended on the upstream side (closed, reset, an unreadable frame, or a
+    /// failed write to the client) while the client still had them open: (all of them, those
+    /// with requests still unanswered). Where a client meets a dead or restarting broker.
+    pub fn upstream_closes(&self) -> (u64, u64) {
+        let stats = self.shared.stats();
+        (stats.upstream_closes, stats.upstream_closes_in_flight)
+    }
+
+    /// Client connections that found no reachable upstream and were closed at once.
+    pub fn refused(&self) -> u64 {
+        self.shared.stats().refused
+    }
+
     /// Fetch answers whose records started after the offset the client asked for.
     pub fn fetch_gaps(&self) -> u64 {
         self.shared.stats().fetch_gaps
@@ -273,6 +291,13 @@ struct Shared {
 struct Stats {
     errors: BTreeMap<(i16, i16), u64>,
     responses: BTreeMap<i16, u64>,
+    /// Responses decoded per (api key, version).
+    versions: BTreeMap<(i16, i16), u64>,
+    /// Connections ended from the upstream side, and how many of those had requests unanswered.
+    upstream_closes: u64,
+    upstream_closes_in_flight: u64,
+    /// Client connections closed at once because no upstream could be reached.
+    refused: u64,
     undecodable: BTreeMap<i16, u64>,
     /// Why the last responses were undecodable (bounded).
     undecodable_reasons: VecDeque<String>,
@@ -410,6 +435,7 @@ impl Shared {
             Ok((tally, rewritten)) => {
                 let mut stats = self.stats();
                 *stats.responses.entry(key).or_default() += 1;
+                *stats.versions.entry((key, version)).or_default() += 1;
                 for code in tally.codes {
                     *stats.errors.entry((key, code)).or_default() += 1;
                 }
@@ -1015,7 +1041,10 @@ async fn proxy(client: TcpStream, upstreams: Vec<Upstream>, shared: Arc<Shared>)
         }
     }
     // No upstream: dropping the client socket closes it, as a dead broker would.
-    let Some(upstream) = upstream else { return };
+    let Some(upstream) = upstream else {
+        shared.stats().refused += 1;
+        return;
+    };
     let label = match upstream.peer_addr() {
         Ok(addr) => addr.to_string(),
         Err(_) => "?".to_owned(),
@@ -1029,7 +1058,12 @@ async fn proxy(client: TcpStream, upstreams: Vec<Upstream>, shared: Arc<Shared>)
     // Whichever side ends first (close, error, oversized frame) ends both: the sockets drop here.
     tokio::select! {
         _ = forward_requests(client_read, upstream_write, &in_flight) => {}
-        _ = forward_responses(upstream_read, client_write, &in_flight, &shared, &label) => {}
+        _ = forward_responses(upstream_read, client_write, &in_flight, &shared, &label) => {
+            let unanswered = !lock(&in_flight).is_empty();
+            let mut stats = shared.stats();
+            stats.upstream_closes += 1;
+            stats.upstream_closes_in_flight += u64::from(unanswered);
+        }
     }
 }
 
