@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod coordination;
 pub mod observer;
 pub mod raw;
 pub mod scenario;
