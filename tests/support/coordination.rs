@@ -33,8 +33,7 @@ use serde_json::{json, Value};
 use super::observer::Observer;
 use super::*;
 
-/// COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR.
-pub const COORDINATOR_CODES: [i16; 3] = [14, 15, 16];
+pub use super::observer::COORDINATOR_CODES;
 
 /// The APIs a group member or a transactional producer sends to (or to find) a coordinator.
 pub const COORDINATOR_APIS: [(i16, &str); 13] = [
@@ -154,6 +153,8 @@ pub struct MemberOutcome {
     /// Client connections that found no reachable upstream.
     pub refused: u64,
     pub observer_report: String,
+    /// The observer's timeline of coordinator errors and FindCoordinator answers (the last 200).
+    pub coordinator_samples: Vec<String>,
     /// What the verifiers found wrong (empty: nothing).
     pub violations: Vec<String>,
 }
@@ -280,6 +281,25 @@ impl Outcome {
                 "connections ended by the upstream side: {} ({} with requests unanswered); refused: {}; undecodable: {}",
                 m.upstream_closes.0, m.upstream_closes.1, m.refused, m.undecodable
             );
+            if m.coordinator_errors() > 0 {
+                let samples = &m.coordinator_samples;
+                let _ = writeln!(
+                    s,
+                    "coordinator timeline (first and last of {}, all in {}.coordinator-samples):",
+                    samples.len(),
+                    m.member.label()
+                );
+                let head = samples.len().min(6);
+                for line in &samples[..head] {
+                    let _ = writeln!(s, "  {line}");
+                }
+                if samples.len() > 12 {
+                    let _ = writeln!(s, "  ...");
+                }
+                for line in &samples[head.max(samples.len().saturating_sub(6))..] {
+                    let _ = writeln!(s, "  {line}");
+                }
+            }
             if m.violations.is_empty() {
                 let _ = writeln!(s, "verifiers: ok");
             } else {
@@ -651,7 +671,7 @@ pub fn run(plan: &Plan, target: &str, dir: PathBuf) -> Outcome {
     // The feeder is not under test: the brokers directly, an idempotent Java producer (the
     // librdkafka one crashed once inside confluent-kafka's poll, SystemError, after logging
     // COORDINATOR_LOAD_IN_PROGRESS for its InitProducerId).
-    let feeder = ClientProc::producer(
+    let mut feeder = ClientProc::producer(
         ClientKind::Java,
         &dir,
         "feed",
@@ -679,7 +699,6 @@ pub fn run(plan: &Plan, target: &str, dir: PathBuf) -> Outcome {
             commits,
         });
     }
-    let mut feeder = feeder;
     feeder.wait_records(20, Duration::from_secs(90));
     for r in running.iter_mut() {
         let n = if r.member == Member::Transactional {
@@ -843,6 +862,11 @@ pub fn run(plan: &Plan, target: &str, dir: PathBuf) -> Outcome {
                 violations.push("the consumer did not drain".to_string());
             }
         }
+        let samples = r.observer.coordinator_samples();
+        let _ = std::fs::write(
+            dir.join(format!("{}.coordinator-samples", r.member.label())),
+            samples.join("\n") + "\n",
+        );
         members.push(MemberOutcome {
             member: r.member,
             group: r.group.clone(),
@@ -853,6 +877,7 @@ pub fn run(plan: &Plan, target: &str, dir: PathBuf) -> Outcome {
             upstream_closes: r.observer.upstream_closes(),
             refused: r.observer.refused(),
             observer_report: r.observer.report(),
+            coordinator_samples: r.observer.coordinator_samples(),
             violations,
         });
     }

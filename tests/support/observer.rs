@@ -49,6 +49,9 @@ use tokio::runtime::{Handle, Runtime};
 /// LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH.
 pub const LEADERSHIP_CODES: [i16; 4] = [5, 6, 74, 75];
 
+/// COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR.
+pub const COORDINATOR_CODES: [i16; 3] = [14, 15, 16];
+
 /// Frames above this are treated as a broken stream and close the connection.
 const MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
 /// How many leadership samples (and undecodable reasons) are kept.
@@ -84,6 +87,7 @@ impl Observer {
             upstream_bootstrap: upstream_bootstrap.to_owned(),
             routes: Mutex::default(),
             stats: Mutex::default(),
+            started: std::time::Instant::now(),
         });
         let bootstrap = shared.listen(upstreams)?;
         Ok(Observer {
@@ -152,6 +156,19 @@ impl Observer {
     /// Client connections that found no reachable upstream and were closed at once.
     pub fn refused(&self) -> u64 {
         self.shared.stats().refused
+    }
+
+    /// The last coordinator errors and FindCoordinator answers, in order, with the time since
+    /// the observer started and where the response came from, e.g.
+    /// "t+12.345s EndTxn v5 code=16 upstream=127.0.0.1:24212" or
+    /// "t+12.301s FindCoordinator v6 key=g node=2 at 127.0.0.1:21093 upstream=127.0.0.1:24210".
+    pub fn coordinator_samples(&self) -> Vec<String> {
+        self.shared
+            .stats()
+            .coordinator_samples
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Fetch answers whose records started after the offset the client asked for.
@@ -285,6 +302,8 @@ struct Shared {
     /// so an address seen twice at once still gets a single listener.
     routes: Mutex<HashMap<Upstream, SocketAddr>>,
     stats: Mutex<Stats>,
+    /// For the times in coordinator samples.
+    started: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -303,6 +322,8 @@ struct Stats {
     undecodable_reasons: VecDeque<String>,
     /// The last leadership errors (bounded).
     samples: VecDeque<String>,
+    /// The last coordinator errors and FindCoordinator answers (bounded).
+    coordinator_samples: VecDeque<String>,
     /// Fetch answers whose records start after the fetch offset asked for, and the last ones.
     fetch_gaps: u64,
     fetch_gap_samples: VecDeque<String>,
@@ -442,6 +463,13 @@ impl Shared {
                 for sample in tally.samples {
                     push_bounded(&mut stats.samples, sample);
                 }
+                let t = self.started.elapsed().as_secs_f64();
+                for sample in tally.coordinator_samples {
+                    push_bounded(
+                        &mut stats.coordinator_samples,
+                        format!("t+{t:.3}s {sample}"),
+                    );
+                }
                 for gap in tally.fetch_gaps {
                     stats.fetch_gaps += 1;
                     push_bounded(&mut stats.fetch_gap_samples, gap);
@@ -482,6 +510,7 @@ impl Shared {
             upstream: upstream.to_owned(),
             codes: Vec::new(),
             samples: Vec::new(),
+            coordinator_samples: Vec::new(),
             fetch_gaps: Vec::new(),
         };
         let body = self.walk(api, version, &mut buf, &mut tally, fetch_offsets)?;
@@ -631,10 +660,26 @@ impl Shared {
                 tally.code(r.error_code);
                 let mut changed = false;
                 if version <= 3 {
+                    if r.error_code == 0 {
+                        tally.coordinator_samples.push(format!(
+                            "FindCoordinator v{version} node={} at {}:{} upstream={}",
+                            r.node_id.0, r.host, r.port, tally.upstream
+                        ));
+                    }
                     changed |= self.rewrite(&mut r.host, &mut r.port)?;
                 }
                 for c in &mut r.coordinators {
                     tally.code(c.error_code);
+                    if c.error_code == 0 {
+                        tally.coordinator_samples.push(format!(
+                            "FindCoordinator v{version} key={} node={} at {}:{} upstream={}",
+                            c.key.as_str(),
+                            c.node_id.0,
+                            c.host,
+                            c.port,
+                            tally.upstream
+                        ));
+                    }
                     changed |= self.rewrite(&mut c.host, &mut c.port)?;
                 }
                 reencode(changed, &r, version)
@@ -859,11 +904,18 @@ struct Tally {
     upstream: String,
     codes: Vec<i16>,
     samples: Vec<String>,
+    coordinator_samples: Vec<String>,
     fetch_gaps: Vec<String>,
 }
 
 impl Tally {
     fn code(&mut self, code: i16) {
+        if COORDINATOR_CODES.contains(&code) {
+            self.coordinator_samples.push(format!(
+                "{:?} v{} code={code} upstream={}",
+                self.api, self.version, self.upstream
+            ));
+        }
         if code != 0 {
             self.codes.push(code);
         }
