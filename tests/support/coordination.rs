@@ -76,8 +76,8 @@ fn code_label(code: i16) -> &'static str {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Chaos {
     /// `testbed restart N` (SIGTERM: controlled shutdown, then start) of the broker hosting the
-    /// coordinators of the most clients not hit yet (then the transaction coordinator's, then
-    /// the one hosting the most coordinators).
+    /// coordinators of the most clients among those hit least so far (then the transaction
+    /// coordinator's, then the one hosting the most coordinators).
     Restart,
     /// `testbed kill-restart N` (SIGKILL, then start) of the broker hosting the transaction
     /// coordinator.
@@ -641,15 +641,41 @@ fn placement(
     out
 }
 
-fn wait_listening(addr: &str, timeout: Duration) {
+/// Waits until the broker at `addr` answers an ApiVersions request. A SIGKILLed broker's socket
+/// can still accept connections for a moment (its JVM is not gone yet) without answering, so
+/// accepting alone does not tell that the new process is up.
+fn wait_answering(addr: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
-    while std::net::TcpStream::connect(addr).is_err() {
+    while !answers_api_versions(addr) {
         assert!(
             Instant::now() < deadline,
-            "broker {addr} not listening after {timeout:?}"
+            "broker {addr} not answering after {timeout:?}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+fn answers_api_versions(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(sock) = addr.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    // ApiVersions v0: api key 18, version 0, correlation id 1, client id "coord-test", no body.
+    let client_id = b"coord-test";
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&18i16.to_be_bytes());
+    frame.extend_from_slice(&0i16.to_be_bytes());
+    frame.extend_from_slice(&1i32.to_be_bytes());
+    frame.extend_from_slice(&(client_id.len() as i16).to_be_bytes());
+    frame.extend_from_slice(client_id);
+    let mut out = (frame.len() as i32).to_be_bytes().to_vec();
+    out.extend_from_slice(&frame);
+    let mut size = [0u8; 4];
+    s.write_all(&out).is_ok() && s.read_exact(&mut size).is_ok() && i32::from_be_bytes(size) > 0
 }
 
 /// Runs the scenario; `target` is what the observers front (the brokers or fairlead).
@@ -712,7 +738,8 @@ pub fn run(plan: &Plan, target: &str, dir: PathBuf) -> Outcome {
 
     // Chaos: each step picks a broker by what it hosts (see `Chaos`).
     let mut steps = Vec::new();
-    let mut hit: BTreeSet<Member> = BTreeSet::new();
+    // How many steps hit each client's coordinators so far.
+    let mut hits: BTreeMap<Member, usize> = Member::ALL.iter().map(|m| (*m, 0)).collect();
     for chaos in &plan.steps {
         let place = placement(&mut admin, &groups, &txn_id);
         let mut by_node: BTreeMap<i32, Vec<(Member, String)>> = BTreeMap::new();
@@ -729,7 +756,8 @@ pub fn run(plan: &Plan, target: &str, dir: PathBuf) -> Outcome {
         let score = |node: &i32| {
             let hosted = by_node.get(node).cloned().unwrap_or_default();
             let members: BTreeSet<Member> = hosted.iter().map(|(m, _)| *m).collect();
-            let fresh = members.iter().filter(|m| !hit.contains(m)).count();
+            let least = hits.values().min().copied().unwrap_or(0);
+            let fresh = members.iter().filter(|m| hits[*m] == least).count();
             let txn = usize::from(*node == txn_node);
             match chaos {
                 Chaos::Restart => (fresh, txn, hosted.len()),
@@ -742,7 +770,9 @@ pub fn run(plan: &Plan, target: &str, dir: PathBuf) -> Outcome {
             .max_by_key(|n| score(n))
             .expect("no coordinator placed on any broker");
         let hosted = by_node[&node].clone();
-        hit.extend(hosted.iter().map(|(m, _)| *m));
+        for m in hosted.iter().map(|(m, _)| *m).collect::<BTreeSet<_>>() {
+            *hits.get_mut(&m).unwrap() += 1;
+        }
         let t0 = Instant::now();
         let op = match chaos {
             Chaos::Restart => "restart",
@@ -750,9 +780,9 @@ pub fn run(plan: &Plan, target: &str, dir: PathBuf) -> Outcome {
         };
         testbed(&[op, &node.to_string()]);
         if *chaos == Chaos::KillRestart {
-            // `testbed kill-restart` can return before the new process listens: the cluster has
+            // `testbed kill-restart` can return before the new process is up: the cluster has
             // not fenced the killed one yet, so it still looks registered and healthy.
-            wait_listening(&c.brokers[&node], Duration::from_secs(120));
+            wait_answering(&c.brokers[&node], Duration::from_secs(120));
             testbed(&["wait-healthy", "--timeout", "120"]);
         }
         admin.wait_healthy(&[input.as_str(), output.as_str()]);
