@@ -7,10 +7,12 @@
 #![allow(dead_code)]
 
 pub mod bed;
+pub mod coordination;
 pub mod observer;
 pub mod raw;
 pub mod scenario;
 
+#[allow(unused_imports)]
 pub use bed::skip_without_testbed;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -49,6 +49,9 @@ use tokio::runtime::{Handle, Runtime};
 /// LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH.
 pub const LEADERSHIP_CODES: [i16; 4] = [5, 6, 74, 75];
 
+/// COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR.
+pub const COORDINATOR_CODES: [i16; 3] = [14, 15, 16];
+
 /// Frames above this are treated as a broken stream and close the connection.
 const MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
 /// How many leadership samples (and undecodable reasons) are kept.
@@ -84,6 +87,7 @@ impl Observer {
             upstream_bootstrap: upstream_bootstrap.to_owned(),
             routes: Mutex::default(),
             stats: Mutex::default(),
+            started: std::time::Instant::now(),
         });
         let bootstrap = shared.listen(upstreams)?;
         Ok(Observer {
@@ -134,6 +138,37 @@ impl Observer {
     /// matched no request on its connection).
     pub fn undecodable(&self) -> BTreeMap<i16, u64> {
         self.shared.stats().undecodable.clone()
+    }
+
+    /// Responses decoded per (api key, api version): which versions the clients negotiated.
+    pub fn versions(&self) -> BTreeMap<(i16, i16), u64> {
+        self.shared.stats().versions.clone()
+    }
+
+    /// Client connections ended on the upstream side (closed, reset, an unreadable frame, or a
+    /// failed write to the client) while the client still had them open: (all of them, those
+    /// with requests still unanswered). Where a client meets a dead or restarting broker.
+    pub fn upstream_closes(&self) -> (u64, u64) {
+        let stats = self.shared.stats();
+        (stats.upstream_closes, stats.upstream_closes_in_flight)
+    }
+
+    /// Client connections that found no reachable upstream and were closed at once.
+    pub fn refused(&self) -> u64 {
+        self.shared.stats().refused
+    }
+
+    /// The last coordinator errors and FindCoordinator answers, in order, with the time since
+    /// the observer started and where the response came from, e.g.
+    /// "t+12.345s EndTxn v5 code=16 upstream=127.0.0.1:24212" or
+    /// "t+12.301s FindCoordinator v6 key=g node=2 at 127.0.0.1:21093 upstream=127.0.0.1:24210".
+    pub fn coordinator_samples(&self) -> Vec<String> {
+        self.shared
+            .stats()
+            .coordinator_samples
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Fetch answers whose records started after the offset the client asked for.
@@ -267,17 +302,28 @@ struct Shared {
     /// so an address seen twice at once still gets a single listener.
     routes: Mutex<HashMap<Upstream, SocketAddr>>,
     stats: Mutex<Stats>,
+    /// For the times in coordinator samples.
+    started: std::time::Instant,
 }
 
 #[derive(Default)]
 struct Stats {
     errors: BTreeMap<(i16, i16), u64>,
     responses: BTreeMap<i16, u64>,
+    /// Responses decoded per (api key, version).
+    versions: BTreeMap<(i16, i16), u64>,
+    /// Connections ended from the upstream side, and how many of those had requests unanswered.
+    upstream_closes: u64,
+    upstream_closes_in_flight: u64,
+    /// Client connections closed at once because no upstream could be reached.
+    refused: u64,
     undecodable: BTreeMap<i16, u64>,
     /// Why the last responses were undecodable (bounded).
     undecodable_reasons: VecDeque<String>,
     /// The last leadership errors (bounded).
     samples: VecDeque<String>,
+    /// The last coordinator errors and FindCoordinator answers (bounded).
+    coordinator_samples: VecDeque<String>,
     /// Fetch answers whose records start after the fetch offset asked for, and the last ones.
     fetch_gaps: u64,
     fetch_gap_samples: VecDeque<String>,
@@ -410,11 +456,19 @@ impl Shared {
             Ok((tally, rewritten)) => {
                 let mut stats = self.stats();
                 *stats.responses.entry(key).or_default() += 1;
+                *stats.versions.entry((key, version)).or_default() += 1;
                 for code in tally.codes {
                     *stats.errors.entry((key, code)).or_default() += 1;
                 }
                 for sample in tally.samples {
                     push_bounded(&mut stats.samples, sample);
+                }
+                let t = self.started.elapsed().as_secs_f64();
+                for sample in tally.coordinator_samples {
+                    push_bounded(
+                        &mut stats.coordinator_samples,
+                        format!("t+{t:.3}s {sample}"),
+                    );
                 }
                 for gap in tally.fetch_gaps {
                     stats.fetch_gaps += 1;
@@ -456,6 +510,7 @@ impl Shared {
             upstream: upstream.to_owned(),
             codes: Vec::new(),
             samples: Vec::new(),
+            coordinator_samples: Vec::new(),
             fetch_gaps: Vec::new(),
         };
         let body = self.walk(api, version, &mut buf, &mut tally, fetch_offsets)?;
@@ -605,10 +660,26 @@ impl Shared {
                 tally.code(r.error_code);
                 let mut changed = false;
                 if version <= 3 {
+                    if r.error_code == 0 {
+                        tally.coordinator_samples.push(format!(
+                            "FindCoordinator v{version} node={} at {}:{} upstream={}",
+                            r.node_id.0, r.host, r.port, tally.upstream
+                        ));
+                    }
                     changed |= self.rewrite(&mut r.host, &mut r.port)?;
                 }
                 for c in &mut r.coordinators {
                     tally.code(c.error_code);
+                    if c.error_code == 0 {
+                        tally.coordinator_samples.push(format!(
+                            "FindCoordinator v{version} key={} node={} at {}:{} upstream={}",
+                            c.key.as_str(),
+                            c.node_id.0,
+                            c.host,
+                            c.port,
+                            tally.upstream
+                        ));
+                    }
                     changed |= self.rewrite(&mut c.host, &mut c.port)?;
                 }
                 reencode(changed, &r, version)
@@ -833,11 +904,18 @@ struct Tally {
     upstream: String,
     codes: Vec<i16>,
     samples: Vec<String>,
+    coordinator_samples: Vec<String>,
     fetch_gaps: Vec<String>,
 }
 
 impl Tally {
     fn code(&mut self, code: i16) {
+        if COORDINATOR_CODES.contains(&code) {
+            self.coordinator_samples.push(format!(
+                "{:?} v{} code={code} upstream={}",
+                self.api, self.version, self.upstream
+            ));
+        }
         if code != 0 {
             self.codes.push(code);
         }
@@ -1015,7 +1093,10 @@ async fn proxy(client: TcpStream, upstreams: Vec<Upstream>, shared: Arc<Shared>)
         }
     }
     // No upstream: dropping the client socket closes it, as a dead broker would.
-    let Some(upstream) = upstream else { return };
+    let Some(upstream) = upstream else {
+        shared.stats().refused += 1;
+        return;
+    };
     let label = match upstream.peer_addr() {
         Ok(addr) => addr.to_string(),
         Err(_) => "?".to_owned(),
@@ -1029,7 +1110,12 @@ async fn proxy(client: TcpStream, upstreams: Vec<Upstream>, shared: Arc<Shared>)
     // Whichever side ends first (close, error, oversized frame) ends both: the sockets drop here.
     tokio::select! {
         _ = forward_requests(client_read, upstream_write, &in_flight) => {}
-        _ = forward_responses(upstream_read, client_write, &in_flight, &shared, &label) => {}
+        _ = forward_responses(upstream_read, client_write, &in_flight, &shared, &label) => {
+            let unanswered = !lock(&in_flight).is_empty();
+            let mut stats = shared.stats();
+            stats.upstream_closes += 1;
+            stats.upstream_closes_in_flight += u64::from(unanswered);
+        }
     }
 }
 

@@ -9,6 +9,9 @@ front of one) and writes the same machine-readable files as the Java driver:
           [--partitions P] [--prop k=v]... [--no-stdin]
   consume --client confluent|kafka-python --bootstrap B --topic T[,T2] --consumed FILE
           --summary FILE [--group G] [--drain-timeout SEC] [--prop k=v]... [--no-stdin]
+  group-consume --client confluent --bootstrap B --topic T[,T2] --group G --consumed FILE
+          --commits FILE --summary FILE [--protocol classic|consumer] [--drain-timeout SEC]
+          [--prop k=v]... [--no-stdin]
 
 The producer sends record seq = 0,1,2,... with key "ID:seq", a value of S bytes starting with
 "ID:seq:", to partition seq % P, at R records/s, until stdin reaches EOF (or SIGTERM/SIGINT),
@@ -16,6 +19,9 @@ The producer sends record seq = 0,1,2,... with key "ID:seq", a value of S bytes 
 
 The consumer writes "topic partition offset key" per record ("-" for a null key) and, once
 stdin reaches EOF, drains every assigned partition up to the high watermark taken then.
+group-consume does the same as a group member that commits what it processed synchronously after
+every consume() that returned records, and writes "topic partition offset" per partition of every
+commit that succeeded to --commits.
 
 Both print their summary JSON as the last stdout line and write it to --summary (atomically),
 also after a fatal error (with "fatal" set). Exit codes: 0 success, 1 failure, 2 usage. Only
@@ -1158,6 +1164,233 @@ def cmd_consume(args, stop):
 
 
 # ---------------------------------------------------------------------------------------------
+# group-consume (confluent only): a group member committing synchronously what it processed
+
+
+class GroupCommitter:
+    """Synchronous commits of processed offsets, with every success and failure recorded."""
+
+    def __init__(self, consumer, commits_file):
+        from confluent_kafka import KafkaException, TopicPartition
+
+        self.c = consumer
+        self.KafkaException = KafkaException
+        self.TopicPartition = TopicPartition
+        self.out = commits_file
+        self.pending = {}  # (topic, partition) -> next offset to commit (last processed + 1)
+        self.last_committed = {}
+        self.commits_ok = 0
+        self.commit_failures = 0
+        self.exceptions = ErrorCounts()
+        self.max_commit_ms = 0
+
+    def commit(self, tps=None):
+        """commit(asynchronous=False) of the pending offsets of tps (default: all pending)."""
+        keys = [tp for tp in (self.pending if tps is None else tps) if tp in self.pending]
+        if not keys:
+            return
+        offsets = [self.TopicPartition(t, p, self.pending[(t, p)]) for t, p in keys]
+        t0 = time.monotonic()
+        try:
+            result = self.c.commit(offsets=offsets, asynchronous=False)
+        except self.KafkaException as e:
+            err = e.args[0] if e.args else None
+            name = err.name() if hasattr(err, "name") else type(e).__name__
+            self.commit_failures += 1
+            self.exceptions.add(name)
+            log.warning("commit %s failed after %d ms: %s", keys, (time.monotonic() - t0) * 1000, e)
+            return
+        ms = int((time.monotonic() - t0) * 1000)
+        failed = [tp for tp in result or [] if tp.error is not None]
+        if failed:
+            self.commit_failures += 1
+            for tp in failed:
+                self.exceptions.add(tp.error.name())
+            log.warning("commit failed for %s", [(tp.topic, tp.partition, str(tp.error)) for tp in failed])
+        else:
+            self.commits_ok += 1
+            self.max_commit_ms = max(self.max_commit_ms, ms)
+        bad = {(tp.topic, tp.partition) for tp in failed}
+        for tp in offsets:
+            k = (tp.topic, tp.partition)
+            if k in bad:
+                continue
+            self.out.write(f"{tp.topic} {tp.partition} {tp.offset}\n")
+            self.last_committed[k] = tp.offset
+            if self.pending.get(k) == tp.offset:
+                del self.pending[k]
+
+
+def cmd_group_consume(args, stop):
+    """Returns (summary, exit code)."""
+    from confluent_kafka import Consumer, KafkaError, KafkaException
+
+    errors = ErrorCounts()
+    internal_errors = ErrorCounts()
+    poll_errors = ErrorCounts()
+    start = time.monotonic()
+    out = LineFile(args.consumed)
+    commits = LineFile(args.commits)
+    check = Checker()
+    state = {"rebalances": 0, "revocations": 0}
+    fatal = None
+    drained = False
+    waiting_on = []
+    c = None
+    committer = None
+
+    def error_cb(err):
+        errors.add(err.name())
+        log.warning("librdkafka error: %s", err)
+
+    def on_assign(_c, parts):
+        state["rebalances"] += 1
+        log.info("assigned: %s", ",".join(f"{p.topic}-{p.partition}" for p in parts) or "(none)")
+
+    def on_revoke(_c, parts):
+        state["revocations"] += 1
+        log.info("revoked: %s", ",".join(f"{p.topic}-{p.partition}" for p in parts) or "(none)")
+        tps = [(p.topic, p.partition) for p in parts]
+        committer.commit(tps)
+        for tp in tps:
+            committer.pending.pop(tp, None)
+
+    def on_lost(_c, parts):
+        state["revocations"] += 1
+        log.warning("lost: %s", ",".join(f"{p.topic}-{p.partition}" for p in parts) or "(none)")
+        for p in parts:
+            committer.pending.pop((p.topic, p.partition), None)
+
+    conf = {
+        "bootstrap.servers": args.bootstrap,
+        "group.id": args.group,
+        "client.id": "pydriver-group",
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": "false",
+    }
+    if args.protocol != "classic":
+        conf["group.protocol"] = args.protocol
+    conf.update(args.props)
+    conf["error_cb"] = error_cb
+    conf["logger"] = make_librdkafka_logger(internal_errors)
+    debug = os.environ.get("FAIRLEAD_RDKAFKA_DEBUG")
+    if debug:
+        conf["debug"] = debug
+        handler = logging.FileHandler(args.consumed + ".rdkafka.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        handler.setLevel(logging.DEBUG)
+        rdlog = logging.getLogger("librdkafka")
+        rdlog.addHandler(handler)
+        rdlog.propagate = False
+    watermarks = {}
+    try:
+        try:
+            c = Consumer(conf)
+        except KafkaException as e:
+            raise Fatal(f"cannot create the confluent consumer: {e}")
+        from confluent_kafka import TopicPartition
+
+        committer = GroupCommitter(c, commits)
+        c.subscribe(args.topics, on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+        drain_start = None
+        while True:
+            got = 0
+            for msg in c.consume(num_messages=500, timeout=0.2):
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        continue
+                    poll_errors.add(err.name())
+                    log.warning("consume error on %s-%s: %s", msg.topic(), msg.partition(), err)
+                    if err.fatal():
+                        raise Fatal(f"fatal consumer error: {err}")
+                    continue
+                key = key_text(msg.key())
+                check.record(msg.topic(), msg.partition(), msg.offset(), key)
+                out.write(f"{msg.topic()} {msg.partition()} {msg.offset()} {key_field(key)}\n")
+                committer.pending[(msg.topic(), msg.partition())] = msg.offset() + 1
+                got += 1
+            if got:
+                # What is in the consumed file is what a commit may cover.
+                out.maybe_flush()
+                with out.lock:
+                    out.fh.flush()
+                committer.commit()
+            commits.maybe_flush()
+            if not stop.is_set():
+                continue
+            now = time.monotonic()
+            if drain_start is None:
+                drain_start = now
+                log.info("stop requested (%s): draining (up to %.0f s)", stop.reason, args.drain_timeout)
+            assigned = [(tp.topic, tp.partition) for tp in c.assignment()]
+            for tp in assigned:
+                if tp not in watermarks:
+                    try:
+                        lo, hi = c.get_watermark_offsets(TopicPartition(*tp), timeout=5, cached=False)
+                        watermarks[tp] = (lo, hi)
+                    except Exception as e:
+                        log.warning("watermarks of %s-%d: %s", tp[0], tp[1], e)
+            waiting_on = []
+            for tp in assigned:
+                wm = watermarks.get(tp)
+                if wm is None or max(check.next_offset.get(tp, -1), wm[0]) < wm[1]:
+                    waiting_on.append(tp)
+            if assigned and not waiting_on:
+                drained = True
+                break
+            if now - drain_start >= args.drain_timeout:
+                log.warning("drain timeout after %.0f s: %s", args.drain_timeout,
+                            f"{len(waiting_on)} partitions short of their high watermark"
+                            if assigned else "nothing assigned")
+                break
+        committer.commit()
+    except Fatal as e:
+        fatal = str(e)
+        log.error("fatal: %s", fatal)
+    finally:
+        out.close()
+        stop_log_counting()
+        if c is not None:
+            try:
+                c.close()
+            except Exception as e:
+                log.warning("consumer close: %s: %s", type(e).__name__, e)
+                poll_errors.add(type(e).__name__)
+        commits.close()
+    commit_exc = committer.exceptions.as_dict() if committer else {}
+    all_exc = collections.Counter(commit_exc)
+    all_exc.update(poll_errors.as_dict())
+    summary = {
+        "group": args.group,
+        "group_protocol": args.protocol,
+        "consumed": check.consumed,
+        "redelivered": check.redelivered,
+        "commits_ok": committer.commits_ok if committer else 0,
+        "commit_failures": committer.commit_failures if committer else 0,
+        "commit_exceptions": commit_exc,
+        "poll_exceptions": poll_errors.as_dict(),
+        "exceptions": dict(sorted(all_exc.items())),
+        "last_committed": {f"{t}-{p}": o for (t, p), o in sorted((committer.last_committed if committer else {}).items())},
+        "uncommitted": len(committer.pending) if committer else 0,
+        "max_commit_ms": committer.max_commit_ms if committer else 0,
+        "rebalances": state["rebalances"],
+        "revocations": state["revocations"],
+        "drained": drained,
+        "errors": errors.as_dict(),
+        "internal_errors": internal_errors.as_dict(),
+        "elapsed_ms": int((time.monotonic() - start) * 1000),
+        "client": confluent_client_name(),
+        "client_version": confluent_version(),
+    }
+    if not drained and waiting_on:
+        summary["not_drained"] = [f"{t}-{p}" for t, p in waiting_on]
+    if fatal is not None:
+        summary["fatal"] = fatal
+    return summary, (1 if fatal is not None else 0)
+
+
+# ---------------------------------------------------------------------------------------------
 # command line
 
 
@@ -1223,6 +1456,15 @@ def build_parser():
     cp.add_argument("--consumed", required=True)
     cp.add_argument("--group")
     cp.add_argument("--drain-timeout", type=non_negative_float, default=60.0)
+
+    gp = sub.add_parser("group-consume", help="a group member committing synchronously (confluent only)")
+    common(gp)
+    gp.add_argument("--topic", required=True, help="topic or comma-separated topics")
+    gp.add_argument("--group", required=True)
+    gp.add_argument("--protocol", choices=("classic", "consumer"), default="classic")
+    gp.add_argument("--consumed", required=True)
+    gp.add_argument("--commits", required=True)
+    gp.add_argument("--drain-timeout", type=non_negative_float, default=60.0)
     return p
 
 
@@ -1233,7 +1475,9 @@ def main(argv=None):
         args.props = parse_props(args.prop)
     except argparse.ArgumentTypeError as e:
         parser.error(str(e))
-    if args.command == "consume":
+    if args.command == "group-consume" and args.client != "confluent":
+        parser.error("group-consume is implemented for --client confluent only")
+    if args.command in ("consume", "group-consume"):
         args.topics = [t.strip() for t in args.topic.split(",") if t.strip()]
         if not args.topics:
             parser.error("--topic names no topic")
@@ -1249,7 +1493,12 @@ def main(argv=None):
     logging.getLogger().setLevel(level)
     log.setLevel(level)
     stop = StopSignal(watch_stdin=not args.no_stdin)
-    summary, code = cmd_produce(args, stop) if args.command == "produce" else cmd_consume(args, stop)
+    if args.command == "produce":
+        summary, code = cmd_produce(args, stop)
+    elif args.command == "group-consume":
+        summary, code = cmd_group_consume(args, stop)
+    else:
+        summary, code = cmd_consume(args, stop)
     emit_summary(args.summary, summary)
     return code
 

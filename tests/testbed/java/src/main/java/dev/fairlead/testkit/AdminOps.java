@@ -48,7 +48,7 @@ final class AdminOps {
     static final Set<String> OPTIONS = Set.of("bootstrap");
     static final List<String> OPS = List.of(
         "create-topic", "delete-topic", "describe", "describe-cluster", "quorum", "move-leader", "move-all", "reassign",
-        "elect-preferred", "wait-healthy", "end-offsets");
+        "elect-preferred", "wait-healthy", "end-offsets", "coordinators", "group-offsets");
 
     private static final Logger LOG = LoggerFactory.getLogger("testkit.admin");
     private static final long POLL_MS = 100;
@@ -193,6 +193,8 @@ final class AdminOps {
                 case "elect-preferred": r = electPreferred(args, deadline); break;
                 case "wait-healthy": r = waitHealthy(args, deadline); break;
                 case "end-offsets": r = endOffsets(args, deadline); break;
+                case "coordinators": r = coordinators(args, deadline); break;
+                case "group-offsets": r = groupOffsets(args, deadline); break;
                 default: throw new OpException("unknown op: " + op);
             }
             if (!r.containsKey("elapsed_ms")) {
@@ -653,6 +655,101 @@ final class AdminOps {
         sorted.forEach((k, v) -> offsets.put(Integer.toString(k), v));
         Map<String, Object> r = ok();
         r.put("topic", topic);
+        r.put("offsets", offsets);
+        return r;
+    }
+
+    /**
+     * Which broker coordinates each group and transactional id. "coordinator" is what the Admin API
+     * found (describeConsumerGroups, which sends FindCoordinator; describeTransactions' coordinatorId), -1
+     * when it could not say; "partition" and "leader" are the internal topic's partition that holds the
+     * group or transactional id (abs(hashCode) % partitions, as the brokers place them) and its leader now.
+     */
+    private Map<String, Object> coordinators(Map<String, Object> args, long deadline) throws Exception {
+        List<String> groups = args.get("groups") == null ? List.of() : stringList(args.get("groups"), "groups");
+        List<String> txnIds = args.get("transactional_ids") == null ? List.of()
+            : stringList(args.get("transactional_ids"), "transactional_ids");
+        Map<String, Object> r = ok();
+        Map<String, Object> g = new LinkedHashMap<>();
+        if (!groups.isEmpty()) {
+            TopicDescription offsets = describe("__consumer_offsets", deadline);
+            Map<String, KafkaFuture<org.apache.kafka.clients.admin.ConsumerGroupDescription>> described =
+                admin.describeConsumerGroups(groups).describedGroups();
+            for (String group : groups) {
+                Map<String, Object> e = placement(group, offsets);
+                int coordinator = -1;
+                String state = null;
+                try {
+                    org.apache.kafka.clients.admin.ConsumerGroupDescription d = get(described.get(group), deadline);
+                    coordinator = d.coordinator() == null ? -1 : d.coordinator().id();
+                    state = String.valueOf(d.state());
+                    e.put("members", d.members().size());
+                } catch (ExecutionException ex) {
+                    e.put("error", Util.describe(ex));
+                }
+                e.put("coordinator", coordinator);
+                e.put("state", state);
+                g.put(group, e);
+            }
+        }
+        r.put("groups", g);
+        Map<String, Object> t = new LinkedHashMap<>();
+        if (!txnIds.isEmpty()) {
+            TopicDescription state = describe("__transaction_state", deadline);
+            org.apache.kafka.clients.admin.DescribeTransactionsResult dtr = admin.describeTransactions(txnIds);
+            for (String id : txnIds) {
+                Map<String, Object> e = placement(id, state);
+                int coordinator = -1;
+                try {
+                    org.apache.kafka.clients.admin.TransactionDescription d = get(dtr.description(id), deadline);
+                    coordinator = d.coordinatorId();
+                    e.put("state", String.valueOf(d.state()));
+                } catch (ExecutionException ex) {
+                    e.put("error", Util.describe(ex));
+                }
+                e.put("coordinator", coordinator);
+                t.put(id, e);
+            }
+        }
+        r.put("transactions", t);
+        return r;
+    }
+
+    private static Map<String, Object> placement(String key, TopicDescription internal) {
+        int n = internal.partitions().size();
+        int h = key.hashCode();
+        int partition = (h == Integer.MIN_VALUE ? 0 : Math.abs(h)) % n;
+        Map<String, Object> e = new LinkedHashMap<>();
+        e.put("partition", partition);
+        int leader = -1;
+        for (TopicPartitionInfo p : internal.partitions()) {
+            if (p.partition() == partition) {
+                leader = leaderId(p);
+            }
+        }
+        e.put("leader", leader);
+        return e;
+    }
+
+    /** A group's committed offsets: {"offsets": {"topic": {"partition": offset}}} (Admin listConsumerGroupOffsets). */
+    private Map<String, Object> groupOffsets(Map<String, Object> args, long deadline) throws Exception {
+        String group = reqString(args, "group");
+        Map<TopicPartition, org.apache.kafka.clients.consumer.OffsetAndMetadata> res =
+            get(admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata(), deadline);
+        Map<String, Map<Integer, Long>> sorted = new TreeMap<>();
+        res.forEach((tp, om) -> {
+            if (om != null) {
+                sorted.computeIfAbsent(tp.topic(), k -> new TreeMap<>()).put(tp.partition(), om.offset());
+            }
+        });
+        Map<String, Object> offsets = new LinkedHashMap<>();
+        sorted.forEach((topic, parts) -> {
+            Map<String, Object> m = new LinkedHashMap<>();
+            parts.forEach((p, o) -> m.put(Integer.toString(p), o));
+            offsets.put(topic, m);
+        });
+        Map<String, Object> r = ok();
+        r.put("group", group);
         r.put("offsets", offsets);
         return r;
     }

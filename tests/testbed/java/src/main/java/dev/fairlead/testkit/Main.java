@@ -10,7 +10,7 @@ import java.util.concurrent.TimeUnit;
 /**
  * Entry point of the testkit.
  *
- * <p>Commands: produce, consume, admin, admin-shell. Exit codes: 0 success, 1 failure, 2 usage error.
+ * <p>Commands: produce, consume, group-consume, txn-produce, admin, admin-shell. Exit codes: 0 success, 1 failure, 2 usage error.
  *
  * <p>Only JSON results go to stdout (through {@link #OUT}); {@code System.out} is redirected to stderr so
  * that nothing else (a library print, a stray log line) can ever end up on stdout.
@@ -36,6 +36,13 @@ public final class Main {
         "  consume --bootstrap B --topic T[,T2...] --consumed FILE --summary FILE",
         "          [--group G] [--drain-timeout SEC] [--prop k=v]...",
         "      polls until stdin EOF, then drains to the end offsets (or --drain-timeout)",
+        "  group-consume --bootstrap B --topic T[,T2...] --group G --consumed FILE --commits FILE --summary FILE",
+        "          [--protocol classic|consumer] [--drain-timeout SEC] [--prop k=v]...",
+        "      a group member that commitSyncs what it processed after every poll; drains at stdin EOF",
+        "  txn-produce --bootstrap B --topic T --run-id ID --txn-log FILE --summary FILE",
+        "          [--transactional-id X] [--records-per-txn N] [--abort-every K] [--txn-rate R]",
+        "          [--count N] [--duration SEC] [--input-topic I --input-group G] [--prop k=v]...",
+        "      transactions of N records, every K-th aborted; with --input-topic consume-transform-produce",
         "  admin --bootstrap B [--prop k=v]... <op> ['{json args}']",
         "      one operation, one JSON line on stdout",
         "  admin-shell --bootstrap B [--prop k=v]...",
@@ -81,6 +88,12 @@ public final class Main {
             case "consume":
                 installStopHook();
                 return new ConsumeCmd(Opts.parse(args, 1, ConsumeCmd.OPTIONS, false)).run();
+            case "group-consume":
+                installStopHook();
+                return new GroupConsumeCmd(Opts.parse(args, 1, GroupConsumeCmd.OPTIONS, false)).run();
+            case "txn-produce":
+                installStopHook();
+                return new TxnProduceCmd(Opts.parse(args, 1, TxnProduceCmd.OPTIONS, false)).run();
             case "admin":
                 return AdminOps.oneShot(Opts.parse(args, 1, AdminOps.OPTIONS, true));
             case "admin-shell":
