@@ -16,6 +16,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
@@ -28,7 +29,8 @@ use crate::codec::frame::{FrameError, FrameReader, ReadTimeouts};
 use crate::codec::header::{parse_request, RequestHeader};
 use crate::metrics;
 use crate::rewrite;
-use crate::router::retry::resend_forwarded;
+use crate::router::coordinator;
+use crate::router::retry::{resend_forwarded, Budget};
 use crate::router::{self, Client, Pending, Router};
 use crate::upstream::pool::Pool;
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
@@ -48,6 +50,9 @@ struct Home {
     current: Mutex<Arc<Upstream>>,
     /// One reconnect at a time.
     reconnect: tokio::sync::Mutex<()>,
+    /// While the home is another broker than the client's own (it was down), when fairlead
+    /// last tried to go back to the client's own: at most once a second, in the background.
+    returning: Mutex<Option<Instant>>,
     /// The client authenticated (SASL) on this connection: a new broker connection would not
     /// be authenticated, so losing it must close the client connection.
     pinned: AtomicBool,
@@ -59,12 +64,13 @@ struct Home {
 }
 
 impl Home {
-    async fn get(&self) -> Result<Arc<Upstream>, UpstreamError> {
-        {
-            let cur = self.current.lock().unwrap();
-            if cur.usable() {
-                return Ok(cur.clone());
+    async fn get(self: &Arc<Self>) -> Result<Arc<Upstream>, UpstreamError> {
+        let cur = self.current.lock().unwrap().clone();
+        if cur.usable() {
+            if self.node.is_some_and(|n| n != cur.node()) {
+                self.go_back();
             }
+            return Ok(cur);
         }
         let _one = self.reconnect.lock().await;
         let cur = self.current.lock().unwrap().clone();
@@ -86,6 +92,34 @@ impl Home {
         );
         *self.current.lock().unwrap() = up.clone();
         Ok(up)
+    }
+
+    /// The home stands in for the client's own broker, which was down: try, in the background
+    /// and at most once a second, to connect to it again, and make it the home once it answers.
+    /// Otherwise the client's requests would go to the stand-in for as long as the connection
+    /// lives, long after its broker came back.
+    fn go_back(self: &Arc<Self>) {
+        const EVERY: Duration = Duration::from_secs(1);
+        {
+            let mut last = self.returning.lock().unwrap();
+            if last.is_some_and(|t| t.elapsed() < EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let home = self.clone();
+        tokio::spawn(async move {
+            let Ok(up) = home.cluster.connect_home(home.node, false).await else {
+                return;
+            };
+            let mut cur = home.current.lock().unwrap();
+            info!(
+                old_node = cur.node(),
+                new_node = up.node(),
+                "client's broker is back: its connection returns to it"
+            );
+            *cur = up;
+        });
     }
 }
 
@@ -128,6 +162,7 @@ pub async fn serve(
         node,
         current: Mutex::new(first),
         reconnect: tokio::sync::Mutex::new(()),
+        returning: Mutex::new(None),
         pinned: AtomicBool::new(false),
         reroutes: Arc::new(Pool::new(cluster.upstream_cfg.clone())),
     });
@@ -242,7 +277,7 @@ fn request(
 /// reconnects once and routes again.
 async fn route_with_home(
     router: &Arc<Router>,
-    home: &Home,
+    home: &Arc<Home>,
     client: Client<'_>,
     frame: Bytes,
     hdr: RequestHeader,
@@ -312,35 +347,57 @@ async fn write_loop(
 /// The home broker's answer to a forwarded request, rewritten if its API carries addresses.
 async fn forward(
     cluster: &Arc<Cluster>,
-    home: &Home,
+    home: &Arc<Home>,
     mut reply: ReplyRx,
     hdr: &RequestHeader,
     frame: Bytes,
 ) -> Result<Bytes, WriteError> {
     let mut attempts = 0;
+    // A FindCoordinator answered "no coordinator yet" is asked again for a while (see
+    // `retry::ask_again`): when that started, and the code it first met.
+    let mut asking_again: Option<(Budget, i16)> = None;
     loop {
         let lost = match reply.await {
             Ok(Ok(resp)) => {
-                let resp = resp.freeze();
-                return match rewrite::response(cluster, hdr, &frame, resp.clone()) {
-                    Ok(b) => Ok(b),
-                    Err(e) => {
-                        // The client may still understand what fairlead could not decode; but
-                        // an address we cannot rewrite must not leak, so this only applies to
-                        // responses that carry none.
-                        metrics::passed_blind(hdr.api_key);
-                        warn!(api = hdr.api_key, version = hdr.api_version, error = %e, "response not decodable");
-                        if hdr.known == Some(ApiKey::ApiVersions) {
-                            Ok(resp)
-                        } else {
-                            Err(WriteError::Upstream(format!(
-                                "cannot rewrite a {} v{} response: {e}",
-                                metrics::api_name(hdr.api_key),
-                                hdr.api_version
-                            )))
+                let out = rewritten(cluster, hdr, &frame, resp.freeze())?;
+                let code = coordinator::not_found_yet(hdr, &out);
+                let (budget, first) = asking_again.get_or_insert_with(|| {
+                    let c = &cluster.cfg;
+                    let b = Budget::new(
+                        Instant::now(),
+                        Duration::ZERO,
+                        c.absorb_timeout,
+                        None,
+                        c.retry_backoff,
+                    );
+                    (b, code.unwrap_or(0))
+                });
+                let (api, first) = (hdr.api_key, *first);
+                if code.is_none() || budget.expired() {
+                    match (first, code) {
+                        (0, _) => {}
+                        (first, None) => {
+                            metrics::replay(api, metrics::Replay::Ok);
+                            metrics::absorbed(api, first);
+                            metrics::absorb_duration(api, budget.elapsed());
                         }
+                        (_, Some(_)) => metrics::replay(api, metrics::Replay::GaveUp),
                     }
-                };
+                    return Ok(out);
+                }
+                debug!(api, "no coordinator yet: asking again");
+                budget.back_off().await;
+                let up = home
+                    .get()
+                    .await
+                    .map_err(|e| WriteError::Upstream(e.to_string()))?;
+                match up.send(frame.clone(), true) {
+                    Ok(Some(rx)) => {
+                        reply = rx;
+                        continue;
+                    }
+                    _ => "not sent".to_string(),
+                }
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "response dropped".to_string(),
@@ -368,6 +425,30 @@ async fn forward(
             }
         }
     }
+}
+
+/// A response with its broker addresses rewritten (`rewrite`). One fairlead cannot decode
+/// passes only if it names no broker (ApiVersions): an address that is not rewritten must not
+/// leak.
+fn rewritten(
+    cluster: &Cluster,
+    hdr: &RequestHeader,
+    request: &Bytes,
+    resp: Bytes,
+) -> Result<Bytes, WriteError> {
+    rewrite::response(cluster, hdr, request, resp.clone()).or_else(|e| {
+        metrics::passed_blind(hdr.api_key);
+        warn!(api = hdr.api_key, version = hdr.api_version, error = %e, "response not decodable");
+        if hdr.known == Some(ApiKey::ApiVersions) {
+            Ok(resp)
+        } else {
+            Err(WriteError::Upstream(format!(
+                "cannot rewrite a {} v{} response: {e}",
+                metrics::api_name(hdr.api_key),
+                hdr.api_version
+            )))
+        }
+    })
 }
 
 /// Who a producer is, for per-producer ordering: its address and client id, computed once per

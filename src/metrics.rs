@@ -280,7 +280,9 @@ pub fn init() {
     let coordinated = COORDINATOR_APIS
         .iter()
         .map(|api| (api, &COORDINATOR_CODES[..]));
-    for (api, codes) in routed.chain(coordinated) {
+    // A client's FindCoordinator answered "not available yet" (15) is asked again.
+    let lookups = [(&ApiKey::FindCoordinator, &COORDINATOR_CODES[1..2])];
+    for (api, codes) in routed.chain(coordinated).chain(lookups) {
         let name = api_name(*api as i16);
         for code in codes {
             counter!(ERRORS_ABSORBED, "api" => name, "code" => code.to_string()).absolute(0);
@@ -313,7 +315,11 @@ pub fn init() {
     let request_duration = (0..API_SLOTS as i16)
         .map(|k| histogram!(REQUEST_DURATION, "api" => api_name(k)))
         .collect();
-    for api in ROUTED_APIS.iter().chain(&COORDINATOR_APIS) {
+    for api in ROUTED_APIS
+        .iter()
+        .chain(&COORDINATOR_APIS)
+        .chain(&[ApiKey::FindCoordinator])
+    {
         let _ = histogram!(ABSORB_DURATION, "api" => api_name(*api as i16));
     }
     let _ = HANDLES.set(Handles {

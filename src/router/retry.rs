@@ -191,6 +191,14 @@ pub fn decide_coordinator(api: ApiKey, failure: Failure, facts: CoordinatorFacts
     }
 }
 
+/// A FindCoordinator answered COORDINATOR_NOT_AVAILABLE: the key's coordinator is being
+/// elected, or its partition of `__consumer_offsets` / `__transaction_state` is being created or
+/// has no leader yet. A read: asked again after a wait, within the absorb budget, rather than
+/// handing the client an error it would only retry.
+pub fn ask_again(api: ApiKey, code: i16) -> bool {
+    api == ApiKey::FindCoordinator && code == COORDINATOR_NOT_AVAILABLE
+}
+
 /// After a coordinator error was replayed: whether the client gets the original error instead
 /// of the replay's answer (`replay_code`). A ConsumerGroupHeartbeat without its whole state is
 /// fenced by a coordinator that had applied the first attempt; the client's own retry after
@@ -560,5 +568,15 @@ mod tests {
             NOT_REPEATABLE,
             UNKNOWN_MEMBER_ID
         ));
+    }
+
+    #[test]
+    fn a_find_coordinator_with_no_coordinator_yet_is_asked_again() {
+        assert!(ask_again(
+            ApiKey::FindCoordinator,
+            COORDINATOR_NOT_AVAILABLE
+        ));
+        assert!(!ask_again(ApiKey::FindCoordinator, 29));
+        assert!(!ask_again(ApiKey::Heartbeat, COORDINATOR_NOT_AVAILABLE));
     }
 }

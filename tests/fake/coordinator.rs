@@ -391,3 +391,44 @@ async fn a_commit_sent_again_is_not_overtaken_by_the_next_commit_of_the_connecti
         "node 2 got the first (refused), the first again, then the second"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_find_coordinator_answered_not_available_is_asked_again() {
+    let bed = Bed::start(|s| {
+        s.coordinators
+            .insert("g".into(), (2, COORDINATOR_NOT_AVAILABLE));
+    })
+    .await;
+    // The group's coordinator is elected 300 ms from now.
+    let script = bed.fake.script_handle();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        script
+            .lock()
+            .unwrap()
+            .coordinators
+            .insert("g".into(), (2, 0));
+    });
+    let mut c = bed.client(None).await;
+    let asked = std::time::Instant::now();
+    let r: FindCoordinatorResponse = c
+        .call(
+            ApiKey::FindCoordinator,
+            3,
+            &FindCoordinatorRequest::default().with_key(s("g")),
+        )
+        .await;
+    assert_eq!(
+        r.error_code, 0,
+        "the client gets the coordinator, not the error"
+    );
+    assert_eq!(r.port, bed.port(2));
+    assert!(asked.elapsed() >= Duration::from_millis(250));
+    let from_client = bed
+        .fake
+        .received()
+        .iter()
+        .filter(|r| r.api_key == ApiKey::FindCoordinator as i16 && r.is_from_client())
+        .count();
+    assert!(from_client >= 2, "asked again: {from_client}");
+}

@@ -1471,6 +1471,37 @@ async fn after_a_leader_change_a_non_idempotent_batch_waits_for_the_one_before_i
     );
 }
 
+/// The client's broker goes down: its connection is served by another broker meanwhile, and
+/// returns to its own broker once that is back (within a second or two), instead of staying on
+/// the stand-in for as long as the client connection lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_returns_to_its_broker_when_the_broker_is_back() {
+    let bed = Bed::start(standard).await;
+    let describe = kafka_protocol::messages::DescribeGroupsRequest::default()
+        .with_groups(vec![StrBytes::from_static_str("g").into()]);
+    let mut c = bed.client(Some(2)).await;
+    let _: kafka_protocol::messages::DescribeGroupsResponse =
+        c.call(ApiKey::DescribeGroups, 5, &describe).await;
+    bed.fake.stop_node(2);
+    let _: kafka_protocol::messages::DescribeGroupsResponse =
+        c.call(ApiKey::DescribeGroups, 5, &describe).await;
+    let at = |node| bed.fake.client_requests(node, ApiKey::DescribeGroups).len();
+    assert_eq!(at(2), 1, "node 2 is down");
+    assert_eq!(at(1) + at(3), 1, "another broker stood in");
+    bed.fake.start_node(2).await;
+    let back = Instant::now() + Duration::from_secs(5);
+    while at(2) < 2 {
+        assert!(
+            Instant::now() < back,
+            "the connection never went back to node 2 ({} requests elsewhere)",
+            at(1) + at(3)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let _: kafka_protocol::messages::DescribeGroupsResponse =
+            c.call(ApiKey::DescribeGroups, 5, &describe).await;
+    }
+}
+
 /// Fetch answered 74 by the old leader: fetched again from the new leader with its epoch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fetch_fenced_by_the_old_leader_is_fetched_from_the_new_one() {

@@ -1419,7 +1419,8 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 pub struct FakeCluster {
     script: Arc<Mutex<Script>>,
     addrs: BTreeMap<i32, SocketAddr>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Each node's accept loop (which owns its connections).
+    tasks: Mutex<BTreeMap<i32, JoinHandle<()>>>,
 }
 
 impl FakeCluster {
@@ -1441,16 +1442,42 @@ impl FakeCluster {
         }
         let script = Arc::new(Mutex::new(Script::new(brokers)));
         let mut addrs = BTreeMap::new();
-        let mut tasks = Vec::new();
+        let mut tasks = BTreeMap::new();
         for (id, addr, l) in listeners {
             addrs.insert(id, addr);
-            tasks.push(tokio::spawn(accept_loop(id, l, script.clone())));
+            tasks.insert(id, tokio::spawn(accept_loop(id, l, script.clone())));
         }
         FakeCluster {
             script,
             addrs,
-            tasks,
+            tasks: Mutex::new(tasks),
         }
+    }
+
+    /// Broker `node` goes down: its connections close and its port refuses new ones.
+    pub fn stop_node(&self, node: i32) {
+        if let Some(t) = self.tasks.lock().unwrap().remove(&node) {
+            t.abort();
+        }
+    }
+
+    /// Broker `node` comes back on its address.
+    pub async fn start_node(&self, node: i32) {
+        let addr = self.addrs[&node];
+        let mut tries = 0;
+        let l = loop {
+            match TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("rebind fake broker {node} at {addr}: {e}"),
+            }
+        };
+        let t = tokio::spawn(accept_loop(node, l, self.script.clone()));
+        self.tasks.lock().unwrap().insert(node, t);
     }
 
     /// The script, to change what the brokers answer from now on.
@@ -1526,7 +1553,7 @@ impl FakeCluster {
 
 impl Drop for FakeCluster {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self.tasks.lock().unwrap().values() {
             t.abort();
         }
     }

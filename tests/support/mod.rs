@@ -66,12 +66,19 @@ pub fn testbed(args: &[&str]) -> Value {
         stdout,
         String::from_utf8_lossy(&out.stderr)
     );
-    let last = stdout
+    // The last line that is a JSON object (the tools the script runs may print other lines),
+    // else all of it (indented JSON), else nothing.
+    stdout
         .lines()
         .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .unwrap_or("{}");
-    serde_json::from_str(last).unwrap_or(Value::Null)
+        .filter(|l| l.trim_start().starts_with('{'))
+        .find_map(|l| {
+            serde_json::from_str::<Value>(l)
+                .ok()
+                .filter(Value::is_object)
+        })
+        .or_else(|| serde_json::from_str(&stdout).ok())
+        .unwrap_or(Value::Null)
 }
 
 pub struct Cluster {

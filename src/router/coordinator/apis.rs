@@ -198,6 +198,12 @@ pub fn codes(api: ApiKey, frame: &Bytes, v: i16) -> Result<Codes, MessageError> 
             Codes::of([resp::<AddOffsetsToTxnResponse>(frame, api, v)?.error_code])
         }
         ApiKey::EndTxn => Codes::of([resp::<EndTxnResponse>(frame, api, v)?.error_code]),
+        ApiKey::FindCoordinator => {
+            let r: FindCoordinatorResponse = resp(frame, api, v)?;
+            Codes::of(
+                std::iter::once(r.error_code).chain(r.coordinators.iter().map(|c| c.error_code)),
+            )
+        }
         _ => Codes::default(),
     })
 }

@@ -31,7 +31,7 @@ use tracing::{debug, warn};
 
 use super::lanes::{LaneKey, Lanes, Want};
 use super::partitioned::Conns;
-use super::retry::{decide_coordinator, keep_original, Budget, Decision, Failure};
+use super::retry::{ask_again, decide_coordinator, keep_original, Budget, Decision, Failure};
 use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::metrics;
@@ -42,6 +42,19 @@ use apis::{Codes, Inspected};
 /// How much longer than its rebalance timeout a JoinGroup may be held: under what clients wait
 /// beyond it (the Java client 5 s, librdkafka 3 s).
 pub const JOIN_GRACE: Duration = Duration::from_millis(2500);
+
+/// The coordinator error of a FindCoordinator answer that is asked again
+/// (`retry::ask_again`): a key with no coordinator yet.
+pub fn not_found_yet(hdr: &RequestHeader, frame: &Bytes) -> Option<i16> {
+    if hdr.known != Some(ApiKey::FindCoordinator) {
+        return None;
+    }
+    let codes = apis::codes(ApiKey::FindCoordinator, frame, hdr.api_version).ok()?;
+    codes
+        .nonzero
+        .into_iter()
+        .find(|c| ask_again(ApiKey::FindCoordinator, *c))
+}
 
 /// Why a coordinator request cannot be answered.
 #[derive(Debug, thiserror::Error)]
