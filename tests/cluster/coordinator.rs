@@ -107,6 +107,40 @@ fn clients_through_fairlead_never_see_coordinator_errors() {
     let fairlead = Fairlead::start(&cluster.bootstrap, &dir, &["--log-level", "info"]);
     let out = coordination::run(&Plan::new(name), &fairlead.bootstrap, dir);
     println!("{}", out.summary());
+    // Clean clients are only proof if the moves happened to them: fairlead must have absorbed
+    // coordinator errors (the control shows how many reach clients directly).
+    let metrics = fairlead.metrics();
+    let mut absorbed = Vec::new();
+    for code in ["14", "15", "16"] {
+        let n = support::metric_sum(
+            &metrics,
+            "fairlead_errors_absorbed_total",
+            &[("code", code)],
+        );
+        absorbed.push(format!("{code}: {n}"));
+    }
+    let total = support::metric_sum(
+        &metrics,
+        "fairlead_errors_absorbed_total",
+        &[("code", "16")],
+    ) + support::metric_sum(
+        &metrics,
+        "fairlead_errors_absorbed_total",
+        &[("code", "15")],
+    ) + support::metric_sum(
+        &metrics,
+        "fairlead_errors_absorbed_total",
+        &[("code", "14")],
+    );
+    println!(
+        "coordinator errors absorbed by fairlead, by code: {}",
+        absorbed.join(", ")
+    );
+    assert!(
+        total > 0.0,
+        "fairlead absorbed no coordinator error: the chaos did not reach the clients\n{}",
+        out.summary()
+    );
     assert_absorbed(&out, &fairlead);
 }
 
