@@ -28,10 +28,13 @@ FAIRLEAD_BIN = os.path.join(ROOT, "target", "release", "fairlead")
 
 # Benchmark ports: clients bootstrap at 28092, broker node N is served on 28093 + N (28094-28096
 # for the test bed's nodes 1-3), metrics on 28464. Kept apart from the tests' and the demo's.
+# FAIRLEAD_TESTBED_PORT_OFFSET=K (which also moves the test bed's brokers, tests/testbed/testbed)
+# adds K to each, so a benchmark in another checkout, beside its own cluster, keeps off these.
+PORT_OFFSET = int(os.environ.get("FAIRLEAD_TESTBED_PORT_OFFSET") or 0)
 LISTEN_HOST = "127.0.0.1"
-LISTEN_PORT = 28092
+LISTEN_PORT = 28092 + PORT_OFFSET
 LISTEN = f"{LISTEN_HOST}:{LISTEN_PORT}"
-ADMIN = "127.0.0.1:28464"
+ADMIN = f"127.0.0.1:{28464 + PORT_OFFSET}"
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

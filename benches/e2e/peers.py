@@ -1,0 +1,285 @@
+"""Other Kafka proxies that benches/e2e/run measures beside direct and fairlead (`--sides`).
+
+Each peer is fetched and built from a package registry into .cache/peers/ (which git ignores) the
+first time it is asked for; nothing of theirs is in this repository. Each fronts the test bed's
+three brokers with one local port per broker, as fairlead does, with nothing else switched on:
+
+  kafka-proxy   grepplabs/kafka-proxy (Go), `go install github.com/grepplabs/kafka-proxy@VERSION`
+                with GOBIN in .cache/peers/kafka-proxy/VERSION/bin; run as
+                `kafka-proxy server --bootstrap-server-mapping BROKER,LOCAL` once per broker and
+                `--dynamic-listeners-disable`. Clients bootstrap at the three local addresses.
+  kroxylicious  Kroxylicious (Java), io.kroxylicious:kroxylicious-app:VERSION and its runtime
+                dependencies resolved by Maven into .cache/peers/kroxylicious/VERSION/libs; run as
+                `java -cp libs/* io.kroxylicious.app.Kroxylicious --config FILE` with one virtual
+                cluster, a `portIdentifiesNode` gateway (bootstrap port, then one port per node id
+                1-3) and no filters. It runs on the JDK on the PATH (17 here) when its classes are
+                for 17 or older, else on FAIRLEAD_BENCH_JAVA_HOME or the Temurin 25 JDK beside it.
+
+Versions: FAIRLEAD_BENCH_KAFKA_PROXY_VERSION (default below), FAIRLEAD_BENCH_KROXYLICIOUS_VERSION.
+A Go module that needs a newer Go than the machine's is retried once with GOTOOLCHAIN=go1.27.3
+(the approved newer toolchain, taken from the Go module proxy like a module).
+
+Ports (plus FAIRLEAD_TESTBED_PORT_OFFSET, as for fairlead's): kafka-proxy serves node N on
+28192 + N and its HTTP endpoint on 28465; Kroxylicious bootstraps on 28292 and serves node N on
+28292 + N.
+"""
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import zipfile
+
+import benchlib as bl
+
+PEERS = ("kafka-proxy", "kroxylicious")
+PEER_DIR = os.path.join(bl.ROOT, ".cache", "peers")
+
+KAFKA_PROXY_MODULE = "github.com/grepplabs/kafka-proxy"
+KAFKA_PROXY_VERSION = os.environ.get("FAIRLEAD_BENCH_KAFKA_PROXY_VERSION") or "v0.4.3"
+KROXYLICIOUS_VERSION = os.environ.get("FAIRLEAD_BENCH_KROXYLICIOUS_VERSION") or "0.18.0"
+NEWER_GO = "go1.27.3"
+
+KAFKA_PROXY_BASE = 28192 + bl.PORT_OFFSET
+KAFKA_PROXY_HTTP = 28465 + bl.PORT_OFFSET
+KROXYLICIOUS_BOOTSTRAP = 28292 + bl.PORT_OFFSET
+
+
+class Unavailable(Exception):
+    """A peer that cannot be fetched, built or started here; the message says why (the error)."""
+
+
+def _tail(text, lines=12):
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+# ---------------------------------------------------------------------------------------------
+# fetch and build
+
+
+def prepare(side):
+    """Fetches and builds a peer (once; later runs reuse .cache/peers). Returns what start() needs;
+    raises Unavailable with the registry's or the build's own error."""
+    if side == "kafka-proxy":
+        return _prepare_kafka_proxy(KAFKA_PROXY_VERSION)
+    if side == "kroxylicious":
+        return _prepare_kroxylicious(KROXYLICIOUS_VERSION)
+    raise ValueError(side)
+
+
+def _prepare_kafka_proxy(version):
+    home = os.path.join(PEER_DIR, "kafka-proxy", version)
+    binary = os.path.join(home, "bin", "kafka-proxy")
+    info = {"side": "kafka-proxy", "version": version, "binary": binary,
+            "source": f"{KAFKA_PROXY_MODULE}@{version} (Go module proxy)"}
+    if os.path.exists(binary):
+        return info
+    if not bl.have("go"):
+        raise Unavailable("kafka-proxy: no `go` command on this machine")
+    os.makedirs(home, exist_ok=True)
+    bl.log(f"building kafka-proxy: go install {KAFKA_PROXY_MODULE}@{version} (GOBIN={home}/bin)")
+    env = {**os.environ, "GOBIN": os.path.join(home, "bin"), "CGO_ENABLED": "0"}
+    cmd = ["go", "install", f"{KAFKA_PROXY_MODULE}@{version}"]
+    r = subprocess.run(cmd, env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0 and re.search(r"requires go >= |toolchain", r.stdout) and "GOTOOLCHAIN" not in os.environ:
+        bl.log(f"kafka-proxy {version} needs a newer Go: retrying with GOTOOLCHAIN={NEWER_GO}")
+        env["GOTOOLCHAIN"] = NEWER_GO
+        r = subprocess.run(cmd, env=env, cwd=home, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        info["gotoolchain"] = NEWER_GO
+    with open(os.path.join(home, "build.log"), "w") as fh:
+        fh.write(r.stdout)
+    if r.returncode != 0 or not os.path.exists(binary):
+        raise Unavailable(f"kafka-proxy: `{' '.join(cmd)}` failed (exit {r.returncode}):\n{_tail(r.stdout)}")
+    return info
+
+
+KROXYLICIOUS_POM = """<?xml version="1.0" encoding="UTF-8"?>
+<!-- written by benches/e2e/peers.py: resolves Kroxylicious's proxy application and its runtime
+     dependencies from Maven Central into libs/ -->
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.fairlead.bench</groupId>
+  <artifactId>kroxylicious-peer</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency>
+      <groupId>io.kroxylicious</groupId>
+      <artifactId>kroxylicious-app</artifactId>
+      <version>{version}</version>
+    </dependency>
+  </dependencies>
+</project>
+"""
+
+
+def _prepare_kroxylicious(version):
+    home = os.path.join(PEER_DIR, "kroxylicious", version)
+    libs = os.path.join(home, "libs")
+    info = {"side": "kroxylicious", "version": version, "libs": libs,
+            "source": f"io.kroxylicious:kroxylicious-app:{version} (Maven Central)"}
+    if not os.path.exists(os.path.join(home, ".complete")):
+        if not bl.have("mvn"):
+            raise Unavailable("kroxylicious: no `mvn` command on this machine")
+        os.makedirs(home, exist_ok=True)
+        pom = os.path.join(home, "pom.xml")
+        with open(pom, "w") as fh:
+            fh.write(KROXYLICIOUS_POM.replace("{version}", version))
+        shutil.rmtree(libs, ignore_errors=True)
+        bl.log(f"resolving Kroxylicious {version} from Maven Central into {libs}")
+        cmd = ["mvn", "-B", "-q", "-U", "-Dstyle.color=never", "-f", pom, "dependency:copy-dependencies",
+               "-DincludeScope=runtime", f"-DoutputDirectory={libs}"]
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        with open(os.path.join(home, "resolve.log"), "w") as fh:
+            fh.write(r.stdout)
+        if r.returncode != 0:
+            out = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
+            errs = [l for l in out.splitlines() if "Failed to execute goal" in l]
+            raise Unavailable(f"kroxylicious: `mvn dependency:copy-dependencies` of "
+                              f"io.kroxylicious:kroxylicious-app:{version} failed (exit {r.returncode}):\n"
+                              + "\n".join(errs[:2] or [_tail(out)]))
+        open(os.path.join(home, ".complete"), "w").close()
+    info["java"] = _java_for(libs)
+    return info
+
+
+def _class_major(libs, cls="io/kroxylicious/app/Kroxylicious.class"):
+    for jar in sorted(os.listdir(libs)):
+        if not jar.startswith("kroxylicious-app-"):
+            continue
+        with zipfile.ZipFile(os.path.join(libs, jar)) as z:
+            head = z.read(cls)[:8]
+        return int.from_bytes(head[6:8], "big")
+    raise Unavailable(f"kroxylicious: no kroxylicious-app jar in {libs}")
+
+
+def _java_for(libs):
+    """The java to run Kroxylicious with: the PATH's when the classes are for Java 17 (class file
+    61) or older, else a newer JDK."""
+    major = _class_major(libs)
+    if major <= 61:
+        return "java"
+    for home in (os.environ.get("FAIRLEAD_BENCH_JAVA_HOME"), "/usr/lib/jvm/temurin-25-jdk-amd64"):
+        if home and os.path.exists(os.path.join(home, "bin", "java")):
+            return os.path.join(home, "bin", "java")
+    raise Unavailable(f"kroxylicious: its classes need Java {major - 44}; set FAIRLEAD_BENCH_JAVA_HOME to such a JDK")
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def brokers(bootstrap):
+    """{node id: 'host:port'} of the test bed's brokers: its bootstrap lists nodes 1, 2, 3 in order
+    (tests/testbed/testbed, bootstrap())."""
+    addrs = bootstrap.split(",")
+    if len(addrs) != 3:
+        bl.die(f"expected the test bed's three brokers, got bootstrap {bootstrap}")
+    return {n: a for n, a in enumerate(addrs, start=1)}
+
+
+def _port_open(port):
+    try:
+        with socket.create_connection((bl.LISTEN_HOST, port), timeout=0.3):
+            return True
+    except OSError:
+        return False
+
+
+class PeerProxy:
+    """A peer as a child process for one round: same interface as benchlib.Fairlead."""
+
+    def __init__(self, info, bootstrap, log_path):
+        self.info, self.log_path = info, log_path
+        self.side = info["side"]
+        self.p = None
+        nodes = brokers(bootstrap)
+        if self.side == "kafka-proxy":
+            self.ports = [KAFKA_PROXY_BASE + n for n in sorted(nodes)]
+            self.check_ports = self.ports + [KAFKA_PROXY_HTTP]
+            self.bootstrap = ",".join(f"{bl.LISTEN_HOST}:{p}" for p in self.ports)
+            self.cmd = [info["binary"], "server", "--dynamic-listeners-disable",
+                        "--http-listen-address", f"{bl.LISTEN_HOST}:{KAFKA_PROXY_HTTP}"]
+            for n in sorted(nodes):
+                self.cmd += ["--bootstrap-server-mapping",
+                             f"{nodes[n]},{bl.LISTEN_HOST}:{KAFKA_PROXY_BASE + n}"]
+        else:
+            self.ports = [KROXYLICIOUS_BOOTSTRAP] + [KROXYLICIOUS_BOOTSTRAP + n for n in sorted(nodes)]
+            self.check_ports = self.ports
+            self.bootstrap = f"{bl.LISTEN_HOST}:{KROXYLICIOUS_BOOTSTRAP}"
+            cfg = os.path.splitext(log_path)[0] + ".yaml"
+            with open(cfg, "w") as fh:
+                fh.write(kroxylicious_config(",".join(nodes[n] for n in sorted(nodes)), min(nodes), max(nodes)))
+            self.cmd = [info["java"], "-Xms256m", "-Xmx512m", "-cp", os.path.join(info["libs"], "*"),
+                        "io.kroxylicious.app.Kroxylicious", "--config", cfg]
+
+    def start(self, timeout=120):
+        for port in self.check_ports:
+            if _port_open(port):
+                bl.die(f"port {port} is in use: is another benchmark (or a leftover {self.side}) running?")
+        self.logf = open(self.log_path, "ab")
+        self.logf.write((" ".join(self.cmd) + "\n").encode())
+        self.logf.flush()
+        self.p = bl.track(subprocess.Popen(self.cmd, stdout=self.logf, stderr=subprocess.STDOUT,
+                                           stdin=subprocess.DEVNULL, start_new_session=True))
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.p.poll() is not None:
+                self.logf.close()
+                raise Unavailable(f"{self.side} exited ({self.p.returncode}) at start-up; see {self.log_path}:\n"
+                                  + _tail(open(self.log_path, errors="replace").read()))
+            if all(_port_open(p) for p in self.ports):
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise Unavailable(f"{self.side} did not open ports {self.ports} within {timeout}s; see {self.log_path}")
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def cpu(self):
+        return bl.proc_cpu_seconds(self.p.pid)
+
+    def rss_kib(self):
+        return bl.proc_status_kib(self.p.pid, "VmRSS")
+
+    def hwm_kib(self):
+        return bl.proc_status_kib(self.p.pid, "VmHWM")
+
+    def stop(self):
+        if self.p is None or self.p.poll() is not None:
+            return None if self.p is None else self.p.returncode
+        self.p.send_signal(signal.SIGTERM)
+        try:
+            self.p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            bl.log(f"{self.side} did not stop within 30s of SIGTERM: killing it")
+            self.p.kill()
+            self.p.wait()
+        self.logf.close()
+        return self.p.returncode
+
+
+def kroxylicious_config(target_bootstrap, first_node, last_node):
+    """One virtual cluster, port per node id, no filters (the configuration schema of Kroxylicious
+    0.11 and later: `virtualClusters` a list, `gateways` with `portIdentifiesNode`)."""
+    return f"""# written by benches/e2e/peers.py for one benchmark round
+virtualClusters:
+  - name: bench
+    targetCluster:
+      bootstrapServers: {target_bootstrap}
+    gateways:
+      - name: plain
+        portIdentifiesNode:
+          bootstrapAddress: {bl.LISTEN_HOST}:{KROXYLICIOUS_BOOTSTRAP}
+          nodeIdRanges:
+            - name: brokers
+              start: {first_node}
+              end: {last_node}
+    logNetwork: false
+    logFrames: false
+"""
