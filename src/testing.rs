@@ -35,7 +35,7 @@ pub mod sanity {
 
 /// ApiVersions capping (`rewrite::api_versions`).
 pub mod api_versions {
-    pub use crate::rewrite::api_versions::{cap, max_supported, INSPECTED};
+    pub use crate::rewrite::api_versions::{cap, inspected, is_inspected, max_supported};
 }
 
 /// Metric names and label sets (`metrics`).

@@ -298,8 +298,7 @@ pub fn cap_keeps_its_promises(frame: &Bytes, v: i16) {
         decode_response(&out, ApiKey::ApiVersions, v).expect("cap's output decodes");
     let mut kept = after.api_keys.iter();
     for k in &before.api_keys {
-        let inspected =
-            ApiKey::try_from(k.api_key).is_ok_and(|key| api_versions::INSPECTED.contains(&key));
+        let inspected = ApiKey::try_from(k.api_key).is_ok_and(api_versions::is_inspected);
         let capped = if inspected {
             let key = ApiKey::try_from(k.api_key).unwrap();
             k.max_version.min(api_versions::max_supported(key))

@@ -246,22 +246,8 @@ impl Finder {
         ids: &[String],
         deadline: Instant,
     ) -> Result<Vec<(String, i32, i16)>, FindError> {
-        let mut targets: Vec<(i32, String)> = self
-            .leadership
-            .brokers()
-            .values()
-            .map(|b| (b.id, b.addr()))
-            .collect();
-        if !targets.is_empty() {
-            let k = (self.leadership.coordinators.stamps.load(Ordering::Relaxed) as usize)
-                % targets.len();
-            targets.rotate_left(k);
-        }
-        targets.extend(
-            self.bootstrap
-                .iter()
-                .map(|a| (crate::upstream::BOOTSTRAP_NODE, a.clone())),
-        );
+        let turn = self.leadership.coordinators.stamps.load(Ordering::Relaxed);
+        let targets = self.leadership.ask_order(&self.bootstrap, turn);
         let mut last = String::from("no broker known");
         for (node, addr) in targets {
             let timeout = self

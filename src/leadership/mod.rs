@@ -234,6 +234,24 @@ impl Leadership {
         self.brokers_version.load(Ordering::Acquire)
     }
 
+    /// Where fairlead's own requests go, in the order to try: the known brokers, rotated by
+    /// `turn` (so one slow broker is not always asked first), then the bootstrap addresses (node
+    /// `BOOTSTRAP_NODE`).
+    pub fn ask_order(&self, bootstrap: &[String], turn: u64) -> Vec<(i32, String)> {
+        let mut targets: Vec<(i32, String)> =
+            self.brokers().values().map(|b| (b.id, b.addr())).collect();
+        if !targets.is_empty() {
+            let k = (turn % targets.len() as u64) as usize;
+            targets.rotate_left(k);
+        }
+        targets.extend(
+            bootstrap
+                .iter()
+                .map(|a| (crate::upstream::BOOTSTRAP_NODE, a.clone())),
+        );
+        targets
+    }
+
     pub fn broker(&self, id: i32) -> Option<Broker> {
         self.brokers.read().unwrap().get(&id).cloned()
     }

@@ -19,7 +19,7 @@ use tracing::{debug, warn};
 use super::{LeaderChange, Leadership};
 use crate::metrics;
 use crate::upstream::pool::Pool;
-use crate::upstream::{RequestError, BOOTSTRAP_NODE};
+use crate::upstream::RequestError;
 
 /// Metadata v12: leader epochs (v7+) and topic ids (v10+), without the authorized-operations
 /// fields removed in v11+. Lowered if a broker does not speak it.
@@ -105,19 +105,9 @@ impl Refresher {
     /// the middle of shutting down can accept a request and never answer it, and every
     /// request waiting on this refresh would wait with it.
     async fn fetch(&self) -> Result<MetadataResponse, RefreshError> {
-        // Known brokers first (rotating, so one slow broker is not always asked first), then
-        // the bootstrap addresses.
-        let mut targets: Vec<(i32, String)> = self
+        let targets = self
             .leadership
-            .brokers()
-            .values()
-            .map(|b| (b.id, b.addr()))
-            .collect();
-        if !targets.is_empty() {
-            let k = (self.leadership.generation() as usize) % targets.len();
-            targets.rotate_left(k);
-        }
-        targets.extend(self.bootstrap.iter().map(|a| (BOOTSTRAP_NODE, a.clone())));
+            .ask_order(&self.bootstrap, self.leadership.generation());
         let tried = targets.len();
         let mut pending = targets.into_iter();
         let mut running = tokio::task::JoinSet::new();

@@ -11,33 +11,31 @@ use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Message;
 
+use crate::metrics::{COORDINATOR_APIS, ROUTED_APIS};
+
 use crate::codec::message::{decode_response, encode_response, MessageError};
 
-/// APIs whose messages fairlead decodes in one direction or the other.
-pub const INSPECTED: [ApiKey; 22] = [
-    ApiKey::Produce,
-    ApiKey::Fetch,
-    ApiKey::ListOffsets,
-    ApiKey::OffsetForLeaderEpoch,
-    ApiKey::DeleteRecords,
+/// APIs whose answers name brokers (rewritten for clients, see `rewrite`).
+const ADDRESSED: [ApiKey; 5] = [
     ApiKey::Metadata,
     ApiKey::FindCoordinator,
     ApiKey::DescribeCluster,
     ApiKey::ShareFetch,
     ApiKey::ShareAcknowledge,
-    ApiKey::JoinGroup,
-    ApiKey::SyncGroup,
-    ApiKey::Heartbeat,
-    ApiKey::LeaveGroup,
-    ApiKey::OffsetCommit,
-    ApiKey::OffsetFetch,
-    ApiKey::ConsumerGroupHeartbeat,
-    ApiKey::TxnOffsetCommit,
-    ApiKey::InitProducerId,
-    ApiKey::AddPartitionsToTxn,
-    ApiKey::AddOffsetsToTxn,
-    ApiKey::EndTxn,
 ];
+
+/// The APIs whose messages fairlead decodes in one direction or the other: the partition-routed
+/// ones, the coordinator ones, and those whose answers name brokers.
+pub fn inspected() -> impl Iterator<Item = ApiKey> {
+    ROUTED_APIS
+        .into_iter()
+        .chain(COORDINATOR_APIS)
+        .chain(ADDRESSED)
+}
+
+pub fn is_inspected(key: ApiKey) -> bool {
+    inspected().any(|k| k == key)
+}
 
 /// The highest version fairlead decodes for an inspected API, both ways: the request type and
 /// the response type of `kafka-protocol` may end at different versions (OffsetCommit requests
@@ -99,7 +97,7 @@ pub fn cap(frame: &Bytes, version: i16, correlation_id: i32) -> Result<Bytes, Me
         let Ok(key) = ApiKey::try_from(k.api_key) else {
             return true;
         };
-        if !INSPECTED.contains(&key) {
+        if !is_inspected(key) {
             return true;
         }
         let ours = max_supported(key);
@@ -176,7 +174,7 @@ mod tests {
         assert_eq!(max_supported(ApiKey::OffsetCommit), 9);
         assert_eq!(max_supported(ApiKey::OffsetFetch), 9);
         assert_eq!(max_supported(ApiKey::InitProducerId), 5);
-        for key in INSPECTED {
+        for key in inspected() {
             for dir in [Direction::Request, Direction::Response] {
                 let v = max_supported(key);
                 assert!(

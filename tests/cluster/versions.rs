@@ -4,24 +4,11 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+use fairlead::testing::api_versions::{is_inspected, max_supported};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 use kafka_protocol::protocol::StrBytes;
 use support::raw::Raw;
 use support::Fairlead;
-
-/// The APIs fairlead decodes (src/rewrite/api_versions.rs).
-const INSPECTED: [ApiKey; 10] = [
-    ApiKey::Produce,
-    ApiKey::Fetch,
-    ApiKey::ListOffsets,
-    ApiKey::OffsetForLeaderEpoch,
-    ApiKey::DeleteRecords,
-    ApiKey::Metadata,
-    ApiKey::FindCoordinator,
-    ApiKey::DescribeCluster,
-    ApiKey::ShareFetch,
-    ApiKey::ShareAcknowledge,
-];
 
 fn api_versions(addr: &str) -> ApiVersionsResponse {
     let req = ApiVersionsRequest::default()
@@ -45,9 +32,9 @@ fn relayed_api_versions_are_capped_to_what_fairlead_decodes() {
     for d in &direct.api_keys {
         let key = ApiKey::try_from(d.api_key).ok();
         let v = via.api_keys.iter().find(|v| v.api_key == d.api_key);
-        match key.filter(|k| INSPECTED.contains(k)) {
+        match key.filter(|k| is_inspected(*k)) {
             Some(k) => {
-                let ours = k.valid_versions().max;
+                let ours = max_supported(k);
                 let v = v.unwrap_or_else(|| panic!("{k:?} missing from the relayed versions"));
                 assert_eq!(v.min_version, d.min_version, "{k:?} min");
                 assert_eq!(
