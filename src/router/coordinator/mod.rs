@@ -187,6 +187,8 @@ impl Job {
         let mut original: Option<(Bytes, i16)> = None;
         let mut absorbing: Option<Instant> = None;
         let mut attempts = 0u32;
+        // The answer in hand is a replay's (counted once, when it comes).
+        let mut replayed = false;
         loop {
             let (failure, codes) = match &reply {
                 Ok(frame) => match apis::codes(self.api, frame, self.version) {
@@ -200,7 +202,7 @@ impl Job {
                 },
                 Err(f) => (Some(*f), None),
             };
-            if attempts > 0 {
+            if std::mem::take(&mut replayed) {
                 let ok = codes.as_ref().is_some_and(|c| c.coordinator.is_none());
                 metrics::replay(
                     self.api as i16,
@@ -252,6 +254,7 @@ impl Job {
             debug!(api = ?self.api, key = self.inspected.key.id.as_str(), node = target, ?failure, "replaying to the coordinator");
             self.node = target;
             reply = self.send_again().await;
+            replayed = true;
         }
         match reply {
             Ok(frame) => {
