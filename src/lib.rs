@@ -1,4 +1,5 @@
-//! fairlead: a Kafka sidecar proxy that absorbs leader changes.
+//! fairlead: a Kafka sidecar proxy that absorbs leader changes (partition leaders, and group and
+//! transaction coordinators).
 //!
 //! Clients talk to fairlead as if it were the cluster. When a partition's leader moves, a
 //! client with stale metadata would get NOT_LEADER_OR_FOLLOWER (6) or FENCED_LEADER_EPOCH (74);
@@ -7,18 +8,21 @@
 //!
 //! A request flows through the modules in this order:
 //!
-//! * [`listener`]: accept loops on the ports of [`ports`]: the bootstrap port and one port per
+//! * `listener`: accept loops on the ports of `ports`: the bootstrap port and one port per
 //!   broker (`node_port_base + node id`).
-//! * [`connection`]: one task pair per client: reader (route, send) and writer (answer in order).
-//! * [`codec`]: length-prefixed frames and headers, zero-copy; message bodies via kafka-protocol.
-//! * [`router`]: what to do with a request; [`router::partitioned`] splits partition-routed
-//!   APIs by leader and merges the answers; [`router::retry`] is the one place that decides
-//!   what may be re-sent; [`router::lanes`] keeps per-partition produce order.
-//! * [`rewrite`]: broker addresses in responses replaced by fairlead's; ApiVersions capped.
-//! * [`upstream`]: connections to brokers, multiplexed by correlation id.
-//! * [`leadership`]: who leads what, refreshed single-flight and epoch-guarded.
-//! * [`security`]: TLS to brokers and on listeners, SASL (PLAIN, SCRAM) with fairlead's credentials.
-//! * [`metrics`], [`config`], [`admin`], [`server`]: operations.
+//! * `connection`: one task pair per client: reader (route, send) and writer (answer in order).
+//! * `codec`: length-prefixed frames and headers, zero-copy; message bodies via kafka-protocol.
+//! * `router`: what to do with a request; `router::partitioned` splits partition-routed APIs by
+//!   leader and merges the answers; `router::coordinator` follows group and transaction
+//!   coordinators; `router::retry` is the one place that decides what may be re-sent;
+//!   `router::lanes` keeps per-partition produce order and per-key coordinator order.
+//! * `rewrite`: broker addresses in responses replaced by fairlead's; ApiVersions capped.
+//! * `upstream`: connections to brokers, multiplexed by correlation id.
+//! * `leadership`: who leads what (partitions, refreshed single-flight and epoch-guarded; groups
+//!   and transactional ids, looked up batched).
+//! * `cluster`: that knowledge and fairlead's own broker connections, shared by every connection.
+//! * `security`: TLS to brokers and on listeners, SASL (PLAIN, SCRAM) with fairlead's credentials.
+//! * `metrics`, [`config`], `admin`, [`server`]: operations.
 
 #![forbid(unsafe_code)]
 

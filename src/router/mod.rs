@@ -2,6 +2,8 @@
 //!
 //! * Partition-routed APIs (Produce, Fetch, ListOffsets, OffsetsForLeaderEpoch, DeleteRecords)
 //!   go through [`partitioned`]: split by leader, send, absorb leadership errors, merge.
+//! * Group and transaction coordinator APIs go through [`coordinator`]: sent to the key's
+//!   coordinator, replayed there when it moved.
 //! * Everything else, including API keys fairlead does not know, is forwarded byte-for-byte on
 //!   the client's own upstream connection; the response is forwarded too, with broker
 //!   addresses rewritten where the API carries any (see `rewrite`).
