@@ -239,7 +239,7 @@ final class ConsumeCmd {
      * (partitions assigned later get their end offset when first seen). An empty assignment never counts
      * as caught up: the group has not given this member anything yet.
      */
-    private boolean caughtUp(KafkaConsumer<byte[], byte[]> consumer, Map<TopicPartition, Long> targets) {
+    static boolean caughtUp(KafkaConsumer<byte[], byte[]> consumer, Map<TopicPartition, Long> targets) {
         Set<TopicPartition> assigned = consumer.assignment();
         if (assigned.isEmpty()) {
             return false;

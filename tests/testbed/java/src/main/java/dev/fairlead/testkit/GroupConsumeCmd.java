@@ -130,7 +130,7 @@ final class GroupConsumeCmd {
                     }
                     if (drainTargets != null) {
                         try {
-                            if (caughtUp(drainTargets)) {
+                            if (ConsumeCmd.caughtUp(consumer, drainTargets)) {
                                 drained = true;
                                 break;
                             }
@@ -289,29 +289,6 @@ final class GroupConsumeCmd {
             rebalances++;
             LOG.info("assigned {}", partitions);
         }
-    }
-
-    private boolean caughtUp(Map<TopicPartition, Long> targets) {
-        Set<TopicPartition> assigned = consumer.assignment();
-        if (assigned.isEmpty()) {
-            return false;
-        }
-        List<TopicPartition> missing = new ArrayList<>();
-        for (TopicPartition tp : assigned) {
-            if (!targets.containsKey(tp)) {
-                missing.add(tp);
-            }
-        }
-        if (!missing.isEmpty()) {
-            targets.putAll(consumer.endOffsets(missing));
-            LOG.info("drain targets: {}", targets);
-        }
-        for (TopicPartition tp : assigned) {
-            if (consumer.position(tp) < targets.get(tp)) {
-                return false;
-            }
-        }
-        return true;
     }
 
     private void handle(ConsumerRecord<byte[], byte[]> r, BufferedWriter out) throws IOException {
