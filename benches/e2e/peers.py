@@ -8,12 +8,15 @@ three brokers with one local port per broker, as fairlead does, with nothing els
                 with GOBIN in .cache/peers/kafka-proxy/VERSION/bin; run as
                 `kafka-proxy server --bootstrap-server-mapping BROKER,LOCAL` once per broker and
                 `--dynamic-listeners-disable`. Clients bootstrap at the three local addresses.
-  kroxylicious  Kroxylicious (Java), io.kroxylicious:kroxylicious-app:VERSION and its runtime
-                dependencies resolved by Maven into .cache/peers/kroxylicious/VERSION/libs; run as
-                `java -cp libs/* io.kroxylicious.app.Kroxylicious --config FILE` with one virtual
-                cluster, a `portIdentifiesNode` gateway (bootstrap port, then one port per node id
-                1-3) and no filters. It runs on the JDK on the PATH (17 here) when its classes are
-                for 17 or older, else on FAIRLEAD_BENCH_JAVA_HOME or the Temurin 25 JDK beside it.
+  kroxylicious  Kroxylicious (Java), io.kroxylicious:kroxylicious-runtime:VERSION and its runtime
+                dependencies resolved by Maven into .cache/peers/kroxylicious/VERSION/libs. Maven
+                Central serves the runtime library but not the kroxylicious-app launcher, so
+                peers/KroxyliciousLauncher.java (ours: parse the YAML, start KafkaProxy, block) is
+                compiled beside it and run as `java -cp libs/*:classes KroxyliciousLauncher FILE`
+                with one virtual cluster, a `portIdentifiesNode` gateway (bootstrap port, then one
+                port per node id 1-3) and no filters. It runs on the JDK on the PATH (17 here) when
+                its classes are for 17 or older, else on FAIRLEAD_BENCH_JAVA_HOME or the Temurin 25
+                JDK beside it.
 
 Versions: FAIRLEAD_BENCH_KAFKA_PROXY_VERSION (default below), FAIRLEAD_BENCH_KROXYLICIOUS_VERSION.
 A Go module that needs a newer Go than the machine's is retried once with GOTOOLCHAIN=go1.27.3
@@ -40,7 +43,8 @@ PEER_DIR = os.path.join(bl.ROOT, ".cache", "peers")
 
 KAFKA_PROXY_MODULE = "github.com/grepplabs/kafka-proxy"
 KAFKA_PROXY_VERSION = os.environ.get("FAIRLEAD_BENCH_KAFKA_PROXY_VERSION") or "v0.4.3"
-KROXYLICIOUS_VERSION = os.environ.get("FAIRLEAD_BENCH_KROXYLICIOUS_VERSION") or "0.18.0"
+KROXYLICIOUS_VERSION = os.environ.get("FAIRLEAD_BENCH_KROXYLICIOUS_VERSION") or "0.12.0"
+KROXYLICIOUS_LAUNCHER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "peers", "KroxyliciousLauncher.java")
 NEWER_GO = "go1.27.3"
 
 KAFKA_PROXY_BASE = 28192 + bl.PORT_OFFSET
@@ -97,7 +101,7 @@ def _prepare_kafka_proxy(version):
 
 
 KROXYLICIOUS_POM = """<?xml version="1.0" encoding="UTF-8"?>
-<!-- written by benches/e2e/peers.py: resolves Kroxylicious's proxy application and its runtime
+<!-- written by benches/e2e/peers.py: resolves Kroxylicious's proxy runtime and its runtime
      dependencies from Maven Central into libs/ -->
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -108,7 +112,7 @@ KROXYLICIOUS_POM = """<?xml version="1.0" encoding="UTF-8"?>
   <dependencies>
     <dependency>
       <groupId>io.kroxylicious</groupId>
-      <artifactId>kroxylicious-app</artifactId>
+      <artifactId>kroxylicious-runtime</artifactId>
       <version>{version}</version>
     </dependency>
   </dependencies>
@@ -120,7 +124,7 @@ def _prepare_kroxylicious(version):
     home = os.path.join(PEER_DIR, "kroxylicious", version)
     libs = os.path.join(home, "libs")
     info = {"side": "kroxylicious", "version": version, "libs": libs,
-            "source": f"io.kroxylicious:kroxylicious-app:{version} (Maven Central)"}
+            "source": f"io.kroxylicious:kroxylicious-runtime:{version} (Maven Central) + peers/KroxyliciousLauncher.java"}
     if not os.path.exists(os.path.join(home, ".complete")):
         if not bl.have("mvn"):
             raise Unavailable("kroxylicious: no `mvn` command on this machine")
@@ -139,21 +143,36 @@ def _prepare_kroxylicious(version):
             out = re.sub(r"\x1b\[[0-9;]*m", "", r.stdout)
             errs = [l for l in out.splitlines() if "Failed to execute goal" in l]
             raise Unavailable(f"kroxylicious: `mvn dependency:copy-dependencies` of "
-                              f"io.kroxylicious:kroxylicious-app:{version} failed (exit {r.returncode}):\n"
+                              f"io.kroxylicious:kroxylicious-runtime:{version} failed (exit {r.returncode}):\n"
                               + "\n".join(errs[:2] or [_tail(out)]))
         open(os.path.join(home, ".complete"), "w").close()
     info["java"] = _java_for(libs)
+    info["classes"] = _compile_launcher(home, libs, info["java"])
     return info
 
 
-def _class_major(libs, cls="io/kroxylicious/app/Kroxylicious.class"):
+def _compile_launcher(home, libs, java):
+    """Compiles peers/KroxyliciousLauncher.java against libs/ with the javac beside `java`."""
+    classes = os.path.join(home, "classes")
+    target = os.path.join(classes, "KroxyliciousLauncher.class")
+    if os.path.exists(target) and os.path.getmtime(target) >= os.path.getmtime(KROXYLICIOUS_LAUNCHER):
+        return classes
+    javac = os.path.join(os.path.dirname(java), "javac") if os.sep in java else "javac"
+    cmd = [javac, "-cp", os.path.join(libs, "*"), "-d", classes, KROXYLICIOUS_LAUNCHER]
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        raise Unavailable(f"kroxylicious: compiling {KROXYLICIOUS_LAUNCHER} failed (exit {r.returncode}):\n{_tail(r.stdout)}")
+    return classes
+
+
+def _class_major(libs, cls="io/kroxylicious/proxy/KafkaProxy.class"):
     for jar in sorted(os.listdir(libs)):
-        if not jar.startswith("kroxylicious-app-"):
+        if not jar.startswith("kroxylicious-runtime-"):
             continue
         with zipfile.ZipFile(os.path.join(libs, jar)) as z:
             head = z.read(cls)[:8]
         return int.from_bytes(head[6:8], "big")
-    raise Unavailable(f"kroxylicious: no kroxylicious-app jar in {libs}")
+    raise Unavailable(f"kroxylicious: no kroxylicious-runtime jar in {libs}")
 
 
 def _java_for(libs):
@@ -213,8 +232,8 @@ class PeerProxy:
             cfg = os.path.splitext(log_path)[0] + ".yaml"
             with open(cfg, "w") as fh:
                 fh.write(kroxylicious_config(",".join(nodes[n] for n in sorted(nodes)), min(nodes), max(nodes)))
-            self.cmd = [info["java"], "-Xms256m", "-Xmx512m", "-cp", os.path.join(info["libs"], "*"),
-                        "io.kroxylicious.app.Kroxylicious", "--config", cfg]
+            classpath = os.path.join(info["libs"], "*") + os.pathsep + info["classes"]
+            self.cmd = [info["java"], "-Xms256m", "-Xmx512m", "-cp", classpath, "KroxyliciousLauncher", cfg]
 
     def start(self, timeout=120):
         for port in self.check_ports:
