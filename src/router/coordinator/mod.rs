@@ -34,6 +34,8 @@ use super::partitioned::Conns;
 use super::retry::{ask_again, decide_coordinator, keep_original, Budget, Decision, Failure};
 use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
+use crate::config::Config;
+use crate::leadership::coordinators::Known;
 use crate::metrics;
 use crate::upstream::pool::Pool;
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
@@ -100,62 +102,25 @@ impl Job {
             return Ok(None);
         };
         let version = hdr.api_version;
-        let inspected = match apis::inspect(api, &frame, at, version) {
-            Ok(Some(i)) => i,
-            Ok(None) => return Ok(None),
-            Err(e) => {
-                metrics::passed_blind(api as i16);
-                warn!(?api, version, error = %e, "request not decodable: forwarded without inspection");
-                return Ok(None);
-            }
+        let Some(inspected) = inspect(api, &frame, at, version) else {
+            return Ok(None);
         };
         let started = Instant::now();
         let Conns {
-            cluster,
-            home,
-            reroutes,
-            ..
+            cluster, reroutes, ..
         } = conns;
         let known = cluster.leadership.coordinators.get(&inspected.key);
-        let (node, up) = match known.filter(|k| k.node != home.node()) {
-            None => (home.node(), home.clone()),
-            Some(k) => match cluster.upstream_in(reroutes, k.node).await {
-                Ok(up) => {
-                    metrics::rerouted(api as i16, 1);
-                    (k.node, up)
-                }
-                // Where the client sent it: if that is not the coordinator, it says so.
-                Err(_) => (home.node(), home.clone()),
-            },
-        };
+        let (node, up) = route(conns, known, api).await;
         let lane = LaneKey::Coordinator {
             connection,
             key: inspected.key.clone(),
         };
-        let (chosen, _) = lanes
-            .acquire(vec![Want {
-                key: lane.clone(),
-                node,
-                upstream: Some(up.clone()),
-                alone: false,
-            }])
-            .await;
-        let up = chosen.into_iter().next().flatten().unwrap_or(up);
+        let up = take_lane(lanes, &lane, node, up).await;
         let rx = up.send(frame.clone(), true).unwrap_or_else(|e| {
             debug!(?api, node, error = %e, "coordinator request not sent");
             None
         });
-        let cfg = &cluster.cfg;
-        let mut budget = Budget::new(
-            started,
-            inspected.broker_wait,
-            cfg.absorb_timeout,
-            None,
-            cfg.retry_backoff,
-        );
-        if api == ApiKey::JoinGroup {
-            budget = budget.within(inspected.broker_wait + JOIN_GRACE);
-        }
+        let budget = budget(&cluster.cfg, api, &inspected, started);
         Ok(Some(Job {
             cluster: cluster.clone(),
             api,
@@ -183,93 +148,119 @@ impl Job {
     async fn run(&mut self) -> Result<Bytes, JobError> {
         let rx = self.rx.take();
         let mut reply = self.wait(rx).await;
-        // The first answer that carried a coordinator error, and that error.
-        let mut original: Option<(Bytes, i16)> = None;
-        let mut absorbing: Option<Instant> = None;
-        let mut attempts = 0u32;
+        let mut absorb = Absorb::default();
         // The answer in hand is a replay's (counted once, when it comes).
         let mut replayed = false;
         loop {
-            let (failure, codes) = match &reply {
-                Ok(frame) => match apis::codes(self.api, frame, self.version) {
-                    Ok(c) => (c.coordinator.map(Failure::Code), Some(c)),
-                    Err(e) => {
-                        // The client may read what fairlead cannot; it names no broker.
-                        metrics::passed_blind(self.api as i16);
-                        warn!(api = ?self.api, version = self.version, error = %e, "response not decodable: forwarded without inspection");
-                        return Ok(frame.clone());
-                    }
-                },
-                Err(f) => (Some(*f), None),
+            let (failure, codes) = match self.read(&reply) {
+                Ok(read) => read,
+                Err(undecodable) => return Ok(undecodable),
             };
             if std::mem::take(&mut replayed) {
-                let ok = codes.as_ref().is_some_and(|c| c.coordinator.is_none());
-                metrics::replay(
-                    self.api as i16,
-                    if ok {
-                        metrics::Replay::Ok
-                    } else {
-                        metrics::Replay::Failed
-                    },
-                );
+                self.count_replay(codes.as_ref());
             }
-            if let (Some((frame, code)), Some(c)) = (&original, &codes) {
-                if keep_original(self.api, self.inspected.facts, c.first()) {
-                    debug!(api = ?self.api, replay_code = c.first(), "the replay was refused as a repeat: the client gets the original error");
-                    return Ok(self.finish(frame.clone(), *code, None, absorbing));
-                }
+            if let Some(frame) = self.original_kept(&absorb, codes.as_ref()) {
+                return Ok(frame);
             }
             let Some(failure) = failure else { break };
             if let (Ok(frame), Failure::Code(code)) = (&reply, failure) {
-                original.get_or_insert_with(|| (frame.clone(), code));
+                absorb.original.get_or_insert_with(|| (frame.clone(), code));
             }
             let decision = decide_coordinator(self.api, failure, self.inspected.facts);
             if decision == Decision::PassThrough {
                 break;
             }
-            if absorbing.is_none() {
-                absorbing = Some(Instant::now());
-                self.lanes.hold(&self.lane);
-            }
-            if self.budget.expired() {
-                metrics::replay(self.api as i16, metrics::Replay::GaveUp);
-                warn!(api = ?self.api, key = self.inspected.key.id.as_str(), waited_ms = self.budget.elapsed().as_millis() as u64, "gave up absorbing a coordinator move: the client gets the original answer");
-                break;
-            }
-            if attempts > 0 || decision != Decision::Reroute {
-                self.budget.back_off().await;
-            }
-            attempts += 1;
-            let target = match decision {
-                Decision::RetrySame => self.node,
-                _ => match self.find().await {
-                    Some(node) => node,
-                    // Not elected yet: wait, ask again (the answer in hand stays the answer).
-                    None => continue,
-                },
+            let target = match self.next_target(decision, &mut absorb).await {
+                Step::To(node) => node,
+                // Not elected yet: wait, ask again (the answer in hand stays the answer).
+                Step::Wait => continue,
+                Step::GiveUp => break,
             };
-            if target != self.node {
-                metrics::rerouted(self.api as i16, 1);
-            }
             debug!(api = ?self.api, key = self.inspected.key.id.as_str(), node = target, ?failure, "replaying to the coordinator");
-            self.node = target;
-            reply = self.send_again().await;
+            reply = self.send_again(target).await;
             replayed = true;
         }
-        match reply {
-            Ok(frame) => {
-                let first = original.map(|(_, code)| code);
-                let codes = apis::codes(self.api, &frame, self.version).unwrap_or_default();
-                Ok(self.finish(frame, first.unwrap_or(0), Some(codes), absorbing))
+        self.conclude(reply, absorb)
+    }
+
+    /// An answer's coordinator failure (None: none) and its codes; `Err`: an answer fairlead
+    /// cannot decode, which goes to the client as it is (the client may read what fairlead
+    /// cannot; it names no broker).
+    fn read(
+        &self,
+        reply: &Result<Bytes, Failure>,
+    ) -> Result<(Option<Failure>, Option<Codes>), Bytes> {
+        let frame = match reply {
+            Ok(frame) => frame,
+            Err(f) => return Ok((Some(*f), None)),
+        };
+        match apis::codes(self.api, frame, self.version) {
+            Ok(c) => Ok((c.coordinator.map(Failure::Code), Some(c))),
+            Err(e) => {
+                metrics::passed_blind(self.api as i16);
+                warn!(api = ?self.api, version = self.version, error = %e, "response not decodable: forwarded without inspection");
+                Err(frame.clone())
             }
-            // No answer at all: the original error if there was one, else the connection goes.
-            Err(_) => match original {
-                Some((frame, code)) => Ok(self.finish(frame, code, None, absorbing)),
-                None => {
-                    metrics::connection_closed(metrics::Closed::BrokerLostMidRequest);
-                    Err(JobError::Lost { api: self.api })
-                }
-            },
+        }
+    }
+
+    /// Counts a replay's outcome: it worked unless its answer is missing or names a
+    /// coordinator error again.
+    fn count_replay(&self, codes: Option<&Codes>) {
+        let outcome = if codes.is_some_and(|c| c.coordinator.is_none()) {
+            metrics::Replay::Ok
+        } else {
+            metrics::Replay::Failed
+        };
+        metrics::replay(self.api as i16, outcome);
+    }
+
+    /// The original answer, counted, when the replay's answer says the request was refused as
+    /// a repeat of one the old coordinator had applied (`retry::keep_original`).
+    fn original_kept(&self, absorb: &Absorb, codes: Option<&Codes>) -> Option<Bytes> {
+        let ((frame, code), replay) = (absorb.original.as_ref()?, codes?);
+        if !keep_original(self.api, self.inspected.facts, replay.first()) {
+            return None;
+        }
+        debug!(api = ?self.api, replay_code = replay.first(), "the replay was refused as a repeat: the client gets the original error");
+        Some(self.finish(frame.clone(), *code, absorb.since))
+    }
+
+    /// Where the request goes next, after the wait the attempt needs; the first call starts
+    /// absorbing (the lane is held until the job completes).
+    async fn next_target(&mut self, decision: Decision, absorb: &mut Absorb) -> Step {
+        if absorb.since.is_none() {
+            absorb.since = Some(Instant::now());
+            self.lanes.hold(&self.lane);
+        }
+        if self.budget.expired() {
+            metrics::replay(self.api as i16, metrics::Replay::GaveUp);
+            warn!(api = ?self.api, key = self.inspected.key.id.as_str(), waited_ms = self.budget.elapsed().as_millis() as u64, "gave up absorbing a coordinator move: the client gets the original answer");
+            return Step::GiveUp;
+        }
+        if absorb.attempts > 0 || decision != Decision::Reroute {
+            self.budget.back_off().await;
+        }
+        absorb.attempts += 1;
+        match decision {
+            Decision::RetrySame => Step::To(self.node),
+            _ => self.find().await.map_or(Step::Wait, Step::To),
+        }
+    }
+
+    /// What the client gets once the loop ends: the last answer; with none, the original
+    /// error if there was one, else the connection goes.
+    fn conclude(&self, reply: Result<Bytes, Failure>, absorb: Absorb) -> Result<Bytes, JobError> {
+        match (reply, absorb.original) {
+            (Ok(frame), original) => {
+                let first = original.map_or(0, |(_, code)| code);
+                Ok(self.finish(frame, first, absorb.since))
+            }
+            (Err(_), Some((frame, code))) => Ok(self.finish(frame, code, absorb.since)),
+            (Err(_), None) => {
+                metrics::connection_closed(metrics::Closed::BrokerLostMidRequest);
+                Err(JobError::Lost { api: self.api })
+            }
         }
     }
 
@@ -293,9 +284,13 @@ impl Job {
         }
     }
 
-    /// Sends the client's request again, to `self.node`, on the client connection's own
+    /// Sends the client's request again, to `target`, on the client connection's own
     /// connection there, and waits for the answer.
-    async fn send_again(&mut self) -> Result<Bytes, Failure> {
+    async fn send_again(&mut self, target: i32) -> Result<Bytes, Failure> {
+        if target != self.node {
+            metrics::rerouted(self.api as i16, 1);
+        }
+        self.node = target;
         let rx = match self.cluster.upstream_in(&self.reroutes, self.node).await {
             Ok(up) => {
                 let rx = up.send(self.frame.clone(), true).ok().flatten();
@@ -331,17 +326,10 @@ impl Job {
     }
 
     /// Counts what the client gets and returns it. `first`: the coordinator error the request
-    /// met first (0: none); `codes`: the codes of `frame` if known.
-    fn finish(
-        &self,
-        frame: Bytes,
-        first: i16,
-        codes: Option<Codes>,
-        absorbing: Option<Instant>,
-    ) -> Bytes {
+    /// met first (0: none); `since`: when absorbing began.
+    fn finish(&self, frame: Bytes, first: i16, since: Option<Instant>) -> Bytes {
         let api = self.api as i16;
-        let codes = codes
-            .unwrap_or_else(|| apis::codes(self.api, &frame, self.version).unwrap_or_default());
+        let codes = apis::codes(self.api, &frame, self.version).unwrap_or_default();
         if first != 0 && codes.coordinator.is_none() {
             metrics::absorbed(api, first);
             debug!(api = ?self.api, key = self.inspected.key.id.as_str(), code = first, node = self.node, "absorbed a coordinator move");
@@ -349,9 +337,89 @@ impl Job {
         for code in &codes.nonzero {
             metrics::passed_through(api, *code);
         }
-        if let Some(t) = absorbing {
+        if let Some(t) = since {
             metrics::absorb_duration(api, t.elapsed());
         }
         frame
+    }
+}
+
+/// What absorbing a move has seen so far.
+#[derive(Default)]
+struct Absorb {
+    /// The first answer that carried a coordinator error, and that error.
+    original: Option<(Bytes, i16)>,
+    /// When the first coordinator error came (None: none yet).
+    since: Option<Instant>,
+    /// Re-sends asked for so far.
+    attempts: u32,
+}
+
+/// Where a request goes next while absorbing.
+enum Step {
+    To(i32),
+    /// No coordinator found yet: wait and ask again.
+    Wait,
+    /// The budget is spent: the client gets the answer in hand.
+    GiveUp,
+}
+
+/// The key of a coordinator request (None: not one coordinator's, or not decodable, counted
+/// and logged).
+fn inspect(api: ApiKey, frame: &Bytes, at: usize, version: i16) -> Option<Inspected> {
+    match apis::inspect(api, frame, at, version) {
+        Ok(inspected) => inspected,
+        Err(e) => {
+            metrics::passed_blind(api as i16);
+            warn!(?api, version, error = %e, "request not decodable: forwarded without inspection");
+            None
+        }
+    }
+}
+
+/// Where a request goes first: the coordinator fairlead knows for its key, else where the
+/// client sent it (if that is not the coordinator, it says so).
+async fn route(conns: Conns<'_>, known: Option<Known>, api: ApiKey) -> (i32, Arc<Upstream>) {
+    let home = conns.home;
+    let Some(k) = known.filter(|k| k.node != home.node()) else {
+        return (home.node(), home.clone());
+    };
+    match conns.cluster.upstream_in(conns.reroutes, k.node).await {
+        Ok(up) => {
+            metrics::rerouted(api as i16, 1);
+            (k.node, up)
+        }
+        Err(_) => (home.node(), home.clone()),
+    }
+}
+
+/// Takes the request's lane (a request for the same key from the same client connection that
+/// is being replayed goes first); the lane may name the connection to use.
+async fn take_lane(lanes: &Lanes, lane: &LaneKey, node: i32, up: Arc<Upstream>) -> Arc<Upstream> {
+    let (chosen, _) = lanes
+        .acquire(vec![Want {
+            key: lane.clone(),
+            node,
+            upstream: Some(up.clone()),
+            alone: false,
+        }])
+        .await;
+    chosen.into_iter().next().flatten().unwrap_or(up)
+}
+
+/// The request's time: `absorb_timeout_ms`, and a JoinGroup (a long poll) within its
+/// rebalance timeout and JOIN_GRACE.
+fn budget(cfg: &Config, api: ApiKey, inspected: &Inspected, started: Instant) -> Budget {
+    let budget = Budget::new(
+        started,
+        inspected.broker_wait,
+        cfg.absorb_timeout,
+        None,
+        cfg.retry_backoff,
+    );
+    if api == ApiKey::JoinGroup {
+        budget.within(inspected.broker_wait + JOIN_GRACE)
+    } else {
+        budget
     }
 }
