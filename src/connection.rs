@@ -22,6 +22,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinError, JoinHandle};
 use tracing::{debug, info, warn};
 
 use crate::cluster::Cluster;
@@ -64,6 +65,39 @@ struct Home {
 }
 
 impl Home {
+    /// A client that authenticates pins its home: see `pinned`.
+    fn pin_if_authenticating(&self, hdr: &RequestHeader) {
+        if matches!(
+            hdr.known,
+            Some(ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
+        ) {
+            self.pinned.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Connects a new client connection's home (None: no broker reachable, logged and
+    /// counted: the client connection is closed).
+    async fn open(cluster: &Arc<Cluster>, node: Option<i32>) -> Option<Arc<Home>> {
+        let first = match cluster.connect_home(node, true).await {
+            Ok(up) => up,
+            Err(e) => {
+                warn!(error = %e, "no broker reachable for this client: closing its connection");
+                metrics::connection_closed(metrics::Closed::NoBroker);
+                return None;
+            }
+        };
+        debug!(broker = first.node(), "client connected");
+        Some(Arc::new(Home {
+            cluster: cluster.clone(),
+            node,
+            current: Mutex::new(first),
+            reconnect: tokio::sync::Mutex::new(()),
+            returning: Mutex::new(None),
+            pinned: AtomicBool::new(false),
+            reroutes: Arc::new(Pool::new(cluster.upstream_cfg.clone())),
+        }))
+    }
+
     async fn get(self: &Arc<Self>) -> Result<Arc<Upstream>, UpstreamError> {
         let cur = self.current.lock().unwrap().clone();
         if cur.usable() {
@@ -148,24 +182,9 @@ pub async fn serve(
 ) {
     let _gauge = ConnGauge::new();
     let cluster = &router.cluster;
-    let first = match cluster.connect_home(node, true).await {
-        Ok(up) => up,
-        Err(e) => {
-            warn!(error = %e, "no broker reachable for this client: closing its connection");
-            metrics::connection_closed(metrics::Closed::NoBroker);
-            return;
-        }
+    let Some(home) = Home::open(cluster, node).await else {
+        return;
     };
-    debug!(broker = first.node(), "client connected");
-    let home = Arc::new(Home {
-        cluster: cluster.clone(),
-        node,
-        current: Mutex::new(first),
-        reconnect: tokio::sync::Mutex::new(()),
-        returning: Mutex::new(None),
-        pinned: AtomicBool::new(false),
-        reroutes: Arc::new(Pool::new(cluster.upstream_cfg.clone())),
-    });
     let mut client = ClientName::new(peer.ip().to_string());
     let connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let (rd, wr) = tokio::io::split(socket);
@@ -191,12 +210,7 @@ pub async fn serve(
             Ok(r) => r,
             Err(reason) => break reason,
         };
-        if matches!(
-            hdr.known,
-            Some(ApiKey::SaslHandshake | ApiKey::SaslAuthenticate)
-        ) {
-            home.pinned.store(true, Ordering::Relaxed);
-        }
+        home.pin_if_authenticating(&hdr);
         let name = client.of(&frame, &hdr);
         let who = Client {
             name: &name,
@@ -218,17 +232,27 @@ pub async fn serve(
     };
     debug!(reason = reason.as_ref(), "client reader stopped");
     drop(tx);
-    // Answer what is in flight (bounded by the drain time on shutdown), then close.
-    if writer_result.is_none() {
-        match tokio::time::timeout(cluster.cfg.drain_timeout, &mut writer).await {
-            Ok(w) => writer_result = Some(w),
+    drain(writer, writer_result, cluster.cfg.drain_timeout).await;
+}
+
+/// Lets the writer answer what is in flight (bounded by the drain time), then closes.
+async fn drain(
+    mut writer: JoinHandle<Result<(), WriteError>>,
+    ended: Option<Result<Result<(), WriteError>, JoinError>>,
+    drain_timeout: Duration,
+) {
+    let ended = match ended {
+        Some(w) => w,
+        None => match tokio::time::timeout(drain_timeout, &mut writer).await {
+            Ok(w) => w,
             Err(_) => {
                 warn!("in-flight requests not answered within the drain time; closing");
                 writer.abort();
+                return;
             }
-        }
-    }
-    if let Some(Ok(Err(e))) = writer_result {
+        },
+    };
+    if let Ok(Err(e)) = ended {
         warn!(error = %e, "client connection closed");
     }
 }
@@ -353,76 +377,111 @@ async fn forward(
     frame: Bytes,
 ) -> Result<Bytes, WriteError> {
     let mut attempts = 0;
-    // A FindCoordinator answered "no coordinator yet" is asked again for a while (see
-    // `retry::ask_again`): when that started, and the code it first met.
-    let mut asking_again: Option<(Budget, i16)> = None;
+    let mut asking_again = None;
     loop {
         let lost = match reply.await {
             Ok(Ok(resp)) => {
                 let out = rewritten(cluster, hdr, &frame, resp.freeze())?;
-                let code = coordinator::not_found_yet(hdr, &out);
-                let (budget, first) = asking_again.get_or_insert_with(|| {
-                    let c = &cluster.cfg;
-                    let b = Budget::new(
-                        Instant::now(),
-                        Duration::ZERO,
-                        c.absorb_timeout,
-                        None,
-                        c.retry_backoff,
-                    );
-                    (b, code.unwrap_or(0))
-                });
-                let (api, first) = (hdr.api_key, *first);
-                if code.is_none() || budget.expired() {
-                    match (first, code) {
-                        (0, _) => {}
-                        (first, None) => {
-                            metrics::replay(api, metrics::Replay::Ok);
-                            metrics::absorbed(api, first);
-                            metrics::absorb_duration(api, budget.elapsed());
-                        }
-                        (_, Some(_)) => metrics::replay(api, metrics::Replay::GaveUp),
-                    }
-                    return Ok(out);
-                }
-                debug!(api, "no coordinator yet: asking again");
-                budget.back_off().await;
-                let up = home
-                    .get()
-                    .await
-                    .map_err(|e| WriteError::Upstream(e.to_string()))?;
-                match up.send(frame.clone(), true) {
-                    Ok(Some(rx)) => {
+                match ask_again(cluster, home, hdr, &frame, out, &mut asking_again).await? {
+                    Asked::Done(out) => return Ok(out),
+                    Asked::Sent(rx) => {
                         reply = rx;
                         continue;
                     }
-                    _ => "not sent".to_string(),
+                    Asked::NotSent => "not sent".to_string(),
                 }
             }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "response dropped".to_string(),
         };
-        // The broker connection went away with this request in flight: repeat it on a new one
-        // if that is harmless, else close the client connection as the broker would have.
-        loop {
-            attempts += 1;
-            if !resend_forwarded(hdr.known, home.pinned.load(Ordering::Relaxed), attempts) {
-                metrics::connection_closed(metrics::Closed::BrokerLostMidRequest);
-                return Err(WriteError::Upstream(format!("broker connection lost with a {} request in flight that is not safe to repeat: {lost}", metrics::api_name(hdr.api_key))));
+        reply = resend_after_loss(home, hdr, &frame, &mut attempts, &lost).await?;
+    }
+}
+
+/// What became of a forwarded answer (`ask_again`).
+enum Asked {
+    /// The answer for the client.
+    Done(Bytes),
+    /// Asked again: the new answer comes on this.
+    Sent(ReplyRx),
+    /// Asking again found no connection to send on.
+    NotSent,
+}
+
+/// A FindCoordinator answered "no coordinator yet" is asked again for a while (see
+/// `retry::ask_again`); any other answer is done. `asking`: when asking again started (its
+/// budget), and the code first met.
+async fn ask_again(
+    cluster: &Cluster,
+    home: &Arc<Home>,
+    hdr: &RequestHeader,
+    frame: &Bytes,
+    out: Bytes,
+    asking: &mut Option<(Budget, i16)>,
+) -> Result<Asked, WriteError> {
+    let code = coordinator::not_found_yet(hdr, &out);
+    let (budget, first) = asking.get_or_insert_with(|| {
+        let c = &cluster.cfg;
+        let b = Budget::new(
+            Instant::now(),
+            Duration::ZERO,
+            c.absorb_timeout,
+            None,
+            c.retry_backoff,
+        );
+        (b, code.unwrap_or(0))
+    });
+    let (api, first) = (hdr.api_key, *first);
+    if code.is_none() || budget.expired() {
+        match (first, code) {
+            (0, _) => {}
+            (first, None) => {
+                metrics::replay(api, metrics::Replay::Ok);
+                metrics::absorbed(api, first);
+                metrics::absorb_duration(api, budget.elapsed());
             }
-            let up = home
-                .get()
-                .await
-                .map_err(|e| WriteError::Upstream(e.to_string()))?;
-            debug!(
-                api = hdr.api_key,
-                node = up.node(),
-                "re-sending a request after losing the broker connection"
-            );
-            if let Ok(Some(rx)) = up.send(frame.clone(), true) {
-                reply = rx;
-                break;
-            }
+            (_, Some(_)) => metrics::replay(api, metrics::Replay::GaveUp),
+        }
+        return Ok(Asked::Done(out));
+    }
+    debug!(api, "no coordinator yet: asking again");
+    budget.back_off().await;
+    let up = home
+        .get()
+        .await
+        .map_err(|e| WriteError::Upstream(e.to_string()))?;
+    Ok(match up.send(frame.clone(), true) {
+        Ok(Some(rx)) => Asked::Sent(rx),
+        _ => Asked::NotSent,
+    })
+}
+
+/// The broker connection went away with this request in flight (`lost`: how): repeats it on a
+/// new one if that is harmless, else closes the client connection as the broker would have.
+async fn resend_after_loss(
+    home: &Arc<Home>,
+    hdr: &RequestHeader,
+    frame: &Bytes,
+    attempts: &mut u32,
+    lost: &str,
+) -> Result<ReplyRx, WriteError> {
+    loop {
+        *attempts += 1;
+        if !resend_forwarded(hdr.known, home.pinned.load(Ordering::Relaxed), *attempts) {
+            metrics::connection_closed(metrics::Closed::BrokerLostMidRequest);
+            return Err(WriteError::Upstream(format!("broker connection lost with a {} request in flight that is not safe to repeat: {lost}", metrics::api_name(hdr.api_key))));
+        }
+        let up = home
+            .get()
+            .await
+            .map_err(|e| WriteError::Upstream(e.to_string()))?;
+        debug!(
+            api = hdr.api_key,
+            node = up.node(),
+            "re-sending a request after losing the broker connection"
+        );
+        if let Ok(Some(rx)) = up.send(frame.clone(), true) {
+            return Ok(rx);
         }
     }
 }
