@@ -221,11 +221,18 @@ fn slot(key: i16) -> usize {
 
 /// Registers every series at zero and creates the hot-path handles. Call once, after the
 /// recorder is installed.
+/// Describes every metric and registers every series the README lists at 0.
 pub fn init() {
+    describe();
+    zero_series();
+    let _ = HANDLES.set(handles());
+}
+
+fn describe() {
     for (name, help) in [
         (
             ERRORS_ABSORBED,
-            "Leadership errors hidden from clients (the partition was rerouted and answered)",
+            "Leadership and coordinator errors hidden from clients (the request was rerouted or replayed and answered)",
         ),
         (
             ERRORS_PASSED_THROUGH,
@@ -233,11 +240,11 @@ pub fn init() {
         ),
         (
             REROUTES,
-            "Partition requests sent to a broker other than the one the client chose",
+            "Partition and coordinator requests sent to a broker other than the one the client chose",
         ),
         (
             REPLAYS,
-            "Partition requests fairlead re-sent after an error, by outcome",
+            "Partition and coordinator requests fairlead re-sent after an error, by outcome",
         ),
         (
             LEADER_CHANGES,
@@ -271,19 +278,26 @@ pub fn init() {
     metrics::describe_histogram!(
         ABSORB_DURATION,
         metrics::Unit::Seconds,
-        "Extra time spent absorbing leadership errors (refresh, reroute, replay)"
+        "Extra time spent absorbing leadership and coordinator errors (refresh, reroute, replay)"
     );
     metrics::describe_gauge!(CLIENT_CONNECTIONS, "Open client connections");
     metrics::describe_gauge!(UPSTREAM_CONNECTIONS, "Open connections to brokers, by node");
+}
 
-    let routed = ROUTED_APIS.iter().map(|api| (api, &LEADERSHIP_CODES[..]));
+/// The APIs whose errors fairlead absorbs, each with the codes it absorbs.
+fn absorbing_apis() -> impl Iterator<Item = (ApiKey, &'static [i16])> {
+    let routed = ROUTED_APIS.iter().map(|api| (*api, &LEADERSHIP_CODES[..]));
     let coordinated = COORDINATOR_APIS
         .iter()
-        .map(|api| (api, &COORDINATOR_CODES[..]));
+        .map(|api| (*api, &COORDINATOR_CODES[..]));
     // A client's FindCoordinator answered "not available yet" (15) is asked again.
-    let lookups = [(&ApiKey::FindCoordinator, &COORDINATOR_CODES[1..2])];
-    for (api, codes) in routed.chain(coordinated).chain(lookups) {
-        let name = api_name(*api as i16);
+    let lookups = [(ApiKey::FindCoordinator, &COORDINATOR_CODES[1..2])];
+    routed.chain(coordinated).chain(lookups)
+}
+
+fn zero_series() {
+    for (api, codes) in absorbing_apis() {
+        let name = api_name(api as i16);
         for code in codes {
             counter!(ERRORS_ABSORBED, "api" => name, "code" => code.to_string()).absolute(0);
             counter!(ERRORS_PASSED_THROUGH, "api" => name, "code" => code.to_string()).absolute(0);
@@ -292,6 +306,7 @@ pub fn init() {
         for outcome in Replay::ALL {
             counter!(REPLAYS, "api" => name, "outcome" => outcome.label()).absolute(0);
         }
+        let _ = histogram!(ABSORB_DURATION, "api" => name);
     }
     counter!(LEADER_CHANGES).absolute(0);
     for r in ProduceCheck::ALL {
@@ -301,6 +316,10 @@ pub fn init() {
         counter!(METADATA_REFRESHES, "trigger" => t.label()).absolute(0);
     }
     gauge!(CLIENT_CONNECTIONS).set(0.0);
+}
+
+/// The hot paths' handles: one counter per byte direction, one histogram per API key.
+fn handles() -> Handles {
     let bytes = [
         Direction::FromClients,
         Direction::ToClients,
@@ -315,17 +334,10 @@ pub fn init() {
     let request_duration = (0..API_SLOTS as i16)
         .map(|k| histogram!(REQUEST_DURATION, "api" => api_name(k)))
         .collect();
-    for api in ROUTED_APIS
-        .iter()
-        .chain(&COORDINATOR_APIS)
-        .chain(&[ApiKey::FindCoordinator])
-    {
-        let _ = histogram!(ABSORB_DURATION, "api" => api_name(*api as i16));
-    }
-    let _ = HANDLES.set(Handles {
+    Handles {
         bytes,
         request_duration,
-    });
+    }
 }
 
 pub fn bytes(direction: Direction, n: usize) {
