@@ -313,39 +313,56 @@ pub fn status(admin: &str, under_replicated_only: bool) -> Result<(), String> {
 
 /// The table `fairlead status` prints.
 pub fn render_status(v: &serde_json::Value, under_replicated_only: bool) -> String {
-    use std::fmt::Write;
-    let mut out = String::new();
     let empty = Vec::new();
     let brokers = v["brokers"].as_array().unwrap_or(&empty);
-    let _ = writeln!(
-        out,
-        "BROKER  ADDRESS                  RACK        REACHABLE"
+    let parts = v["partitions"].as_array().unwrap_or(&empty);
+    let coordinators = v["coordinators"].as_array().unwrap_or(&empty);
+    let under = parts.iter().filter(|p| under_replicated(p)).count();
+    let mut out = brokers_table(brokers);
+    out += &partitions_table(parts, under_replicated_only);
+    if !under_replicated_only && !coordinators.is_empty() {
+        out += &coordinators_table(coordinators);
+    }
+    out += &format!(
+        "\n{} partitions, {} under-replicated, {} coordinators known; metadata {} ms old\n",
+        parts.len(),
+        under,
+        coordinators.len(),
+        v["metadata_age_ms"]
     );
+    out
+}
+
+fn under_replicated(p: &serde_json::Value) -> bool {
+    p["under_replicated"].as_bool().unwrap_or(false)
+}
+
+fn brokers_table(brokers: &[serde_json::Value]) -> String {
+    let mut out = "BROKER  ADDRESS                  RACK        REACHABLE\n".to_string();
     for b in brokers {
-        let _ = writeln!(
-            out,
-            "{:<7} {:<24} {:<11} {}",
-            b["id"],
+        let reachable = if b["reachable"].as_bool().unwrap_or(false) {
+            "yes"
+        } else {
+            "NO"
+        };
+        out += &format!(
+            "{:<7} {:<24} {:<11} {}\n",
+            // serde_json's Display ignores width: padded as strings.
+            b["id"].to_string(),
             b["address"].as_str().unwrap_or("?"),
             b["rack"].as_str().unwrap_or("-"),
-            if b["reachable"].as_bool().unwrap_or(false) {
-                "yes"
-            } else {
-                "NO"
-            }
+            reachable
         );
     }
-    let parts = v["partitions"].as_array().unwrap_or(&empty);
-    let shown: Vec<_> = parts
+    out
+}
+
+fn partitions_table(parts: &[serde_json::Value], under_replicated_only: bool) -> String {
+    let mut out = "\nTOPIC                            PARTITION  LEADER  EPOCH  REPLICAS      ISR           STATUS\n".to_string();
+    for p in parts
         .iter()
-        .filter(|p| !under_replicated_only || p["under_replicated"].as_bool().unwrap_or(false))
-        .collect();
-    let under = parts
-        .iter()
-        .filter(|p| p["under_replicated"].as_bool().unwrap_or(false))
-        .count();
-    let _ = writeln!(out, "\nTOPIC                            PARTITION  LEADER  EPOCH  REPLICAS      ISR           STATUS");
-    for p in &shown {
+        .filter(|p| !under_replicated_only || under_replicated(p))
+    {
         let list = |k: &str| {
             p[k].as_array()
                 .map(|a| {
@@ -358,43 +375,92 @@ pub fn render_status(v: &serde_json::Value, under_replicated_only: bool) -> Stri
         };
         let status = if p["leader"].as_i64().unwrap_or(-1) < 0 {
             "OFFLINE"
-        } else if p["under_replicated"].as_bool().unwrap_or(false) {
+        } else if under_replicated(p) {
             "UNDER-REPLICATED"
         } else {
             "ok"
         };
-        let _ = writeln!(
-            out,
-            "{:<32} {:<10} {:<7} {:<6} {:<13} {:<13} {}",
+        out += &format!(
+            "{:<32} {:<10} {:<7} {:<6} {:<13} {:<13} {}\n",
             p["topic"].as_str().unwrap_or("?"),
-            p["partition"],
-            p["leader"],
-            p["leader_epoch"],
+            p["partition"].to_string(),
+            p["leader"].to_string(),
+            p["leader_epoch"].to_string(),
             list("replicas"),
             list("isr"),
             status
         );
     }
-    let coordinators = v["coordinators"].as_array().unwrap_or(&empty);
-    if !under_replicated_only && !coordinators.is_empty() {
-        let _ = writeln!(out, "\nCOORDINATOR  KEY                              NODE");
-        for c in coordinators {
-            let _ = writeln!(
-                out,
-                "{:<12} {:<32} {}",
-                c["key_type"].as_str().unwrap_or("?"),
-                c["key"].as_str().unwrap_or("?"),
-                c["node"]
-            );
-        }
-    }
-    let _ = writeln!(
-        out,
-        "\n{} partitions, {} under-replicated, {} coordinators known; metadata {} ms old",
-        parts.len(),
-        under,
-        coordinators.len(),
-        v["metadata_age_ms"]
-    );
     out
+}
+
+fn coordinators_table(coordinators: &[serde_json::Value]) -> String {
+    let mut out = "\nCOORDINATOR  KEY                              NODE\n".to_string();
+    for c in coordinators {
+        out += &format!(
+            "{:<12} {:<32} {}\n",
+            c["key_type"].as_str().unwrap_or("?"),
+            c["key"].as_str().unwrap_or("?"),
+            c["node"]
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::render_status;
+
+    fn status() -> serde_json::Value {
+        serde_json::json!({
+            "brokers": [
+                {"id": 1, "address": "127.0.0.1:19092", "rack": "r1", "reachable": true},
+                {"id": 2, "address": "127.0.0.1:19093", "rack": null, "reachable": false},
+            ],
+            "partitions": [
+                {"topic": "t", "partition": 0, "leader": 1, "leader_epoch": 4,
+                 "replicas": [1, 2], "isr": [1, 2], "under_replicated": false},
+                {"topic": "t", "partition": 1, "leader": 2, "leader_epoch": 7,
+                 "replicas": [2, 1], "isr": [2], "under_replicated": true},
+                {"topic": "u", "partition": 0, "leader": -1, "leader_epoch": 2,
+                 "replicas": [2], "isr": [], "under_replicated": false},
+            ],
+            "coordinators": [{"key_type": "group", "key": "g1", "node": 1}],
+            "metadata_age_ms": 1234,
+        })
+    }
+
+    #[test]
+    fn status_prints_brokers_partitions_and_coordinators() {
+        let expected = "\
+BROKER  ADDRESS                  RACK        REACHABLE
+1       127.0.0.1:19092          r1          yes
+2       127.0.0.1:19093          -           NO
+
+TOPIC                            PARTITION  LEADER  EPOCH  REPLICAS      ISR           STATUS
+t                                0          1       4      1,2           1,2           ok
+t                                1          2       7      2,1           2             UNDER-REPLICATED
+u                                0          -1      2      2                           OFFLINE
+
+COORDINATOR  KEY                              NODE
+group        g1                               1
+
+3 partitions, 1 under-replicated, 1 coordinators known; metadata 1234 ms old
+";
+        assert_eq!(render_status(&status(), false), expected);
+    }
+
+    #[test]
+    fn under_replicated_only_shows_those_partitions_and_no_coordinators() {
+        let out = render_status(&status(), true);
+        assert!(out.contains("UNDER-REPLICATED"), "{out}");
+        assert!(!out.contains(" ok\n") && !out.contains("OFFLINE"), "{out}");
+        assert!(!out.contains("COORDINATOR"), "{out}");
+        assert!(
+            out.ends_with(
+                "3 partitions, 1 under-replicated, 1 coordinators known; metadata 1234 ms old\n"
+            ),
+            "{out}"
+        );
+    }
 }
