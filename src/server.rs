@@ -57,29 +57,11 @@ impl Server {
         let (shutdown, shutdown_rx) = watch::channel(false);
 
         // Admin first, so /healthz answers and /readyz says why it is not ready yet.
-        let admin_listener =
-            TcpListener::bind(cfg.admin)
-                .await
-                .map_err(|source| StartError::Bind {
-                    addr: cfg.admin,
-                    source,
-                })?;
-        let admin_addr = admin_listener
-            .local_addr()
-            .map_err(|source| StartError::Bind {
-                addr: cfg.admin,
-                source,
-            })?;
+        let (admin_listener, admin_addr) = bind_admin(cfg.admin).await?;
 
         crate::metrics::enable_topic_labels(cfg.topic_labels);
         let security = Arc::new(upstream_security(&cfg)?);
-        let listener_tls = match &cfg.listener_tls {
-            Some(t) => Some(Arc::new(
-                TlsServer::new(&t.cert_file, &t.key_file, t.client_ca_file.as_deref())
-                    .map_err(|e| StartError::Security(e.to_string()))?,
-            )),
-            None => None,
-        };
+        let listener_tls = listener_tls(&cfg)?;
         for w in &cfg.warnings {
             warn!("{w}");
         }
@@ -256,4 +238,22 @@ async fn close_incidents(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bo
         }
         cluster.incidents.sweep();
     }
+}
+
+/// The admin endpoint's socket and the address it got (port 0 picks one).
+async fn bind_admin(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let bind = |source| StartError::Bind { addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(bind)?;
+    let local = listener.local_addr().map_err(bind)?;
+    Ok((listener, local))
+}
+
+/// TLS for client connections, when configured.
+fn listener_tls(cfg: &Config) -> Result<Option<Arc<TlsServer>>, StartError> {
+    let Some(t) = &cfg.listener_tls else {
+        return Ok(None);
+    };
+    TlsServer::new(&t.cert_file, &t.key_file, t.client_ca_file.as_deref())
+        .map(|tls| Some(Arc::new(tls)))
+        .map_err(|e| StartError::Security(e.to_string()))
 }
