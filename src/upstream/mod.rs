@@ -171,53 +171,21 @@ impl Upstream {
         cfg: &UpstreamConfig,
         for_client: bool,
     ) -> Result<Arc<Upstream>, UpstreamError> {
-        let err = |reason: String| UpstreamError::Connect {
-            node,
-            addr: addr.to_string(),
-            reason,
-        };
-        let refused = |reason: String| UpstreamError::Refused {
-            node,
-            addr: addr.to_string(),
-            reason,
-        };
-        let tcp = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(err(e.to_string())),
-            Err(_) => return Err(err(format!("timed out after {:?}", cfg.connect_timeout))),
-        };
-        let _ = tcp.set_nodelay(true);
-        let sec = &cfg.security;
-        let mut stream: Box<dyn Io> = match &sec.tls {
-            None => Box::new(tcp),
-            Some(tls) => {
-                let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
-                match tokio::time::timeout(cfg.connect_timeout, tls.connect(host, tcp)).await {
-                    Ok(Ok(s)) => Box::new(s),
-                    Ok(Err(e)) => return Err(refused(e.to_string())),
-                    Err(_) => {
-                        return Err(err(format!(
-                            "TLS handshake timed out after {:?}",
-                            cfg.connect_timeout
-                        )))
-                    }
-                }
-            }
-        };
-        let mut retire_at = None;
-        if let Some(creds) = sec.authenticates(for_client) {
-            match crate::security::sasl::authenticate(&mut stream, creds, cfg.connect_timeout).await
-            {
-                Ok(lifetime) => {
-                    retire_at = lifetime.map(|l| tokio::time::Instant::now() + l.mul_f64(REAUTH_AT))
-                }
-                Err(e @ crate::security::sasl::SaslError::Failed { .. })
-                | Err(e @ crate::security::sasl::SaslError::Unsupported { .. }) => {
-                    return Err(refused(e.to_string()))
-                }
-                Err(e) => return Err(err(e.to_string())),
-            }
-        }
+        let mut stream = open_stream(node, addr, cfg).await?;
+        let retire_at = authenticate(node, addr, &mut stream, cfg, for_client).await?;
+        let up = Upstream::start(node, addr, stream, retire_at, cfg);
+        debug!(node, addr, reauth_in = ?retire_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now())), "upstream connected");
+        Ok(up)
+    }
+
+    /// Runs a connected (and authenticated) stream: its writer and reader tasks.
+    fn start(
+        node: i32,
+        addr: &str,
+        stream: Box<dyn Io>,
+        retire_at: Option<tokio::time::Instant>,
+        cfg: &UpstreamConfig,
+    ) -> Arc<Upstream> {
         let (rd, wr) = tokio::io::split(stream);
         let (tx, rx) = mpsc::unbounded_channel();
         let inflight = Arc::new(Mutex::new(Inflight {
@@ -250,8 +218,7 @@ impl Upstream {
             addr.to_string(),
             node_label,
         ));
-        debug!(node, addr, reauth_in = ?retire_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now())), "upstream connected");
-        Ok(up)
+        up
     }
 
     pub fn id(&self) -> u64 {
@@ -503,4 +470,72 @@ async fn read_loop(
         let _ = p.reply.send(Err(err.clone()));
     }
     metrics::upstream_disconnected(&node_label);
+}
+
+fn connect_error(node: i32, addr: &str, reason: String) -> UpstreamError {
+    UpstreamError::Connect {
+        node,
+        addr: addr.to_string(),
+        reason,
+    }
+}
+
+fn refused(node: i32, addr: &str, reason: String) -> UpstreamError {
+    UpstreamError::Refused {
+        node,
+        addr: addr.to_string(),
+        reason,
+    }
+}
+
+/// A TCP connection to the broker, with TLS when the cluster uses it, within the connect
+/// timeout.
+async fn open_stream(
+    node: i32,
+    addr: &str,
+    cfg: &UpstreamConfig,
+) -> Result<Box<dyn Io>, UpstreamError> {
+    let tcp = match tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(connect_error(node, addr, e.to_string())),
+        Err(_) => {
+            let reason = format!("timed out after {:?}", cfg.connect_timeout);
+            return Err(connect_error(node, addr, reason));
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = &cfg.security.tls else {
+        return Ok(Box::new(tcp));
+    };
+    let host = addr.rsplit_once(':').map(|(h, _)| h).unwrap_or(addr);
+    match tokio::time::timeout(cfg.connect_timeout, tls.connect(host, tcp)).await {
+        Ok(Ok(s)) => Ok(Box::new(s)),
+        Ok(Err(e)) => Err(refused(node, addr, e.to_string())),
+        Err(_) => {
+            let reason = format!("TLS handshake timed out after {:?}", cfg.connect_timeout);
+            Err(connect_error(node, addr, reason))
+        }
+    }
+}
+
+/// SASL on a new connection when fairlead authenticates it; the time to replace the connection
+/// before its session expires, if the broker set one.
+async fn authenticate(
+    node: i32,
+    addr: &str,
+    stream: &mut Box<dyn Io>,
+    cfg: &UpstreamConfig,
+    for_client: bool,
+) -> Result<Option<tokio::time::Instant>, UpstreamError> {
+    use crate::security::sasl::{self, SaslError};
+    let Some(creds) = cfg.security.authenticates(for_client) else {
+        return Ok(None);
+    };
+    match sasl::authenticate(stream, creds, cfg.connect_timeout).await {
+        Ok(lifetime) => Ok(lifetime.map(|l| tokio::time::Instant::now() + l.mul_f64(REAUTH_AT))),
+        Err(e @ (SaslError::Failed { .. } | SaslError::Unsupported { .. })) => {
+            Err(refused(node, addr, e.to_string()))
+        }
+        Err(e) => Err(connect_error(node, addr, e.to_string())),
+    }
 }
