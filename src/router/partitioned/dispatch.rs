@@ -47,20 +47,9 @@ impl<A: RoutedApi> Job<A> {
         hdr: &RequestHeader,
     ) -> Result<Dispatched<A>, UpstreamError> {
         let version = hdr.api_version;
-        let Some(body_offset) = hdr.body_offset else {
+        let Some((req, body_offset)) = decode_routable::<A>(&frame, hdr) else {
             return Ok(Dispatched::Forward);
         };
-        let req: A::Req = match decode_body(&frame, body_offset, A::KEY, version) {
-            Ok(r) => r,
-            Err(e) => {
-                metrics::passed_blind(A::KEY as i16);
-                warn!(api = ?A::KEY, version, error = %e, "request not decodable: forwarded without inspection");
-                return Ok(Dispatched::Forward);
-            }
-        };
-        if !A::routable(&req, version) {
-            return Ok(Dispatched::Forward);
-        }
         let started = Instant::now();
         let Conns {
             cluster,
@@ -88,20 +77,15 @@ impl<A: RoutedApi> Job<A> {
         let single_home =
             targets.len() == 1 && targets[0].up.as_ref().is_ok_and(|u| u.id() == home.id());
         let original = (single_home && !changed).then_some(frame);
-        let sent = targets
-            .into_iter()
-            .map(|t| {
-                send(
-                    t,
-                    &header,
-                    &envelope,
-                    &parts,
-                    version,
-                    &original,
-                    expects_response,
-                )
-            })
-            .collect();
+        let request = Request {
+            header: &header,
+            envelope: &envelope,
+            parts: &parts,
+            version,
+            original: &original,
+            expects_response,
+        };
+        let sent = targets.into_iter().map(|t| send(t, &request)).collect();
         if !expects_response {
             return Ok(Dispatched::NoResponse);
         }
@@ -206,15 +190,49 @@ async fn take_lanes<A: RoutedApi>(
 
 /// Sends one target's partitions: the client's frame itself when it goes out unchanged
 /// (`original`), else a sub-request built from the envelope and those partitions.
-fn send<A: RoutedApi>(
-    t: Target,
-    header: &Bytes,
-    envelope: &A::Req,
-    parts: &[Part<A>],
+/// What every destination's sub-request is built from.
+struct Request<'a, A: RoutedApi> {
+    /// The client's request header (its correlation id and client id are kept).
+    header: &'a Bytes,
+    envelope: &'a A::Req,
+    parts: &'a [Part<A>],
     version: i16,
-    original: &Option<Bytes>,
+    /// The client's own frame, when it goes unchanged to the client's own broker.
+    original: &'a Option<Bytes>,
     expects_response: bool,
-) -> Sent {
+}
+
+/// The request decoded, with where its body starts, if fairlead routes it (None: forward it
+/// untouched; an undecodable one is counted and logged).
+fn decode_routable<A: RoutedApi>(frame: &Bytes, hdr: &RequestHeader) -> Option<(A::Req, usize)> {
+    let version = hdr.api_version;
+    let body_offset = hdr.body_offset?;
+    let req: A::Req = match decode_body(frame, body_offset, A::KEY, version) {
+        Ok(r) => r,
+        Err(e) => {
+            metrics::passed_blind(A::KEY as i16);
+            warn!(api = ?A::KEY, version, error = %e, "request not decodable: forwarded without inspection");
+            return None;
+        }
+    };
+    A::routable(&req, version).then_some((req, body_offset))
+}
+
+/// The bytes for one destination: the client's own frame, or its partitions re-encoded.
+fn encode<A: RoutedApi>(r: &Request<'_, A>, idx: &[usize]) -> Result<Bytes, String> {
+    if let Some(frame) = r.original {
+        return Ok(frame.clone());
+    }
+    let subset: Vec<_> = idx
+        .iter()
+        .map(|i| (&r.parts[*i].topic, &r.parts[*i].req))
+        .collect();
+    encode_request_with_header(r.header, &A::build(r.envelope, &subset), A::KEY, r.version)
+        .map(|b| b.freeze())
+        .map_err(|e| e.to_string())
+}
+
+fn send<A: RoutedApi>(t: Target, r: &Request<'_, A>) -> Sent {
     let Target { node, idx, up } = t;
     let used = up.as_ref().ok().cloned();
     let rx = match up {
@@ -222,40 +240,22 @@ fn send<A: RoutedApi>(
             debug!(node, error = %e, "no connection for a part");
             None
         }
-        Ok(up) => {
-            let out = match original {
-                Some(frame) => Ok(frame.clone()),
-                None => {
-                    let subset: Vec<_> = idx
-                        .iter()
-                        .map(|i| (&parts[*i].topic, &parts[*i].req))
-                        .collect();
-                    encode_request_with_header(
-                        header,
-                        &A::build(envelope, &subset),
-                        A::KEY,
-                        version,
-                    )
-                    .map(|b| b.freeze())
-                }
-            };
-            match out {
-                Ok(bytes) => up.send(bytes, expects_response).unwrap_or_else(|e| {
-                    debug!(node, error = %e, "part not sent");
-                    None
-                }),
-                Err(e) => {
-                    warn!(api = ?A::KEY, version, error = %e, "could not encode a sub-request");
-                    None
-                }
+        Ok(up) => match encode(r, &idx) {
+            Ok(bytes) => up.send(bytes, r.expects_response).unwrap_or_else(|e| {
+                debug!(node, error = %e, "part not sent");
+                None
+            }),
+            Err(e) => {
+                warn!(api = ?A::KEY, version = r.version, error = %e, "could not encode a sub-request");
+                None
             }
-        }
+        },
     };
     Sent {
         rx,
         up: used,
         idx,
         node,
-        original: original.is_some(),
+        original: r.original.is_some(),
     }
 }
