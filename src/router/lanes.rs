@@ -151,8 +151,9 @@ impl Lanes {
         self.released.notify_waiters();
     }
 
-    /// A batch of this lane is being replayed: until the lane drains, an out-of-order
-    /// sequence error on a later batch is fairlead's doing and that batch is replayed too.
+    /// A batch of this lane is being replayed (from the decision on, through any wait or
+    /// metadata refresh before it is re-sent): until the lane drains, an out-of-order sequence
+    /// error on a later batch is fairlead's doing and that batch is replayed too.
     pub fn mark_recovering(&self, key: &LaneKey) {
         if let Some(l) = self.lanes.lock().unwrap().get_mut(key) {
             l.recovering = true;

@@ -1780,3 +1780,65 @@ async fn bad_frames_close_only_their_connection() {
         )
         .await;
 }
+
+/// An idempotent producer's batches for one partition on two of its connections (it switched
+/// after a metadata refresh of its own): fairlead sends both to the partition's leader on the
+/// lane's one connection. The leader refuses the first (6, nothing written) and then the second
+/// as out of sequence (45: it has no batch 0). The second connection's answer is settled while
+/// fairlead is still absorbing the first (here: waiting for its metadata refresh), so the
+/// partition must count as recovering from the moment the first is to be replayed, not only once
+/// it is re-sent, else the 45 reaches the client (seen once in the real-cluster suite,
+/// 2026-12-04, absorb.rs's idempotent producer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_out_of_sequence_batch_behind_one_being_absorbed_is_replayed_too() {
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.produce(1, "t", 0, ProduceAnswer::error(6, -1));
+        s.produce(1, "t", 0, ProduceAnswer::error(45, -1));
+    })
+    .await;
+    for node in [1, 2, 3] {
+        bed.fake
+            .script()
+            .delay_next(node, ApiKey::Metadata, Duration::from_millis(400));
+    }
+    let mut first = bed.client(Some(1)).await;
+    let mut second = bed.client(Some(2)).await;
+    let c1 = first
+        .send(
+            ApiKey::Produce,
+            9,
+            &produce(-1, &[("t", 0, idempotent(0, &["a"]))]),
+        )
+        .await;
+    bed.fake
+        .wait_for("batch 0 at node 1", Duration::from_secs(5), |r| {
+            r.iter().any(|r| r.node == 1 && r.api_key == 0)
+        })
+        .await;
+    let c2 = second
+        .send(
+            ApiKey::Produce,
+            9,
+            &produce(-1, &[("t", 0, idempotent(1, &["b"]))]),
+        )
+        .await;
+    for (c, want) in [(&mut first, c1), (&mut second, c2)] {
+        let (corr, r): (i32, ProduceResponse) =
+            decode_response(&c.recv().await, ApiKey::Produce, 9);
+        assert_eq!(corr, want);
+        assert_eq!(
+            produce_results(&r)[0].2,
+            0,
+            "request {want} succeeded: {r:?}"
+        );
+    }
+    let seqs: Vec<i32> = bed
+        .fake
+        .client_requests(1, ApiKey::Produce)
+        .iter()
+        .map(|r| fake::base_sequence(&produce_v(r)[0].2))
+        .collect();
+    assert_eq!(&seqs[..2], &[0, 1], "both went to the leader: {seqs:?}");
+    assert_eq!(seqs.len(), 4, "both replayed: {seqs:?}");
+}

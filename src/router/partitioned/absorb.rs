@@ -90,6 +90,10 @@ impl<A: RoutedApi> Job<A> {
                 self.give_up(&todo, seen_generation);
                 return Ok(replayed);
             }
+            // From here the partitions are being replayed: a later batch of theirs that meets a
+            // sequence gap meanwhile (answered while this one waits or refreshes, on another of
+            // the producer's connections) is replayed after them, not passed on (`retry`).
+            self.mark_recovering(&todo);
             if replayed || todo.iter().any(|(_, d)| *d != Decision::Reroute) {
                 self.budget.back_off().await;
             }
@@ -105,15 +109,17 @@ impl<A: RoutedApi> Job<A> {
                 // with NETWORK_EXCEPTION. Give up with the answers in hand (top of the loop).
                 continue;
             }
-            if let Some(lanes) = &self.lanes {
-                for (i, _) in &todo {
-                    if let Some(k) = &self.parts[*i].lane {
-                        lanes.mark_recovering(k);
-                    }
-                }
-            }
             self.verify(&todo).await;
             self.replay(&todo, &mut answers.envelope).await?;
+        }
+    }
+
+    fn mark_recovering(&self, todo: &[(usize, Decision)]) {
+        let Some(lanes) = &self.lanes else { return };
+        for (i, _) in todo {
+            if let Some(k) = &self.parts[*i].lane {
+                lanes.mark_recovering(k);
+            }
         }
     }
 
