@@ -151,7 +151,7 @@ impl Job {
         let mut absorb = Absorb::default();
         // The answer in hand is a replay's (counted once, when it comes).
         let mut replayed = false;
-        loop {
+        let codes = loop {
             let (failure, codes) = match self.read(&reply) {
                 Ok(read) => read,
                 Err(undecodable) => return Ok(undecodable),
@@ -162,25 +162,25 @@ impl Job {
             if let Some(frame) = self.original_kept(&absorb, codes.as_ref()) {
                 return Ok(frame);
             }
-            let Some(failure) = failure else { break };
+            let Some(failure) = failure else { break codes };
             if let (Ok(frame), Failure::Code(code)) = (&reply, failure) {
                 absorb.original.get_or_insert_with(|| (frame.clone(), code));
             }
             let decision = decide_coordinator(self.api, failure, self.inspected.facts);
             if decision == Decision::PassThrough {
-                break;
+                break codes;
             }
             let target = match self.next_target(decision, &mut absorb).await {
                 Step::To(node) => node,
                 // Not elected yet: wait, ask again (the answer in hand stays the answer).
                 Step::Wait => continue,
-                Step::GiveUp => break,
+                Step::GiveUp => break codes,
             };
             debug!(api = ?self.api, key = self.inspected.key.id.as_str(), node = target, ?failure, "replaying to the coordinator");
             reply = self.send_again(target).await;
             replayed = true;
-        }
-        self.conclude(reply, absorb)
+        };
+        self.conclude(reply, codes, absorb)
     }
 
     /// An answer's coordinator failure (None: none) and its codes; `Err`: an answer fairlead
@@ -223,7 +223,7 @@ impl Job {
             return None;
         }
         debug!(api = ?self.api, replay_code = replay.first(), "the replay was refused as a repeat: the client gets the original error");
-        Some(self.finish(frame.clone(), *code, absorb.since))
+        Some(self.finish(frame.clone(), *code, None, absorb.since))
     }
 
     /// Where the request goes next, after the wait the attempt needs; the first call starts
@@ -248,15 +248,20 @@ impl Job {
         }
     }
 
-    /// What the client gets once the loop ends: the last answer; with none, the original
-    /// error if there was one, else the connection goes.
-    fn conclude(&self, reply: Result<Bytes, Failure>, absorb: Absorb) -> Result<Bytes, JobError> {
+    /// What the client gets once the loop ends: the last answer (`codes`: its codes, read in
+    /// the loop); with none, the original error if there was one, else the connection goes.
+    fn conclude(
+        &self,
+        reply: Result<Bytes, Failure>,
+        codes: Option<Codes>,
+        absorb: Absorb,
+    ) -> Result<Bytes, JobError> {
         match (reply, absorb.original) {
             (Ok(frame), original) => {
                 let first = original.map_or(0, |(_, code)| code);
-                Ok(self.finish(frame, first, absorb.since))
+                Ok(self.finish(frame, first, codes, absorb.since))
             }
-            (Err(_), Some((frame, code))) => Ok(self.finish(frame, code, absorb.since)),
+            (Err(_), Some((frame, code))) => Ok(self.finish(frame, code, None, absorb.since)),
             (Err(_), None) => {
                 metrics::connection_closed(metrics::Closed::BrokerLostMidRequest);
                 Err(JobError::Lost { api: self.api })
@@ -326,10 +331,18 @@ impl Job {
     }
 
     /// Counts what the client gets and returns it. `first`: the coordinator error the request
-    /// met first (0: none); `since`: when absorbing began.
-    fn finish(&self, frame: Bytes, first: i16, since: Option<Instant>) -> Bytes {
+    /// met first (0: none); `codes`: the codes of `frame` if already read; `since`: when
+    /// absorbing began.
+    fn finish(
+        &self,
+        frame: Bytes,
+        first: i16,
+        codes: Option<Codes>,
+        since: Option<Instant>,
+    ) -> Bytes {
         let api = self.api as i16;
-        let codes = apis::codes(self.api, &frame, self.version).unwrap_or_default();
+        let codes = codes
+            .unwrap_or_else(|| apis::codes(self.api, &frame, self.version).unwrap_or_default());
         if first != 0 && codes.coordinator.is_none() {
             metrics::absorbed(api, first);
             debug!(api = ?self.api, key = self.inspected.key.id.as_str(), code = first, node = self.node, "absorbed a coordinator move");
