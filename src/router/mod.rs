@@ -11,12 +11,15 @@
 pub mod coordinator;
 pub mod delete_records;
 pub mod fetch;
+mod forward;
+mod inspect;
 pub mod lanes;
 pub mod list_offsets;
 pub mod offsets_for_leader_epoch;
 pub mod partitioned;
 pub mod produce;
 pub mod retry;
+pub mod session;
 mod shape;
 pub mod written;
 
@@ -32,10 +35,11 @@ use tokio::sync::Notify;
 use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::metrics;
-use crate::upstream::pool::Pool;
-use crate::upstream::{ReplyRx, Upstream, UpstreamError};
+use crate::upstream::{Upstream, UpstreamError};
+use forward::Forward;
 use lanes::Lanes;
 use partitioned::{Conns, Dispatched, Job, RoutedApi};
+use session::Session;
 
 /// The router's state, shared by every client connection.
 pub struct Router {
@@ -94,21 +98,14 @@ pub type JobFuture = Pin<Box<dyn Future<Output = Result<Bytes, Unanswerable>> + 
 #[error("{0}")]
 pub struct Unanswerable(pub String);
 
-/// What the connection's writer does for one request, in request order.
-pub enum Pending {
-    /// Forward the home broker's answer (rewriting addresses for the APIs that carry any).
-    Forward {
-        rx: ReplyRx,
-        hdr: RequestHeader,
-        frame: Bytes,
-        started: Instant,
-    },
-    /// A routed request: its completion builds the answer.
-    Routed {
-        job: JobFuture,
-        hdr: RequestHeader,
-        started: Instant,
-    },
+/// What the connection's writer waits for, for one request, in request order: the answer the
+/// client gets.
+pub struct Answer {
+    /// Completes with the answer (forwarded, or routed and merged), inspected and counted.
+    pub job: JobFuture,
+    pub api_key: i16,
+    /// When the request arrived.
+    pub started: Instant,
 }
 
 /// Who sent a request.
@@ -120,22 +117,49 @@ pub struct Client<'a> {
     pub connection: u64,
 }
 
-/// Routes one request. Returns `None` when no response will come (acks=0 produce).
+/// Routes one request of a client connection. Returns `None` when no response will come
+/// (acks=0 produce); `Err` when its broker is unreachable (the client connection is closed).
+/// If the home connection is found gone before anything was sent, it is re-established once
+/// and the request routed again.
 pub async fn route(
     router: &Arc<Router>,
+    session: &Arc<Session>,
+    frame: Bytes,
+    hdr: RequestHeader,
+) -> Result<Option<Answer>, UpstreamError> {
+    session.home.pin_if_authenticating(&hdr);
+    let name = session.name(&frame, &hdr);
+    let client = Client {
+        name: &name,
+        connection: session.connection,
+    };
+    let up = session.home.get().await?;
+    match route_on(router, session, &up, client, frame.clone(), hdr).await {
+        Err(UpstreamError::Closed { .. }) => {
+            let up = session.home.get().await?;
+            route_on(router, session, &up, client, frame, hdr).await
+        }
+        other => other,
+    }
+}
+
+/// Routes one request with `home` as the client's broker connection.
+async fn route_on(
+    router: &Arc<Router>,
+    session: &Arc<Session>,
     home: &Arc<Upstream>,
-    reroutes: &Arc<Pool>,
     client: Client<'_>,
     frame: Bytes,
     hdr: RequestHeader,
-) -> Result<Option<Pending>, UpstreamError> {
+) -> Result<Option<Answer>, UpstreamError> {
     let conns = Conns {
         cluster: &router.cluster,
         ticks: &router.ticks,
         home,
-        reroutes,
+        reroutes: &session.home.reroutes,
     };
     let started = Instant::now();
+    let api_key = hdr.api_key;
     let routed = match hdr.known {
         Some(ApiKey::Produce) => {
             dispatch::<produce::Produce>(conns, Some((&router.lanes, client.name)), &frame, &hdr)
@@ -172,22 +196,28 @@ pub async fn route(
         }
         _ => Outcome::Forward,
     };
-    match routed {
-        Outcome::Job(job) => Ok(Some(Pending::Routed { job, hdr, started })),
-        Outcome::NoResponse => Ok(None),
+    let job = match routed {
+        Outcome::Job(job) => job,
+        Outcome::NoResponse => return Ok(None),
         Outcome::Forward => {
             let expect = expects_response(&frame, &hdr);
-            match home.send(frame.clone(), expect)? {
-                Some(rx) => Ok(Some(Pending::Forward {
-                    rx,
-                    hdr,
-                    frame,
-                    started,
-                })),
-                None => Ok(None),
-            }
+            let Some(rx) = home.send(frame.clone(), expect)? else {
+                return Ok(None);
+            };
+            let forward = Forward {
+                cluster: router.cluster.clone(),
+                session: session.clone(),
+                hdr,
+                frame,
+            };
+            Box::pin(forward.complete(rx))
         }
-    }
+    };
+    Ok(Some(Answer {
+        job,
+        api_key,
+        started,
+    }))
 }
 
 enum Outcome {

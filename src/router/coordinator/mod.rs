@@ -58,6 +58,21 @@ pub fn not_found_yet(hdr: &RequestHeader, frame: &Bytes) -> Option<i16> {
         .find(|c| ask_again(ApiKey::FindCoordinator, *c))
 }
 
+/// Whether a forwarded answer of `api` is counted like a coordinator request's
+/// (`router::inspect`): the coordinator APIs, and FindCoordinator.
+pub fn counted(api: ApiKey) -> bool {
+    api == ApiKey::FindCoordinator || super::retry::COORDINATOR_APIS.contains(&api)
+}
+
+/// Every non-zero error code of an answer of a coordinator API or FindCoordinator.
+pub fn answer_codes(
+    api: ApiKey,
+    frame: &Bytes,
+    version: i16,
+) -> Result<Vec<i16>, crate::codec::message::MessageError> {
+    apis::codes(api, frame, version).map(|c| c.nonzero)
+}
+
 /// Why a coordinator request cannot be answered.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {

@@ -62,6 +62,10 @@ pub trait RoutedApi: Send + Sync + 'static {
     fn build_resp(envelope: Self::Resp, parts: Vec<(TopicRef, Self::PartResp)>) -> Self::Resp;
     fn resp_partition(p: &Self::PartResp) -> i32;
     fn error_code(p: &Self::PartResp) -> i16;
+    /// The answer's top-level error code, if the API has one (Fetch).
+    fn envelope_code(_resp: &Self::Resp) -> i16 {
+        0
+    }
     /// Folds another sub-response's top-level fields into the merged one (throttle = max, ...).
     fn merge_envelope(into: &mut Self::Resp, from: &Self::Resp);
     /// A response for a partition that got no answer.
