@@ -36,7 +36,7 @@ pub fn forwarded(
         return Ok(frame);
     };
     let v = hdr.api_version;
-    let out = match api {
+    match api {
         ApiKey::Produce => routed::<produce::Produce>(cluster, hdr, frame),
         ApiKey::Fetch => routed::<fetch::Fetch>(cluster, hdr, frame),
         ApiKey::ListOffsets => routed::<list_offsets::ListOffsets>(cluster, hdr, frame),
@@ -52,8 +52,7 @@ pub fn forwarded(
             Ok(frame)
         }
         _ => Ok(frame),
-    };
-    out
+    }
 }
 
 /// A partition-routed API's forwarded answer: every partition's code, and the top level's. It is

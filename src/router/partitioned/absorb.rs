@@ -14,7 +14,10 @@ use crate::codec::message::{decode_response, encode_request_with_header};
 use crate::leadership::refresh::Trigger;
 use crate::leadership::TopicRef;
 use crate::metrics;
-use crate::router::retry::{self, decide, is_leadership_code, Decision, Failure, ProduceFacts};
+use crate::router::retry::{
+    self, decide, is_leadership_code, is_retried_code, Decision, Failure, ProduceFacts,
+    NOT_ENOUGH_REPLICAS,
+};
 use crate::upstream::{ReplyRx, UpstreamError};
 
 /// What the first answers gave.
@@ -141,6 +144,17 @@ impl<A: RoutedApi> Job<A> {
                 },
                 partition_recovering: match (&self.lanes, &part.lane) {
                     (Some(lanes), Some(k)) => lanes.recovering(k),
+                    _ => false,
+                },
+                // Asked only where it decides (a non-idempotent batch refused for want of
+                // replicas), and answered by holding the lane: nothing sent later may reach
+                // the leader before its re-send.
+                alone: match (&self.lanes, &part.lane) {
+                    (Some(lanes), Some(k))
+                        if !part.idempotent && failure == Failure::Code(NOT_ENOUGH_REPLICAS) =>
+                    {
+                        lanes.hold_if_alone(k)
+                    }
                     _ => false,
                 },
             });
@@ -286,9 +300,7 @@ impl<A: RoutedApi> Job<A> {
             }
             self.record(resp, &idx, envelope);
             for i in &idx {
-                let ok = self.parts[*i]
-                    .code()
-                    .is_some_and(|c| !is_leadership_code(c));
+                let ok = self.parts[*i].code().is_some_and(|c| !is_retried_code(c));
                 let outcome = if ok {
                     metrics::Replay::Ok
                 } else {
@@ -445,15 +457,18 @@ impl<A: RoutedApi> Job<A> {
                 continue;
             };
             let code = A::error_code(&p);
+            let first = part.first_code.is_none();
+            if code != 0 {
+                part.first_code.get_or_insert(code);
+            }
             if is_leadership_code(code) {
-                if part.first_code.is_none() {
+                if first {
                     self.cluster.incidents.error_seen(
                         &self.cluster.leadership,
                         &part.topic,
                         partition,
                     );
                 }
-                part.first_code.get_or_insert(code);
                 if let Some((leader, epoch)) = A::leader_hint(&p) {
                     self.cluster
                         .learn_leader(&part.topic, partition, leader, epoch);

@@ -173,7 +173,7 @@ struct Part<A: RoutedApi> {
     answer: Option<A::PartResp>,
     /// Why it has no usable answer (None: answered, or not sent yet).
     failure: Option<Failure>,
-    /// The first leadership error it met, for metrics.
+    /// The first error it met, for metrics (absorbed if it ends without one).
     first_code: Option<i16>,
     /// Produce: the leader's log proved the last attempt's batch was not written.
     unwritten: bool,
