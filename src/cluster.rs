@@ -45,6 +45,7 @@ impl Cluster {
             connect_timeout: cfg.connect_timeout,
             max_frame_bytes: cfg.max_frame_bytes,
             security,
+            as_client: None,
         };
         let leadership = Arc::new(Leadership::new());
         let pool = Arc::new(Pool::new(upstream_cfg.clone()));

@@ -25,6 +25,7 @@ pub const BYTES: &str = "fairlead_bytes_total";
 pub const CONNECTIONS_CLOSED: &str = "fairlead_client_connections_closed_total";
 pub const PASSED_BLIND: &str = "fairlead_frames_passed_blind_total";
 pub const PRODUCE_CHECKS: &str = "fairlead_produce_outcome_checks_total";
+pub const NOT_ABSORBED: &str = "fairlead_errors_not_absorbed_total";
 /// Opt-in (`topic_labels`): the same counts per topic.
 pub const TOPIC_ERRORS_ABSORBED: &str = "fairlead_topic_errors_absorbed_total";
 pub const TOPIC_REROUTES: &str = "fairlead_topic_reroutes_total";
@@ -134,6 +135,18 @@ labels!(
         ClientNotReading => "client_not_reading",
         /// The broker connection went away with a request in flight that is not safe to repeat.
         BrokerLostMidRequest => "broker_lost_mid_request",
+    }
+);
+
+labels!(
+    /// `fairlead_errors_not_absorbed_total{reason}`: an error fairlead absorbs for others reached
+    /// a client because no connection may carry its requests but its own (SASL passthrough).
+    NotAbsorbed {
+        /// The client has not completed SASL authentication.
+        NotAuthenticated => "client_not_authenticated",
+        /// No connection to the broker in question is authenticated as the client, and
+        /// nothing it presented can open one (SCRAM, OAUTHBEARER).
+        NoConnectionAsClient => "no_connection_as_client",
     }
 );
 
@@ -267,6 +280,10 @@ fn describe() {
             PRODUCE_CHECKS,
             "Non-idempotent writes of unknown outcome looked up in the leader's log, by result",
         ),
+        (
+            NOT_ABSORBED,
+            "Errors that reached a client unabsorbed because only its own broker connection may carry its requests (SASL passthrough), by reason",
+        ),
     ] {
         metrics::describe_counter!(name, help);
     }
@@ -314,6 +331,9 @@ fn zero_series() {
     }
     for t in RefreshTrigger::ALL {
         counter!(METADATA_REFRESHES, "trigger" => t.label()).absolute(0);
+    }
+    for r in NotAbsorbed::ALL {
+        counter!(NOT_ABSORBED, "reason" => r.label()).absolute(0);
     }
     gauge!(CLIENT_CONNECTIONS).set(0.0);
 }
@@ -403,6 +423,10 @@ pub fn upstream_connected(node: &str) {
 
 pub fn upstream_disconnected(node: &str) {
     gauge!(UPSTREAM_CONNECTIONS, "node" => node.to_string()).decrement(1.0);
+}
+
+pub fn not_absorbed(reason: NotAbsorbed) {
+    counter!(NOT_ABSORBED, "reason" => reason.label()).increment(1);
 }
 
 pub fn produce_check(result: ProduceCheck) {

@@ -27,6 +27,8 @@ pub use crate::router::produce::{all_batches_idempotent, Produce};
 pub use crate::router::retry::safe_to_resend;
 pub use crate::router::written::same_batch_at;
 pub use crate::router::{expects_response, Router};
+pub use crate::security::sasl::{Credentials, Mechanism, Secret};
+pub use crate::security::SaslMode;
 
 /// The decode guard (`codec::sanity`).
 pub mod sanity {

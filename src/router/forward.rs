@@ -19,7 +19,7 @@ use super::session::Session;
 use super::{coordinator, inspect, Unanswerable};
 use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
-use crate::metrics;
+use crate::metrics::{self, NotAbsorbed};
 use crate::rewrite;
 use crate::upstream::ReplyRx;
 
@@ -29,6 +29,9 @@ pub struct Forward {
     pub session: Arc<Session>,
     pub hdr: RequestHeader,
     pub frame: Bytes,
+    /// Why it was not routed although fairlead routes its API, if that is the reason: only the
+    /// client's own connection may carry its requests (`identity`).
+    pub not_absorbed: Option<NotAbsorbed>,
 }
 
 impl Forward {
@@ -43,7 +46,13 @@ impl Forward {
                     let out = self.rewritten(resp.freeze())?;
                     match self.ask_again(out, &mut asking_again).await? {
                         Asked::Done(out) => {
-                            return inspect::forwarded(&self.cluster, &self.hdr, out)
+                            self.session.relay_answer(&self.hdr, &out);
+                            return inspect::forwarded(
+                                &self.cluster,
+                                &self.hdr,
+                                out,
+                                self.not_absorbed,
+                            );
                         }
                         Asked::Sent(rx) => {
                             reply = rx;

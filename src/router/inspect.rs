@@ -16,13 +16,13 @@ use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tracing::warn;
 
-use super::coordinator;
 use super::partitioned::RoutedApi;
+use super::{coordinator, retry};
 use super::{delete_records, fetch, list_offsets, offsets_for_leader_epoch, produce, Unanswerable};
 use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::codec::message::{decode_response, encode_response};
-use crate::metrics;
+use crate::metrics::{self, NotAbsorbed};
 
 /// Counts the error codes of a forwarded answer on its way to the client, and returns it
 /// (rewritten if it names brokers; `Err` if that failed: its addresses must not reach the
@@ -31,19 +31,23 @@ pub fn forwarded(
     cluster: &Cluster,
     hdr: &RequestHeader,
     frame: Bytes,
+    not_absorbed: Option<NotAbsorbed>,
 ) -> Result<Bytes, Unanswerable> {
     let Some(api) = hdr.known else {
         return Ok(frame);
     };
+    let count = |api: ApiKey, codes: Vec<i16>| count(api, codes, not_absorbed);
     let v = hdr.api_version;
     match api {
-        ApiKey::Produce => routed::<produce::Produce>(cluster, hdr, frame),
-        ApiKey::Fetch => routed::<fetch::Fetch>(cluster, hdr, frame),
-        ApiKey::ListOffsets => routed::<list_offsets::ListOffsets>(cluster, hdr, frame),
+        ApiKey::Produce => routed::<produce::Produce>(cluster, hdr, frame, count),
+        ApiKey::Fetch => routed::<fetch::Fetch>(cluster, hdr, frame, count),
+        ApiKey::ListOffsets => routed::<list_offsets::ListOffsets>(cluster, hdr, frame, count),
         ApiKey::OffsetForLeaderEpoch => {
-            routed::<offsets_for_leader_epoch::OffsetsForLeaderEpoch>(cluster, hdr, frame)
+            routed::<offsets_for_leader_epoch::OffsetsForLeaderEpoch>(cluster, hdr, frame, count)
         }
-        ApiKey::DeleteRecords => routed::<delete_records::DeleteRecords>(cluster, hdr, frame),
+        ApiKey::DeleteRecords => {
+            routed::<delete_records::DeleteRecords>(cluster, hdr, frame, count)
+        }
         _ if coordinator::counted(api) => {
             match coordinator::answer_codes(api, &frame, v) {
                 Ok(codes) => count(api, codes),
@@ -61,6 +65,7 @@ fn routed<A: RoutedApi>(
     cluster: &Cluster,
     hdr: &RequestHeader,
     frame: Bytes,
+    count: impl FnOnce(ApiKey, Vec<i16>),
 ) -> Result<Bytes, Unanswerable> {
     let v = hdr.api_version;
     let mut resp: A::Resp = match decode_response(&frame, A::KEY, v) {
@@ -81,15 +86,27 @@ fn routed<A: RoutedApi>(
     let (_, parts) = A::flatten_resp(resp);
     count(
         A::KEY,
-        std::iter::once(top).chain(parts.iter().map(|(_, p)| A::error_code(p))),
+        std::iter::once(top)
+            .chain(parts.iter().map(|(_, p)| A::error_code(p)))
+            .collect(),
     );
     Ok(out)
 }
 
-fn count(api: ApiKey, codes: impl IntoIterator<Item = i16>) {
+/// Each non-zero code reached the client; one fairlead would have absorbed, had it been allowed
+/// to route the request (`not_absorbed`), is counted as such too.
+fn count(api: ApiKey, codes: Vec<i16>, not_absorbed: Option<NotAbsorbed>) {
     for code in codes.into_iter().filter(|c| *c != 0) {
         metrics::passed_through(api as i16, code);
+        if let Some(why) = not_absorbed.filter(|_| absorbable(code)) {
+            metrics::not_absorbed(why);
+        }
     }
+}
+
+/// Codes fairlead absorbs for a client whose requests it may route.
+fn absorbable(code: i16) -> bool {
+    retry::is_retried_code(code) || retry::is_coordinator_code(code)
 }
 
 fn blind(hdr: &RequestHeader, error: &str) {

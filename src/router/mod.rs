@@ -12,6 +12,7 @@ pub mod coordinator;
 pub mod delete_records;
 pub mod fetch;
 mod forward;
+mod identity;
 mod inspect;
 pub mod lanes;
 pub mod list_offsets;
@@ -35,6 +36,8 @@ use tokio::sync::Notify;
 use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::metrics;
+use crate::metrics::NotAbsorbed;
+use crate::upstream::pool::{Lenders, Pool};
 use crate::upstream::{Upstream, UpstreamError};
 use forward::Forward;
 use lanes::Lanes;
@@ -49,6 +52,8 @@ pub struct Router {
     /// Wakes every request waiting for a broker's answer every [`TICK`], to check whether it
     /// should be given up on (see `partitioned`).
     pub ticks: Arc<Notify>,
+    /// SASL passthrough: clients' own authenticated connections (see `identity`).
+    pub lenders: Arc<Lenders>,
 }
 
 /// How often waiting requests are looked at.
@@ -62,6 +67,7 @@ impl Router {
             cluster,
             lanes: Arc::default(),
             ticks,
+            lenders: Arc::default(),
         })
     }
 }
@@ -128,73 +134,48 @@ pub async fn route(
     hdr: RequestHeader,
 ) -> Result<Option<Answer>, UpstreamError> {
     session.home.pin_if_authenticating(&hdr);
+    session.relay_request(&hdr, &frame);
     let name = session.name(&frame, &hdr);
     let client = Client {
         name: &name,
         connection: session.connection,
     };
+    let reroutes = session.reroutes();
     let up = session.home.get().await?;
-    match route_on(router, session, &up, client, frame.clone(), hdr).await {
+    match route_on(router, session, &up, &reroutes, client, frame.clone(), hdr).await {
         Err(UpstreamError::Closed { .. }) => {
             let up = session.home.get().await?;
-            route_on(router, session, &up, client, frame, hdr).await
+            route_on(router, session, &up, &reroutes, client, frame, hdr).await
         }
         other => other,
     }
 }
 
-/// Routes one request with `home` as the client's broker connection.
+/// Routes one request with `home` as the client's broker connection, and `reroutes` as the
+/// connections to other brokers that may carry its requests (`Err`: none may, so it is
+/// forwarded on `home`, whatever it is; see `identity`).
 async fn route_on(
     router: &Arc<Router>,
     session: &Arc<Session>,
     home: &Arc<Upstream>,
+    reroutes: &Result<Arc<Pool>, NotAbsorbed>,
     client: Client<'_>,
     frame: Bytes,
     hdr: RequestHeader,
 ) -> Result<Option<Answer>, UpstreamError> {
-    let conns = Conns {
-        cluster: &router.cluster,
-        ticks: &router.ticks,
-        home,
-        reroutes: &session.home.reroutes,
-    };
     let started = Instant::now();
     let api_key = hdr.api_key;
-    let routed = match hdr.known {
-        Some(ApiKey::Produce) => {
-            dispatch::<produce::Produce>(conns, Some((&router.lanes, client.name)), &frame, &hdr)
-                .await?
+    let routed = match reroutes {
+        Ok(pool) => {
+            let conns = Conns {
+                cluster: &router.cluster,
+                ticks: &router.ticks,
+                home,
+                reroutes: pool,
+            };
+            routed(router, conns, client, &frame, &hdr).await?
         }
-        Some(ApiKey::Fetch) => dispatch::<fetch::Fetch>(conns, None, &frame, &hdr).await?,
-        Some(ApiKey::ListOffsets) => {
-            dispatch::<list_offsets::ListOffsets>(conns, None, &frame, &hdr).await?
-        }
-        Some(ApiKey::OffsetForLeaderEpoch) => {
-            dispatch::<offsets_for_leader_epoch::OffsetsForLeaderEpoch>(conns, None, &frame, &hdr)
-                .await?
-        }
-        Some(ApiKey::DeleteRecords) => {
-            dispatch::<delete_records::DeleteRecords>(conns, None, &frame, &hdr).await?
-        }
-        Some(api) if retry::COORDINATOR_APIS.contains(&api) => {
-            match coordinator::Job::dispatch(
-                conns,
-                &router.lanes,
-                client.connection,
-                frame.clone(),
-                &hdr,
-            )
-            .await?
-            {
-                Some(job) => Outcome::Job(Box::pin(async move {
-                    job.complete()
-                        .await
-                        .map_err(|e| Unanswerable(e.to_string()))
-                })),
-                None => Outcome::Forward,
-            }
-        }
-        _ => Outcome::Forward,
+        Err(_) => Outcome::Forward,
     };
     let job = match routed {
         Outcome::Job(job) => job,
@@ -209,6 +190,7 @@ async fn route_on(
                 session: session.clone(),
                 hdr,
                 frame,
+                not_absorbed: reroutes.as_ref().err().copied(),
             };
             Box::pin(forward.complete(rx))
         }
@@ -218,6 +200,52 @@ async fn route_on(
         api_key,
         started,
     }))
+}
+
+/// Routes and sends a request of an API fairlead routes (`Outcome::Forward` for the others).
+async fn routed(
+    router: &Arc<Router>,
+    conns: Conns<'_>,
+    client: Client<'_>,
+    frame: &Bytes,
+    hdr: &RequestHeader,
+) -> Result<Outcome, UpstreamError> {
+    Ok(match hdr.known {
+        Some(ApiKey::Produce) => {
+            dispatch::<produce::Produce>(conns, Some((&router.lanes, client.name)), frame, hdr)
+                .await?
+        }
+        Some(ApiKey::Fetch) => dispatch::<fetch::Fetch>(conns, None, frame, hdr).await?,
+        Some(ApiKey::ListOffsets) => {
+            dispatch::<list_offsets::ListOffsets>(conns, None, frame, hdr).await?
+        }
+        Some(ApiKey::OffsetForLeaderEpoch) => {
+            dispatch::<offsets_for_leader_epoch::OffsetsForLeaderEpoch>(conns, None, frame, hdr)
+                .await?
+        }
+        Some(ApiKey::DeleteRecords) => {
+            dispatch::<delete_records::DeleteRecords>(conns, None, frame, hdr).await?
+        }
+        Some(api) if retry::COORDINATOR_APIS.contains(&api) => {
+            match coordinator::Job::dispatch(
+                conns,
+                &router.lanes,
+                client.connection,
+                frame.clone(),
+                hdr,
+            )
+            .await?
+            {
+                Some(job) => Outcome::Job(Box::pin(async move {
+                    job.complete()
+                        .await
+                        .map_err(|e| Unanswerable(e.to_string()))
+                })),
+                None => Outcome::Forward,
+            }
+        }
+        _ => Outcome::Forward,
+    })
 }
 
 enum Outcome {

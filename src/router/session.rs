@@ -6,20 +6,34 @@
 //! connection or when it is down), and fairlead returns to the client's own broker once it is
 //! back. A client that authenticated itself (SASL passthrough) pins its home: a new broker
 //! connection would not carry its identity, so losing it closes the client connection.
+//!
+//! The session also knows whose authority the client's requests carry (`identity`) and holds
+//! its connections to the other brokers, for what is rerouted or replayed (opened on first use,
+//! closed with the client connection). They are not shared with other clients: a broker answers
+//! the requests of one connection one at a time, so a shared connection would make every client
+//! wait behind another's produce in purgatory or fetch long-poll.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kafka_protocol::messages::ApiKey;
+use bytes::Bytes;
+use kafka_protocol::messages::{
+    ApiKey, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+};
 use tracing::{debug, info, warn};
 
+use super::identity::Identity;
 use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
-use crate::metrics;
-use crate::upstream::pool::Pool;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::codec::message::{decode_body, decode_response};
+use crate::metrics::{self, NotAbsorbed};
+use crate::security::principal::{Exchange, Outcome, Presentable, Principal};
+use crate::security::sasl::{Credentials, Mechanism};
+use crate::security::SaslMode;
+use crate::upstream::pool::{Lenders, Pool, PrincipalKey};
+use crate::upstream::{Upstream, UpstreamConfig, UpstreamError};
 
 /// Numbers client connections (for the order of their coordinator requests, `lanes`).
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -31,23 +45,150 @@ pub struct Session {
     pub home: Home,
     /// "<client ip>/<client id>": a producer, for its partitions' order (see `lanes`).
     name: Mutex<ClientName>,
+    /// Whose authority its requests carry, and the connections to other brokers that may carry
+    /// them (None: none may; see `identity`).
+    authority: Mutex<(Identity, Option<Arc<Pool>>)>,
+    /// SASL passthrough: the client's own exchange, followed to learn its principal.
+    exchange: Mutex<Exchange>,
+    upstream_cfg: UpstreamConfig,
+    /// Clients' own authenticated connections, shared by every session (see `Lenders`).
+    lenders: Arc<Lenders>,
 }
 
 impl Session {
     /// Connects a new client connection's home (None: no broker reachable, logged and
     /// counted: the client connection is closed).
-    pub async fn open(cluster: &Arc<Cluster>, peer: IpAddr, node: Option<i32>) -> Option<Session> {
+    pub async fn open(
+        cluster: &Arc<Cluster>,
+        lenders: &Arc<Lenders>,
+        peer: IpAddr,
+        node: Option<i32>,
+    ) -> Option<Session> {
         let home = Home::open(cluster, node).await?;
+        let upstream_cfg = cluster.upstream_cfg.clone();
+        let authority = match upstream_cfg.security.sasl_mode {
+            SaslMode::Passthrough => (Identity::Anonymous, None),
+            SaslMode::Sidecar => (
+                Identity::Fairlead,
+                Some(Arc::new(Pool::new(upstream_cfg.clone()))),
+            ),
+        };
         Some(Session {
             connection: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
             home,
             name: Mutex::new(ClientName::new(peer.to_string())),
+            authority: Mutex::new(authority),
+            exchange: Mutex::default(),
+            upstream_cfg,
+            lenders: lenders.clone(),
         })
     }
 
     /// The producer name of a request's sender (recomputed only when its client id changes).
     pub fn name(&self, frame: &[u8], hdr: &RequestHeader) -> Arc<str> {
         self.name.lock().unwrap().of(frame, hdr)
+    }
+
+    /// The connections to other brokers that may carry this client's requests, or why none
+    /// may (its requests then go only on its own broker connection).
+    pub fn reroutes(&self) -> Result<Arc<Pool>, NotAbsorbed> {
+        let authority = self.authority.lock().unwrap();
+        if let Some(why) = authority.0.unroutable() {
+            return Err(why);
+        }
+        authority.1.clone().ok_or(NotAbsorbed::NoConnectionAsClient)
+    }
+
+    /// Follows the client's own SASL exchange (passthrough): its handshake and the first
+    /// message of each exchange.
+    pub fn relay_request(&self, hdr: &RequestHeader, frame: &Bytes) {
+        if self.upstream_cfg.security.sasl_mode != SaslMode::Passthrough {
+            return;
+        }
+        let (Some(api), Some(at)) = (hdr.known, hdr.body_offset) else {
+            return;
+        };
+        let v = hdr.api_version;
+        match api {
+            ApiKey::SaslHandshake => {
+                if let Ok(r) = decode_body::<SaslHandshakeRequest>(frame, at, api, v) {
+                    self.exchange
+                        .lock()
+                        .unwrap()
+                        .handshake(r.mechanism.as_str());
+                }
+            }
+            ApiKey::SaslAuthenticate => {
+                if let Ok(r) = decode_body::<SaslAuthenticateRequest>(frame, at, api, v) {
+                    self.exchange.lock().unwrap().authenticate(&r.auth_bytes);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The broker's answer to the client's SaslAuthenticate: once the exchange succeeded, the
+    /// client is its principal, and connections fairlead opens with what it presented may carry
+    /// its requests.
+    pub fn relay_answer(&self, hdr: &RequestHeader, answer: &Bytes) {
+        if hdr.known != Some(ApiKey::SaslAuthenticate) {
+            return;
+        }
+        if self.upstream_cfg.security.sasl_mode != SaslMode::Passthrough {
+            // A client's own SASL in sidecar mode: nobody borrows its connection.
+            self.home.current().exchange_done();
+            return;
+        }
+        let code = decode_response::<SaslAuthenticateResponse>(
+            answer,
+            ApiKey::SaslAuthenticate,
+            hdr.api_version,
+        )
+        .map_or(-1, |r| r.error_code);
+        let outcome = self.exchange.lock().unwrap().answered(code);
+        if matches!(outcome, Outcome::Continuing) {
+            return;
+        }
+        let home = self.home.current();
+        home.exchange_done();
+        let mut authority = self.authority.lock().unwrap();
+        let Outcome::Authenticated(p) = outcome else {
+            *authority = (Identity::Anonymous, None);
+            return;
+        };
+        // KIP-368: re-authentication may not change the principal.
+        if let Identity::Client(before) = &authority.0 {
+            if before.name != p.name || before.mechanism != p.mechanism {
+                *authority = (Identity::Anonymous, None);
+                return;
+            }
+        }
+        let key = (p.mechanism.name().to_string(), p.name.clone());
+        self.lenders.register(&key, &home);
+        let pool = self.pool_as(&p, key);
+        debug!(
+            principal = p.name.as_str(),
+            mechanism = p.mechanism.name(),
+            "client authenticated itself"
+        );
+        *authority = (Identity::Client(Arc::new(p)), Some(pool));
+    }
+
+    /// Connections that may carry the client's requests: opened with its PLAIN credentials, or
+    /// else those of its principal's own clients (`Lenders`).
+    fn pool_as(&self, p: &Principal, key: PrincipalKey) -> Arc<Pool> {
+        Arc::new(match &p.presentable {
+            Presentable::Plain { username, password } => {
+                Pool::new(self.upstream_cfg.as_client(Credentials {
+                    mechanism: Mechanism::Plain,
+                    username: username.clone(),
+                    password: password.clone(),
+                }))
+            }
+            Presentable::Bearer { .. } | Presentable::Nothing => {
+                Pool::borrowing(self.upstream_cfg.clone(), self.lenders.clone(), key)
+            }
+        })
     }
 }
 
@@ -66,11 +207,6 @@ pub struct Home {
     /// The client authenticated (SASL) on this connection: a new broker connection would not
     /// be authenticated, so losing it must close the client connection.
     pinned: AtomicBool,
-    /// This connection's own connections to the other brokers, for what is rerouted or replayed
-    /// (opened on first use, closed with the client connection). Not shared with other clients:
-    /// a broker answers the requests of one connection one at a time, so a shared connection
-    /// would make every client wait behind another's produce in purgatory or fetch long-poll.
-    pub reroutes: Arc<Pool>,
 }
 
 impl Home {
@@ -91,7 +227,6 @@ impl Home {
             reconnect: tokio::sync::Mutex::new(()),
             returning: Mutex::default(),
             pinned: AtomicBool::new(false),
-            reroutes: Arc::new(Pool::new(cluster.upstream_cfg.clone())),
         })
     }
 
@@ -103,6 +238,11 @@ impl Home {
         ) {
             self.pinned.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// The home connection as it is now.
+    pub fn current(&self) -> Arc<Upstream> {
+        self.current.lock().unwrap().clone()
     }
 
     /// Whether the client authenticated itself on its home (see `pinned`).

@@ -1,16 +1,21 @@
 //! Secure clusters: TLS to brokers and on fairlead's listeners, and SASL with credentials fairlead
 //! holds (see `config` for the options).
 //!
-//! Two SASL modes:
+//! Two SASL modes, and whose authority each request carries (`router::identity`):
 //! * sidecar (default): fairlead authenticates every broker connection it opens, including the
-//!   one behind each client connection; clients connect to fairlead without SASL. Everything
-//!   fairlead absorbs, it absorbs.
+//!   one behind each client connection; clients connect to fairlead without SASL and every
+//!   request runs as fairlead's principal. The pod is the trust boundary: fairlead listens on
+//!   loopback by default and warns when a sidecar-mode listener is reachable from elsewhere
+//!   without client certificates.
 //! * passthrough: a client's own SaslHandshake/SaslAuthenticate go to the broker it chose, on
-//!   its own connection; fairlead's connections (reroutes, replays, metadata) use fairlead's
-//!   credentials. Reroutes and replays therefore act as fairlead's principal, and when a
-//!   client's authenticated broker connection is lost, fairlead closes the client connection
-//!   (a new broker connection would not be authenticated as the client).
+//!   its own connection, and its requests only ever travel on connections authenticated as that
+//!   client ([`principal`]): its own, or ones fairlead opens with what it presented (PLAIN
+//!   credentials, a bearer token until it expires). fairlead's own credentials serve only its
+//!   own requests (Metadata, FindCoordinator, the produce log check). When a client's
+//!   authenticated broker connection is lost, fairlead closes the client connection (a new one
+//!   would not be authenticated as the client).
 
+pub mod principal;
 pub mod sasl;
 pub mod scram;
 pub mod tls;

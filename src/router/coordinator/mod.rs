@@ -192,7 +192,15 @@ impl Job {
                 Step::GiveUp => break codes,
             };
             debug!(api = ?self.api, key = self.inspected.key.id.as_str(), node = target, ?failure, "replaying to the coordinator");
-            reply = self.send_again(target).await;
+            match self.send_again(target).await {
+                Some(again) => reply = again,
+                // No connection of the client's identity reaches the coordinator: the answer
+                // in hand is the client's (`identity`).
+                None => {
+                    metrics::not_absorbed(metrics::NotAbsorbed::NoConnectionAsClient);
+                    break codes;
+                }
+            }
             replayed = true;
         };
         self.conclude(reply, codes, absorb)
@@ -304,25 +312,26 @@ impl Job {
         }
     }
 
-    /// Sends the client's request again, to `target`, on the client connection's own
-    /// connection there, and waits for the answer.
-    async fn send_again(&mut self, target: i32) -> Result<Bytes, Failure> {
-        if target != self.node {
-            metrics::rerouted(self.api as i16, 1);
-        }
-        self.node = target;
-        let rx = match self.cluster.upstream_in(&self.reroutes, self.node).await {
+    /// Sends the client's request again, to `target`, on a connection that may carry the
+    /// client's requests, and waits for the answer. None: no such connection reaches `target`.
+    async fn send_again(&mut self, target: i32) -> Option<Result<Bytes, Failure>> {
+        let rx = match self.cluster.upstream_in(&self.reroutes, target).await {
             Ok(up) => {
                 let rx = up.send(self.frame.clone(), true).ok().flatten();
                 self.up = Some(up);
                 rx
             }
+            Err(UpstreamError::NotAsClient { .. }) => return None,
             Err(e) => {
-                debug!(api = ?self.api, node = self.node, error = %e, "coordinator unreachable");
+                debug!(api = ?self.api, node = target, error = %e, "coordinator unreachable");
                 None
             }
         };
-        self.wait(rx).await
+        if target != self.node {
+            metrics::rerouted(self.api as i16, 1);
+        }
+        self.node = target;
+        Some(self.wait(rx).await)
     }
 
     /// One answer, within the budget's time to answer (past it the connection is abandoned:

@@ -129,7 +129,7 @@ impl<A: RoutedApi> Job<A> {
     /// What the retry rules say about every partition without a usable answer.
     fn decisions(&self) -> Vec<(usize, Decision)> {
         let mut todo = Vec::new();
-        for (i, part) in self.parts.iter().enumerate() {
+        for (i, part) in self.parts.iter().enumerate().filter(|(_, p)| !p.unroutable) {
             let failure = match (part.failure, part.code()) {
                 (Some(f), _) => f,
                 (None, Some(code)) if code != 0 => Failure::Code(code),
@@ -259,7 +259,14 @@ impl<A: RoutedApi> Job<A> {
         A::for_replay(&mut replay_envelope);
         let mut inflight = Vec::with_capacity(groups.len());
         for (node, idx) in groups {
-            let rx = self.send_replay(node, &idx, &replay_envelope).await?;
+            let Some(rx) = self.send_replay(node, &idx, &replay_envelope).await? else {
+                // No connection of the client's identity reaches `node`: the partitions keep
+                // the answers they have (`identity`).
+                for i in &idx {
+                    self.parts[*i].unroutable = true;
+                }
+                continue;
+            };
             for i in &idx {
                 self.parts[*i].node = node;
             }
@@ -331,13 +338,15 @@ impl<A: RoutedApi> Job<A> {
         }
     }
 
-    /// Sends the partitions `idx` to `node` on the client connection's own connection there.
+    /// Sends the partitions `idx` to `node` on a connection that may carry the client's
+    /// requests; the answer comes on the receiver (None: not sent). `None` when no such
+    /// connection reaches `node`.
     async fn send_replay(
         &self,
         node: i32,
         idx: &[usize],
         replay_envelope: &A::Req,
-    ) -> Result<Option<ReplyRx>, JobError> {
+    ) -> Result<Option<Option<ReplyRx>>, JobError> {
         let rerouted = idx.iter().filter(|i| self.parts[**i].node != node).count();
         if rerouted > 0 {
             metrics::rerouted(A::KEY as i16, rerouted);
@@ -355,13 +364,17 @@ impl<A: RoutedApi> Job<A> {
         .map_err(|e| JobError::Undecodable(e.to_string()))?;
         let rx = match self.cluster.upstream_in(&self.reroutes, node).await {
             Ok(up) => up.send(frame.freeze(), true).ok().flatten(),
+            Err(UpstreamError::NotAsClient { .. }) => {
+                debug!(api = ?A::KEY, node, "no connection as the client reaches the replay target");
+                return Ok(None);
+            }
             Err(e) => {
                 debug!(api = ?A::KEY, node, error = %e, "replay target unreachable");
                 None
             }
         };
         debug!(api = ?A::KEY, node, partitions = idx.len(), waited_ms = self.budget.elapsed().as_millis() as u64, "replaying");
-        Ok(rx)
+        Ok(Some(rx))
     }
 
     fn fail(&mut self, idx: &[usize], f: Failure) {

@@ -86,6 +86,9 @@ impl<A: RoutedApi> Job<A> {
             }
             if final_code != 0 {
                 metrics::passed_through(A::KEY as i16, final_code);
+                if part.unroutable {
+                    metrics::not_absorbed(metrics::NotAbsorbed::NoConnectionAsClient);
+                }
             }
         }
         absorbed

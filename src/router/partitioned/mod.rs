@@ -177,6 +177,9 @@ struct Part<A: RoutedApi> {
     first_code: Option<i16>,
     /// Produce: the leader's log proved the last attempt's batch was not written.
     unwritten: bool,
+    /// No connection of the client's identity reaches its leader (`identity`): it keeps the
+    /// answer of the broker it went to.
+    unroutable: bool,
 }
 
 impl<A: RoutedApi> Part<A> {
@@ -193,6 +196,7 @@ impl<A: RoutedApi> Part<A> {
             failure: None,
             first_code: None,
             unwritten: false,
+            unroutable: false,
         }
     }
 
