@@ -25,6 +25,7 @@ pub const BYTES: &str = "fairlead_bytes_total";
 pub const CONNECTIONS_CLOSED: &str = "fairlead_client_connections_closed_total";
 pub const PASSED_BLIND: &str = "fairlead_frames_passed_blind_total";
 pub const PRODUCE_CHECKS: &str = "fairlead_produce_outcome_checks_total";
+pub const RELOADS: &str = "fairlead_reloads_total";
 /// Opt-in (`topic_labels`): the same counts per topic.
 pub const TOPIC_ERRORS_ABSORBED: &str = "fairlead_topic_errors_absorbed_total";
 pub const TOPIC_REROUTES: &str = "fairlead_topic_reroutes_total";
@@ -134,6 +135,29 @@ labels!(
         ClientNotReading => "client_not_reading",
         /// The broker connection went away with a request in flight that is not safe to repeat.
         BrokerLostMidRequest => "broker_lost_mid_request",
+    }
+);
+
+labels!(
+    /// `fairlead_reloads_total{material}`: what was read again from its files.
+    Material {
+        /// listener_tls_cert_file, _key_file, _client_ca_file.
+        ListenerTls => "listener_tls",
+        /// upstream_tls_ca_file, _cert_file, _key_file.
+        UpstreamTls => "upstream_tls",
+        SaslPassword => "sasl_password",
+        OAuthClientSecret => "oauth_client_secret",
+    }
+);
+
+labels!(
+    /// `fairlead_reloads_total{outcome}`.
+    ReloadOutcome {
+        /// In use for new connections.
+        Ok => "ok",
+        /// Refused (unreadable, empty, invalid, key and certificate do not match): the old
+        /// material stays in use.
+        Failed => "failed",
     }
 );
 
@@ -267,6 +291,10 @@ fn describe() {
             PRODUCE_CHECKS,
             "Non-idempotent writes of unknown outcome looked up in the leader's log, by result",
         ),
+        (
+            RELOADS,
+            "Certificates, keys and secrets read again from their files (changed, or SIGHUP), by material and outcome",
+        ),
     ] {
         metrics::describe_counter!(name, help);
     }
@@ -314,6 +342,11 @@ fn zero_series() {
     }
     for t in RefreshTrigger::ALL {
         counter!(METADATA_REFRESHES, "trigger" => t.label()).absolute(0);
+    }
+    for m in Material::ALL {
+        for o in ReloadOutcome::ALL {
+            counter!(RELOADS, "material" => m.label(), "outcome" => o.label()).absolute(0);
+        }
     }
     gauge!(CLIENT_CONNECTIONS).set(0.0);
 }
@@ -403,6 +436,10 @@ pub fn upstream_connected(node: &str) {
 
 pub fn upstream_disconnected(node: &str) {
     gauge!(UPSTREAM_CONNECTIONS, "node" => node.to_string()).decrement(1.0);
+}
+
+pub fn reloaded(material: Material, outcome: ReloadOutcome) {
+    counter!(RELOADS, "material" => material.label(), "outcome" => outcome.label()).increment(1);
 }
 
 pub fn produce_check(result: ProduceCheck) {
