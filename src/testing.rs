@@ -38,6 +38,11 @@ pub mod api_versions {
     pub use crate::rewrite::api_versions::{cap, inspected, is_inspected, max_supported};
 }
 
+/// A passthrough client's OAUTHBEARER token, read from its initial response (`security::oauth`).
+pub mod oauth {
+    pub use crate::security::oauth::{parse_initial_response, ClientToken, SUB_CLAIM};
+}
+
 /// Metric names and label sets (`metrics`).
 pub mod metrics {
     pub use crate::metrics::*;

@@ -221,7 +221,8 @@ fn sidecar_mode_gets_its_own_tokens_and_outlives_them() {
     support::assert_no_secrets("fairlead's metrics", &fairlead.metrics(), &secrets);
 }
 
-/// Passthrough: the client logs in to Hydra itself (Kafka's OAuthBearerLoginCallbackHandler),
+/// Passthrough: the client logs in to Hydra itself (Kafka's OAuthBearerLoginCallbackHandler,
+/// with the testkit's retriever that asks for the brokers' audience),
 /// fairlead relays its SaslHandshake/SaslAuthenticate, and the client re-authenticates on its
 /// connection when the broker's session (its token) runs out: more than two lifetimes, no
 /// client-visible error.
@@ -238,7 +239,7 @@ fn passthrough_relays_the_clients_own_oauthbearer_login() {
     let (id, secret) = bed.client("app");
     let jaas = format!(
         "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required \
-         clientId=\"{id}\" clientSecret=\"{secret}\" scope=\"kafka\";"
+         clientId=\"{id}\" clientSecret=\"{secret}\" scope=\"kafka\" audience=\"kafka\";"
     );
     let props = [
         ("security.protocol", "SASL_PLAINTEXT"),
@@ -250,6 +251,12 @@ fn passthrough_relays_the_clients_own_oauthbearer_login() {
         (
             "sasl.oauthbearer.token.endpoint.url",
             bed.token_url.as_str(),
+        ),
+        // Kafka's retriever asks for no audience, Hydra then grants none, and the brokers
+        // refuse a token without theirs: the testkit's retriever adds `audience`, no more.
+        (
+            "sasl.oauthbearer.jwt.retriever.class",
+            "dev.fairlead.testkit.AudienceJwtRetriever",
         ),
         ("sasl.jaas.config", jaas.as_str()),
     ];
@@ -284,6 +291,19 @@ fn bad_sasl_exchanges_get_the_brokers_own_errors() {
         &["--config", cfg.to_str().unwrap(), "--log-level", "debug"],
     );
     let soon_expired = bed.token("other");
+    // What passthrough principal rules read of a client's token, on a real one.
+    let gs2 = format!("n,,\x01auth=Bearer {soon_expired}\x01\x01");
+    let read = fairlead::testing::oauth::parse_initial_response(
+        gs2.as_bytes(),
+        fairlead::testing::oauth::SUB_CLAIM,
+    )
+    .unwrap();
+    assert_eq!(read.subject, bed.client("other").0);
+    let left = read
+        .expires
+        .duration_since(std::time::SystemTime::now())
+        .unwrap();
+    assert!(left <= bed.ttl && left > bed.ttl / 2, "{left:?}");
     let handshake = |raw: &mut Raw, mechanism: &str| -> SaslHandshakeResponse {
         raw.call(
             ApiKey::SaslHandshake,
