@@ -97,7 +97,8 @@ fn utc_time(t: SystemTime) -> String {
     )
 }
 
-/// A client certificate (PEM) and key signed by the test bed's CA, valid until `until`.
+/// A client certificate (PEM) and key signed by the test bed's CA, valid until `until` (X.509
+/// v3: extensions make it so, and rustls takes no v1 certificate).
 fn client_cert(dir: &Path, tls: &Path, name: &str, until: SystemTime) -> (Vec<u8>, Vec<u8>) {
     let ca = dir.join("ca");
     std::fs::create_dir_all(&ca).unwrap();
@@ -110,7 +111,8 @@ fn client_cert(dir: &Path, tls: &Path, name: &str, until: SystemTime) -> (Vec<u8
         format!(
             "[ca]\ndefault_ca = d\n[d]\ndatabase = {0}/index.txt\nnew_certs_dir = {0}\n\
              serial = {0}/serial\ndefault_md = sha256\npolicy = p\nunique_subject = no\n\
-             [p]\ncommonName = supplied\n",
+             x509_extensions = e\n[p]\ncommonName = supplied\n\
+             [e]\nbasicConstraints = CA:FALSE\nextendedKeyUsage = clientAuth\n",
             ca.display()
         ),
     )
