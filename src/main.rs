@@ -58,7 +58,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
+        wait_for_signal(&server).await;
         info!("shutting down: no new connections; answering requests in flight");
         server.shutdown().await;
         ExitCode::SUCCESS
@@ -77,12 +77,20 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-async fn wait_for_signal() {
+/// Until SIGTERM or SIGINT; SIGHUP reloads certificates, keys and secrets from their files.
+async fn wait_for_signal(server: &Server) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
+    let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return info!("SIGTERM received"),
+            _ = int.recv() => return info!("SIGINT received"),
+            _ = hup.recv() => {
+                info!("SIGHUP received: reloading certificates, keys and secrets");
+                server.reload();
+            }
+        }
     }
 }

@@ -26,6 +26,7 @@ pub const CONNECTIONS_CLOSED: &str = "fairlead_client_connections_closed_total";
 pub const PASSED_BLIND: &str = "fairlead_frames_passed_blind_total";
 pub const PRODUCE_CHECKS: &str = "fairlead_produce_outcome_checks_total";
 pub const NOT_ABSORBED: &str = "fairlead_errors_not_absorbed_total";
+pub const RELOADS: &str = "fairlead_reloads_total";
 /// Opt-in (`topic_labels`): the same counts per topic.
 pub const TOPIC_ERRORS_ABSORBED: &str = "fairlead_topic_errors_absorbed_total";
 pub const TOPIC_REROUTES: &str = "fairlead_topic_reroutes_total";
@@ -147,6 +148,29 @@ labels!(
         /// No connection to the broker in question is authenticated as the client, and
         /// nothing it presented can open one (SCRAM, OAUTHBEARER).
         NoConnectionAsClient => "no_connection_as_client",
+    }
+);
+
+labels!(
+    /// `fairlead_reloads_total{material}`: what was read again from its files.
+    Material {
+        /// listener_tls_cert_file, _key_file, _client_ca_file.
+        ListenerTls => "listener_tls",
+        /// upstream_tls_ca_file, _cert_file, _key_file.
+        UpstreamTls => "upstream_tls",
+        SaslPassword => "sasl_password",
+        OAuthClientSecret => "oauth_client_secret",
+    }
+);
+
+labels!(
+    /// `fairlead_reloads_total{outcome}`.
+    ReloadOutcome {
+        /// In use for new connections.
+        Ok => "ok",
+        /// Refused (unreadable, empty, invalid, key and certificate do not match): the old
+        /// material stays in use.
+        Failed => "failed",
     }
 );
 
@@ -284,6 +308,10 @@ fn describe() {
             NOT_ABSORBED,
             "Errors that reached a client unabsorbed because only its own broker connection may carry its requests (SASL passthrough), by reason",
         ),
+        (
+            RELOADS,
+            "Certificates, keys and secrets read again from their files (changed, or SIGHUP), by material and outcome",
+        ),
     ] {
         metrics::describe_counter!(name, help);
     }
@@ -334,6 +362,11 @@ fn zero_series() {
     }
     for r in NotAbsorbed::ALL {
         counter!(NOT_ABSORBED, "reason" => r.label()).absolute(0);
+    }
+    for m in Material::ALL {
+        for o in ReloadOutcome::ALL {
+            counter!(RELOADS, "material" => m.label(), "outcome" => o.label()).absolute(0);
+        }
     }
     gauge!(CLIENT_CONNECTIONS).set(0.0);
 }
@@ -427,6 +460,10 @@ pub fn upstream_disconnected(node: &str) {
 
 pub fn not_absorbed(reason: NotAbsorbed) {
     counter!(NOT_ABSORBED, "reason" => reason.label()).increment(1);
+}
+
+pub fn reloaded(material: Material, outcome: ReloadOutcome) {
+    counter!(RELOADS, "material" => material.label(), "outcome" => outcome.label()).increment(1);
 }
 
 pub fn produce_check(result: ProduceCheck) {

@@ -16,8 +16,11 @@ use crate::leadership::refresh::{RefreshError, Trigger};
 use crate::listener;
 use crate::ports::Ports;
 use crate::router::Router;
+use crate::security::reload::{
+    ClientSecretFile, PasswordFile, Reloadable, Reloader, UpstreamTlsFiles,
+};
 use crate::security::tls::{TlsClient, TlsClientSettings, TlsServer};
-use crate::security::UpstreamSecurity;
+use crate::security::{Login, UpstreamSecurity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -46,6 +49,7 @@ pub struct Server {
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     connections: Arc<Semaphore>,
+    reloader: Arc<Reloader>,
 }
 
 impl Server {
@@ -65,6 +69,12 @@ impl Server {
         for w in &cfg.warnings {
             warn!("{w}");
         }
+        if let Some(Login::OAuthBearer(tokens)) = &security.sasl {
+            tokio::spawn(tokens.clone().run_refresh(shutdown_rx.clone()));
+        }
+        let reloader = Arc::new(reloader(&cfg, &security, listener_tls.as_ref()));
+        let _ = security.reloader.set(Arc::downgrade(&reloader));
+        tokio::spawn(reloader.clone().run(shutdown_rx.clone()));
         // Ports bind sockets as brokers become known; the accept loops take them from here.
         let (bound_tx, bound_rx) = tokio::sync::mpsc::unbounded_channel();
         let ports = Ports::new(cfg.listen, cfg.node_port_base, bound_tx);
@@ -111,7 +121,16 @@ impl Server {
             admin_addr,
             shutdown,
             connections,
+            reloader,
         })
+    }
+
+    /// Reads every certificate, key and secret file again now (SIGHUP).
+    pub fn reload(&self) {
+        if self.reloader.is_empty() {
+            info!("SIGHUP: no certificate, key or secret files to reload");
+        }
+        self.reloader.hangup();
     }
 
     /// Stops accepting, lets connections answer what they have in flight (bounded by
@@ -190,20 +209,44 @@ fn upstream_security(cfg: &Config) -> Result<UpstreamSecurity, StartError> {
         None => None,
         Some(t) => Some(
             TlsClient::new(TlsClientSettings {
-                ca_file: t.ca_file.as_deref(),
-                cert_file: t.cert_file.as_deref(),
-                key_file: t.key_file.as_deref(),
+                ca_file: t.ca_file.clone(),
+                cert_file: t.cert_file.clone(),
+                key_file: t.key_file.clone(),
                 server_name: t.server_name.clone(),
                 insecure_skip_verify: t.insecure_skip_verify,
             })
             .map_err(|e| StartError::Security(e.to_string()))?,
         ),
     };
+    let sasl = match &cfg.sasl {
+        None => None,
+        Some(s) => Some(Login::new(s).map_err(|e| StartError::Security(e.to_string()))?),
+    };
     Ok(UpstreamSecurity {
         tls,
-        sasl: cfg.sasl.clone(),
+        sasl,
         sasl_mode: cfg.sasl_mode,
+        reloader: Default::default(),
     })
+}
+
+/// Everything read from files that can change while fairlead runs.
+fn reloader(
+    cfg: &Config,
+    security: &Arc<UpstreamSecurity>,
+    listener_tls: Option<&Arc<TlsServer>>,
+) -> Reloader {
+    let mut items: Vec<Arc<dyn Reloadable>> = vec![
+        Arc::new(UpstreamTlsFiles(security.clone())),
+        Arc::new(PasswordFile(security.clone())),
+    ];
+    if let Some(Login::OAuthBearer(tokens)) = &security.sasl {
+        items.push(Arc::new(ClientSecretFile(tokens.clone())));
+    }
+    if let Some(l) = listener_tls {
+        items.push(l.clone());
+    }
+    Reloader::new(items, cfg.reload_interval)
 }
 
 async fn periodic_refresh(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {

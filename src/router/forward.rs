@@ -87,7 +87,7 @@ impl Forward {
             let b = Budget::new(
                 Instant::now(),
                 Duration::ZERO,
-                c.absorb_timeout,
+                c.coordinator_absorb_timeout,
                 None,
                 c.retry_backoff,
             );

@@ -16,7 +16,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
@@ -46,8 +46,8 @@ pub struct Session {
     /// "<client ip>/<client id>": a producer, for its partitions' order (see `lanes`).
     name: Mutex<ClientName>,
     /// Whose authority its requests carry, and the connections to other brokers that may carry
-    /// them (None: none may; see `identity`).
-    authority: Mutex<(Identity, Option<Arc<Pool>>)>,
+    /// them (see `identity`).
+    authority: Mutex<Authority>,
     /// SASL passthrough: the client's own exchange, followed to learn its principal.
     exchange: Mutex<Exchange>,
     upstream_cfg: UpstreamConfig,
@@ -67,11 +67,12 @@ impl Session {
         let home = Home::open(cluster, node).await?;
         let upstream_cfg = cluster.upstream_cfg.clone();
         let authority = match upstream_cfg.security.sasl_mode {
-            SaslMode::Passthrough => (Identity::Anonymous, None),
-            SaslMode::Sidecar => (
-                Identity::Fairlead,
-                Some(Arc::new(Pool::new(upstream_cfg.clone()))),
-            ),
+            SaslMode::Passthrough => Authority::anonymous(),
+            SaslMode::Sidecar => Authority {
+                identity: Identity::Fairlead,
+                pool: Some(Arc::new(Pool::new(upstream_cfg.clone()))),
+                opens_until: None,
+            },
         };
         Some(Session {
             connection: NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed),
@@ -92,11 +93,29 @@ impl Session {
     /// The connections to other brokers that may carry this client's requests, or why none
     /// may (its requests then go only on its own broker connection).
     pub fn reroutes(&self) -> Result<Arc<Pool>, NotAbsorbed> {
-        let authority = self.authority.lock().unwrap();
-        if let Some(why) = authority.0.unroutable() {
+        let mut authority = self.authority.lock().unwrap();
+        if let Some(why) = authority.identity.unroutable() {
             return Err(why);
         }
-        authority.1.clone().ok_or(NotAbsorbed::NoConnectionAsClient)
+        if authority
+            .opens_until
+            .is_some_and(|t| SystemTime::now() + TOKEN_MARGIN >= t)
+        {
+            // The client's token expires: from now on only its principal's own connections.
+            if let Identity::Client(p) = &authority.identity {
+                let key = (p.mechanism.name().to_string(), p.name.clone());
+                authority.pool = Some(Arc::new(Pool::borrowing(
+                    self.upstream_cfg.clone(),
+                    self.lenders.clone(),
+                    key,
+                )));
+            }
+            authority.opens_until = None;
+        }
+        authority
+            .pool
+            .clone()
+            .ok_or(NotAbsorbed::NoConnectionAsClient)
     }
 
     /// Follows the client's own SASL exchange (passthrough): its handshake and the first
@@ -153,42 +172,80 @@ impl Session {
         home.exchange_done();
         let mut authority = self.authority.lock().unwrap();
         let Outcome::Authenticated(p) = outcome else {
-            *authority = (Identity::Anonymous, None);
+            *authority = Authority::anonymous();
             return;
         };
         // KIP-368: re-authentication may not change the principal.
-        if let Identity::Client(before) = &authority.0 {
+        if let Identity::Client(before) = &authority.identity {
             if before.name != p.name || before.mechanism != p.mechanism {
-                *authority = (Identity::Anonymous, None);
+                *authority = Authority::anonymous();
                 return;
             }
         }
         let key = (p.mechanism.name().to_string(), p.name.clone());
         self.lenders.register(&key, &home);
-        let pool = self.pool_as(&p, key);
         debug!(
             principal = p.name.as_str(),
             mechanism = p.mechanism.name(),
             "client authenticated itself"
         );
-        *authority = (Identity::Client(Arc::new(p)), Some(pool));
+        *authority = self.authority_of(p, key);
     }
 
-    /// Connections that may carry the client's requests: opened with its PLAIN credentials, or
-    /// else those of its principal's own clients (`Lenders`).
-    fn pool_as(&self, p: &Principal, key: PrincipalKey) -> Arc<Pool> {
-        Arc::new(match &p.presentable {
-            Presentable::Plain { username, password } => {
-                Pool::new(self.upstream_cfg.as_client(Credentials {
+    /// The authority of a client authenticated as `p`: connections opened with what it
+    /// presented (its PLAIN credentials; its bearer token until it expires), else those of its
+    /// principal's own clients (`Lenders`).
+    fn authority_of(&self, p: Principal, key: PrincipalKey) -> Authority {
+        let (credentials, opens_until) = match &p.presentable {
+            Presentable::Plain { username, password } => (
+                Some(Credentials {
                     mechanism: Mechanism::Plain,
                     username: username.clone(),
                     password: password.clone(),
-                }))
-            }
-            Presentable::Bearer { .. } | Presentable::Nothing => {
-                Pool::borrowing(self.upstream_cfg.clone(), self.lenders.clone(), key)
-            }
-        })
+                }),
+                None,
+            ),
+            Presentable::Bearer { token, expires } => (
+                Some(Credentials {
+                    mechanism: Mechanism::OAuthBearer,
+                    username: p.name.clone(),
+                    password: token.clone(),
+                }),
+                *expires,
+            ),
+            Presentable::Nothing => (None, None),
+        };
+        let pool = match credentials {
+            Some(c) => Pool::new(self.upstream_cfg.as_client(c)),
+            None => Pool::borrowing(self.upstream_cfg.clone(), self.lenders.clone(), key),
+        };
+        Authority {
+            identity: Identity::Client(Arc::new(p)),
+            pool: Some(Arc::new(pool)),
+            opens_until,
+        }
+    }
+}
+
+/// How long before a client's token expires fairlead stops opening connections with it.
+const TOKEN_MARGIN: Duration = Duration::from_secs(10);
+
+/// Whose authority a session's requests carry, and what carries them to other brokers.
+struct Authority {
+    identity: Identity,
+    /// None: nothing but the client's own connection.
+    pool: Option<Arc<Pool>>,
+    /// The pool opens connections with the client's token, which expires then.
+    opens_until: Option<SystemTime>,
+}
+
+impl Authority {
+    fn anonymous() -> Authority {
+        Authority {
+            identity: Identity::Anonymous,
+            pool: None,
+            opens_until: None,
+        }
     }
 }
 

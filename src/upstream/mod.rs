@@ -194,8 +194,26 @@ impl Upstream {
         cfg: &UpstreamConfig,
         for_client: bool,
     ) -> Result<Arc<Upstream>, UpstreamError> {
-        let mut stream = open_stream(node, addr, cfg).await?;
-        let retire_at = authenticate(node, addr, &mut stream, cfg, for_client).await?;
+        // A refusal of fairlead's own credentials may be a rotation under way: the brokers
+        // have the new password and its file not yet (or a broker has not applied it yet), or
+        // a token the broker no longer accepts. Tried again, twice, with what the files (or the
+        // token endpoint) hold then.
+        let mut waits = [Duration::from_millis(300), Duration::from_millis(700)].into_iter();
+        let (stream, retire_at) = loop {
+            let mut stream = open_stream(node, addr, cfg).await?;
+            match authenticate(node, addr, &mut stream, cfg, for_client).await {
+                Ok(retire_at) => break (stream, retire_at),
+                Err(e @ UpstreamError::Refused { .. }) => match waits.next() {
+                    // A client's own credentials (passthrough) are never read again.
+                    Some(wait) if cfg.as_client.is_none() && cfg.security.after_refusal() => {
+                        debug!(node, addr, error = %e, "SASL refused: trying again with credentials read again");
+                        tokio::time::sleep(wait).await;
+                    }
+                    _ => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        };
         let up = Upstream::start(node, addr, stream, retire_at, cfg);
         debug!(node, addr, reauth_in = ?retire_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now())), "upstream connected");
         Ok(up)
@@ -584,13 +602,21 @@ async fn authenticate(
 ) -> Result<Option<tokio::time::Instant>, UpstreamError> {
     use crate::security::sasl::{self, SaslError};
     let creds = match &cfg.as_client {
-        Some(client) => client.as_ref(),
-        None => match cfg.security.authenticates(for_client) {
-            Some(own) => own,
-            None => return Ok(None),
-        },
+        // What a client presented (passthrough): for connections that carry only its requests.
+        Some(client) => client.as_ref().clone(),
+        None => {
+            let Some(login) = cfg.security.authenticates(for_client) else {
+                return Ok(None);
+            };
+            // No token from the endpoint: as if the broker were unreachable (nothing was sent,
+            // and a later attempt may get one).
+            login
+                .credentials()
+                .await
+                .map_err(|e| connect_error(node, addr, e.to_string()))?
+        }
     };
-    match sasl::authenticate(stream, creds, cfg.connect_timeout).await {
+    match sasl::authenticate(stream, &creds, cfg.connect_timeout).await {
         Ok(lifetime) => Ok(lifetime.map(|l| tokio::time::Instant::now() + l.mul_f64(REAUTH_AT))),
         Err(e @ (SaslError::Failed { .. } | SaslError::Unsupported { .. })) => {
             Err(refused(node, addr, e.to_string()))

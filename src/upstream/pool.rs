@@ -130,8 +130,11 @@ pub type PrincipalKey = (String, String);
 /// lent until that ends (`Upstream::send` refuses then).
 #[derive(Default)]
 pub struct Lenders {
-    by: Mutex<HashMap<PrincipalKey, HashMap<i32, Vec<Weak<Upstream>>>>>,
+    by: Mutex<HashMap<PrincipalKey, HomesByNode>>,
 }
+
+/// One principal's authenticated connections, by broker node.
+type HomesByNode = HashMap<i32, Vec<Weak<Upstream>>>;
 
 impl Lenders {
     /// `up`, to broker `node`, is authenticated as `principal`.

@@ -17,16 +17,19 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use fairlead::config::Config;
-use fairlead::testing::{Credentials, Mechanism, SaslMode, Secret};
+use fairlead::testing::{Credentials, Mechanism, SaslLogin, SaslMode, Secret};
 use fake::{ProduceAnswer, Received};
 use fake_bed::*;
 
 fn passthrough(cfg: &mut Config) {
     cfg.sasl_mode = SaslMode::Passthrough;
-    cfg.sasl = Some(Credentials {
-        mechanism: Mechanism::Plain,
-        username: "fairlead".into(),
-        password: Secret::new("fairlead-secret".into()),
+    cfg.sasl = Some(SaslLogin::Password {
+        credentials: Credentials {
+            mechanism: Mechanism::Plain,
+            username: "fairlead".into(),
+            password: Secret::new("fairlead-secret".into()),
+        },
+        password_file: None,
     });
 }
 

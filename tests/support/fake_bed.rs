@@ -78,6 +78,7 @@ impl Bed {
         cfg.connect_timeout = Duration::from_secs(1);
         cfg.request_timeout = Duration::from_secs(2);
         cfg.absorb_timeout = Duration::from_secs(2);
+        cfg.coordinator_absorb_timeout = Duration::from_secs(2);
         cfg.retry_backoff = Duration::from_millis(25);
         cfg.metadata_max_age = Duration::from_secs(600);
         cfg.ready_max_metadata_age = Duration::from_secs(1200);

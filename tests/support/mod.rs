@@ -487,6 +487,22 @@ impl ClientProc {
         rate: u32,
         props: &[(&str, &str)],
     ) -> ClientProc {
+        Self::producer_with_env(kind, dir, run_id, bootstrap, topic, rate, props, &[])
+    }
+
+    /// A producer whose process gets these environment variables too (e.g. JDK_JAVA_OPTIONS
+    /// for a JVM system property).
+    #[allow(clippy::too_many_arguments)]
+    pub fn producer_with_env(
+        kind: ClientKind,
+        dir: &Path,
+        run_id: &str,
+        bootstrap: &str,
+        topic: &str,
+        rate: u32,
+        props: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> ClientProc {
         let summary = dir.join(format!("{run_id}.summary.json"));
         let data = dir.join(format!("{run_id}.acked"));
         let stderr = dir.join(format!("{run_id}.stderr"));
@@ -505,6 +521,7 @@ impl ClientProc {
         for (k, v) in props {
             c.args(["--prop", &format!("{k}={v}")]);
         }
+        c.envs(env.iter().copied());
         Self::spawn(run_id, c, summary, data, stderr)
     }
 
@@ -740,4 +757,22 @@ pub fn verify(acked: &HashMap<(i32, u64), i64>, consumed: &[Consumed]) -> Verdic
     v.missing.sort();
     v.duplicated.sort();
     v
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets
+
+/// Fails if any of `secrets`, or anything shaped like a JWT (base64url of `{"`: "eyJ"), is in
+/// `text` (fairlead's log or metrics).
+pub fn assert_no_secrets(what: &str, text: &str, secrets: &[&str]) {
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        if let Some(i) = text.find(s) {
+            let line = text[..i].rsplit('\n').next().unwrap_or_default();
+            panic!("{what} shows a secret ({} chars) in: {line}...", s.len());
+        }
+    }
+    if let Some(i) = text.find("eyJ") {
+        let line = &text[text[..i].rfind('\n').map_or(0, |n| n + 1)..i];
+        panic!("{what} shows what looks like a JWT, after: {line}");
+    }
 }

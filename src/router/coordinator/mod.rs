@@ -12,7 +12,7 @@
 //! * on 16 or 15 finds the coordinator again (its own FindCoordinator, see
 //!   `leadership::coordinators`), re-sends the client's request, byte for byte, there, and gives
 //!   the client that answer; on 14 asks the same coordinator again after a short wait; all
-//!   within `absorb_timeout_ms` (a JoinGroup, a long poll, within its rebalance timeout and a
+//!   within `coordinator_absorb_timeout_ms` (a JoinGroup, a long poll, within its rebalance timeout and a
 //!   little more, under what the clients wait for it);
 //! * replays only under the rules of `retry::decide_coordinator`; everything else passes
 //!   through, counted.
@@ -444,13 +444,13 @@ async fn take_lane(lanes: &Lanes, lane: &LaneKey, node: i32, up: Arc<Upstream>) 
     chosen.into_iter().next().flatten().unwrap_or(up)
 }
 
-/// The request's time: `absorb_timeout_ms`, and a JoinGroup (a long poll) within its
+/// The request's time: `coordinator_absorb_timeout_ms`, and a JoinGroup (a long poll) within its
 /// rebalance timeout and JOIN_GRACE.
 fn budget(cfg: &Config, api: ApiKey, inspected: &Inspected, started: Instant) -> Budget {
     let budget = Budget::new(
         started,
         inspected.broker_wait,
-        cfg.absorb_timeout,
+        cfg.coordinator_absorb_timeout,
         None,
         cfg.retry_backoff,
     );
