@@ -8,8 +8,10 @@
 
 pub mod bed;
 pub mod coordination;
+pub mod gokit;
 pub mod observer;
 pub mod raw;
+pub mod rolling;
 pub mod scenario;
 
 #[allow(unused_imports)]
