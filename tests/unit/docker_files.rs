@@ -1461,16 +1461,16 @@ fn k8s_sidecar_probes_and_scrape_annotations_use_the_admin_endpoint() {
     let docs = k8s_docs();
     let s = sidecar(&docs);
     let admin = s.cfg.admin.port();
-    for path in ["/healthz", "/readyz", "/metrics"] {
+    for path in ["/startupz", "/livez", "/readyz", "/metrics"] {
         assert!(
             ADMIN_RS.contains(&format!("\"{path}\"")),
             "src/admin.rs no longer serves {path}"
         );
     }
     for (probe, path, required) in [
-        ("livenessProbe", "/healthz", true),
+        ("livenessProbe", "/livez", true),
         ("readinessProbe", "/readyz", true),
-        ("startupProbe", "/readyz", false),
+        ("startupProbe", "/startupz", true),
     ] {
         let get = &s.fairlead[probe]["httpGet"];
         if !required && s.fairlead[probe].is_null() {
