@@ -108,7 +108,7 @@ fn check_review(r: &Value) -> Result<Option<&Value>, String> {
         return Err("the AdmissionReview request has no `uid`".into());
     }
     let kind = &req["kind"];
-    let is_pod = kind["group"].as_str().unwrap_or("") == "" && kind["kind"] == "Pod";
+    let is_pod = kind["group"].as_str().unwrap_or("").is_empty() && kind["kind"] == "Pod";
     if !is_pod || req["operation"] != "CREATE" {
         return Ok(None);
     }
