@@ -71,6 +71,29 @@ pub enum Command {
         #[arg(long)]
         under_replicated: bool,
     },
+    /// Serve the Kubernetes sidecar-injection webhook (AdmissionReview v1 over TLS): pods
+    /// annotated `fairlead.io/inject: "true"` get fairlead as a native sidecar.
+    Webhook(WebhookArgs),
+}
+
+/// `fairlead webhook`: where it listens, its TLS certificate, and the sidecar it injects.
+#[derive(Debug, Args, Clone)]
+pub struct WebhookArgs {
+    /// Address the API server calls (HTTPS): POST /mutate; GET /livez, /readyz.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "FAIRLEAD_WEBHOOK_LISTEN")]
+    pub listen: String,
+    /// Serving certificate (PEM); re-read when the file changes (cert-manager renewals).
+    #[arg(long, env = "FAIRLEAD_WEBHOOK_TLS_CERT_FILE")]
+    pub tls_cert_file: PathBuf,
+    #[arg(long, env = "FAIRLEAD_WEBHOOK_TLS_KEY_FILE")]
+    pub tls_key_file: PathBuf,
+    /// The sidecar to inject (JSON: container, volumes, app_bootstrap), rendered by the Helm
+    /// chart from its values.
+    #[arg(long, env = "FAIRLEAD_WEBHOOK_SIDECAR_FILE")]
+    pub sidecar_file: PathBuf,
+    /// Log filter, as log_level.
+    #[arg(long, default_value = "info", env = "FAIRLEAD_WEBHOOK_LOG_LEVEL")]
+    pub log_level: String,
 }
 
 /// Every option of the proxy, listed once: each is a flag (`--option-name`), an environment
@@ -97,7 +120,7 @@ pub struct Options {
     /// Port of node 0; node N is served on node_port_base + N (default: listen port + 1).
     #[arg(long, env = "FAIRLEAD_NODE_PORT_BASE")]
     pub node_port_base: Option<u16>,
-    /// Admin HTTP address: /metrics, /healthz, /readyz, /leadership.
+    /// Admin HTTP address: /metrics, /startupz, /livez, /readyz, /clusterz, /leadership.
     #[arg(long, env = "FAIRLEAD_ADMIN")]
     pub admin: Option<String>,
     #[arg(long, env = "FAIRLEAD_MAX_FRAME_BYTES")]
@@ -122,6 +145,7 @@ pub struct Options {
     pub metadata_max_age_ms: Option<u64>,
     #[arg(long, env = "FAIRLEAD_STARTUP_TIMEOUT_MS")]
     pub startup_timeout_ms: Option<u64>,
+    /// /clusterz reports the cluster stale past this metadata age (readiness does not).
     #[arg(long, env = "FAIRLEAD_READY_MAX_METADATA_AGE_MS")]
     pub ready_max_metadata_age_ms: Option<u64>,
     #[arg(long, env = "FAIRLEAD_DRAIN_TIMEOUT_MS")]

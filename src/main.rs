@@ -22,6 +22,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Webhook(args)) = cli.command {
+        return webhook(args);
+    }
     let cfg = match config::load(cli.run) {
         Ok(c) => c,
         Err(e) => {
@@ -63,6 +66,29 @@ fn main() -> ExitCode {
         server.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// `fairlead webhook`: the sidecar injector, on a single-threaded runtime (a few requests a
+/// second at most: one per pod created).
+fn webhook(args: config::WebhookArgs) -> ExitCode {
+    init_logging(LogFormat::Json, &args.log_level);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fairlead::webhook::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "fairlead webhook failed");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging(format: LogFormat, level: &str) {

@@ -1842,3 +1842,64 @@ async fn an_out_of_sequence_batch_behind_one_being_absorbed_is_replayed_too() {
     assert_eq!(&seqs[..2], &[0, 1], "both went to the leader: {seqs:?}");
     assert_eq!(seqs.len(), 4, "both replayed: {seqs:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Probes
+// ---------------------------------------------------------------------------------------------
+
+async fn probe(bed: &Bed, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(bed.server.admin_addr)
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let code = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1.trim().to_string();
+    (code, body)
+}
+
+/// A Kafka outage must not take a sidecar's pod out of its Services (readiness) nor restart it
+/// (liveness): it shows in /clusterz, for alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_outage_fails_clusterz_but_never_readiness_liveness_or_startup() {
+    let bed = Bed::start_with(standard, |cfg| {
+        cfg.metadata_max_age = Duration::from_millis(100);
+        cfg.ready_max_metadata_age = Duration::from_millis(400);
+    })
+    .await;
+    for path in ["/startupz", "/livez", "/healthz", "/readyz", "/clusterz"] {
+        let (code, body) = probe(&bed, path).await;
+        assert_eq!(code, 200, "{path} while the cluster is up: {body}");
+    }
+    for node in [1, 2, 3] {
+        bed.fake.stop_node(node);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = probe(&bed, "/clusterz").await;
+        if code == 503 {
+            assert!(body.starts_with("stale: metadata is"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/clusterz never reported the outage: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (path, says) in [
+        ("/readyz", "ready: listeners bound"),
+        ("/livez", "ok"),
+        ("/startupz", "started"),
+    ] {
+        let (code, body) = probe(&bed, path).await;
+        assert_eq!(code, 200, "{path} during the outage: {body}");
+        assert!(body.starts_with(says), "{path}: {body}");
+    }
+    // And it still takes connections.
+    let _client = bed.client(None).await;
+}
