@@ -156,6 +156,9 @@ fn ready(cluster: &Cluster, readiness: &Readiness) -> (bool, String) {
     if !readiness.listeners_bound.load(Ordering::Acquire) {
         return (false, "not ready: listeners not bound yet".into());
     }
+    if let Some(unbound) = cluster.ports.unbound_report() {
+        return (false, format!("not ready: {unbound}"));
+    }
     match cluster.leadership.last_metadata() {
         None => (false, "not ready: no metadata from the cluster yet".into()),
         Some(t) if t.elapsed() > cluster.cfg.ready_max_metadata_age => (

@@ -25,6 +25,8 @@ pub const BYTES: &str = "fairlead_bytes_total";
 pub const CONNECTIONS_CLOSED: &str = "fairlead_client_connections_closed_total";
 pub const PASSED_BLIND: &str = "fairlead_frames_passed_blind_total";
 pub const PRODUCE_CHECKS: &str = "fairlead_produce_outcome_checks_total";
+pub const BROKER_PORTS_UNBOUND: &str = "fairlead_broker_ports_unbound";
+pub const BROKER_PORT_BIND_FAILURES: &str = "fairlead_broker_port_bind_failures_total";
 /// Opt-in (`topic_labels`): the same counts per topic.
 pub const TOPIC_ERRORS_ABSORBED: &str = "fairlead_topic_errors_absorbed_total";
 pub const TOPIC_REROUTES: &str = "fairlead_topic_reroutes_total";
@@ -267,6 +269,10 @@ fn describe() {
             PRODUCE_CHECKS,
             "Non-idempotent writes of unknown outcome looked up in the leader's log, by result",
         ),
+        (
+            BROKER_PORT_BIND_FAILURES,
+            "Failed attempts to listen on a broker's port (each is retried with back-off)",
+        ),
     ] {
         metrics::describe_counter!(name, help);
     }
@@ -282,6 +288,10 @@ fn describe() {
     );
     metrics::describe_gauge!(CLIENT_CONNECTIONS, "Open client connections");
     metrics::describe_gauge!(UPSTREAM_CONNECTIONS, "Open connections to brokers, by node");
+    metrics::describe_gauge!(
+        BROKER_PORTS_UNBOUND,
+        "Brokers in the cluster whose port fairlead cannot listen on (not given to clients meanwhile)"
+    );
 }
 
 /// The APIs whose errors fairlead absorbs, each with the codes it absorbs.
@@ -316,6 +326,8 @@ fn zero_series() {
         counter!(METADATA_REFRESHES, "trigger" => t.label()).absolute(0);
     }
     gauge!(CLIENT_CONNECTIONS).set(0.0);
+    gauge!(BROKER_PORTS_UNBOUND).set(0.0);
+    counter!(BROKER_PORT_BIND_FAILURES).absolute(0);
 }
 
 /// The hot paths' handles: one counter per byte direction, one histogram per API key.
@@ -407,4 +419,12 @@ pub fn upstream_disconnected(node: &str) {
 
 pub fn produce_check(result: ProduceCheck) {
     counter!(PRODUCE_CHECKS, "result" => result.label()).increment(1);
+}
+
+pub fn broker_port_bind_failed() {
+    counter!(BROKER_PORT_BIND_FAILURES).increment(1);
+}
+
+pub fn broker_ports_unbound(n: usize) {
+    gauge!(BROKER_PORTS_UNBOUND).set(n as f64);
 }

@@ -23,7 +23,7 @@ const ADMIN_RS: &str = include_str!("../../src/admin.rs");
 const CARGO_TOML: &str = include_str!("../../Cargo.toml");
 
 /// The metrics every deployment exports: each must be on the dashboard.
-const MAIN_METRICS: [&str; 14] = [
+const MAIN_METRICS: [&str; 16] = [
     m::ERRORS_ABSORBED,
     m::ERRORS_PASSED_THROUGH,
     m::REROUTES,
@@ -38,6 +38,8 @@ const MAIN_METRICS: [&str; 14] = [
     m::CONNECTIONS_CLOSED,
     m::PASSED_BLIND,
     m::PRODUCE_CHECKS,
+    m::BROKER_PORTS_UNBOUND,
+    m::BROKER_PORT_BIND_FAILURES,
 ];
 /// Opt-in series (`topic_labels`): the dashboard may use them, need not.
 const OPT_IN_METRICS: [&str; 2] = [m::TOPIC_ERRORS_ABSORBED, m::TOPIC_REROUTES];
