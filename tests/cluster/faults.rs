@@ -7,8 +7,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 use support::observer::{Observer, COORDINATOR_CODES, LEADERSHIP_CODES};
+use support::raw::Raw;
 use support::scenario::{self, Plan};
 use support::{Admin, ClientKind, ClientProc, Fairlead};
 
@@ -231,13 +234,17 @@ fn a_broker_port_held_elsewhere_is_never_given_to_clients_who_carry_on_unharmed(
     let topic = support::unique("held");
     admin.create_topic(&topic, 6, 3);
     // Two groups coordinated by the same broker: that broker's port is the one held.
+    let mut raw = Raw::connect(cluster.bootstrap.split(',').next().unwrap());
     let candidates: Vec<String> = (0..40).map(|i| support::unique(&format!("g{i}"))).collect();
-    let placed = admin.call(json!({"op": "coordinators", "groups": candidates}))["groups"].clone();
-    let coordinator = |g: &str| placed[g]["leader"].as_i64().unwrap() as i32;
-    let held_node = coordinator(&candidates[0]);
-    let groups: Vec<&String> = candidates
+    let placed: Vec<(i32, &String)> = candidates
         .iter()
-        .filter(|g| coordinator(g) == held_node)
+        .map(|g| (coordinator_of(&mut raw, g), g))
+        .collect();
+    let held_node = placed[0].0;
+    let groups: Vec<&String> = placed
+        .iter()
+        .filter(|(n, _)| *n == held_node)
+        .map(|(_, g)| *g)
         .take(2)
         .collect();
     assert_eq!(groups.len(), 2, "two of 40 groups on node {held_node}");
@@ -326,8 +333,6 @@ fn a_broker_port_held_elsewhere_is_never_given_to_clients_who_carry_on_unharmed(
             &[("topic.metadata.refresh.interval.ms", "5000")],
         ),
     ];
-    // While the port is held: 20 s of traffic.
-    std::thread::sleep(Duration::from_secs(20));
     let count = |path: &std::path::Path| {
         std::fs::read_to_string(path)
             .unwrap_or_default()
@@ -340,15 +345,30 @@ fn a_broker_port_held_elsewhere_is_never_given_to_clients_who_carry_on_unharmed(
             .filter(|(p, _)| led.contains(&(*p as i64)))
             .count()
     };
+    // Once every producer runs (JVMs start slowly on a loaded machine): 20 s of traffic while
+    // the port is held, measured from there.
+    for c in &mut clients[..2] {
+        c.wait_records(1, Duration::from_secs(90));
+    }
+    let at = |clients: &[ClientProc]| -> Vec<usize> {
+        let mut v: Vec<usize> = clients[..2].iter().map(acked_on_held).collect();
+        v.extend(clients[2..].iter().map(|c| count(&c.data)));
+        v
+    };
+    let start = at(&clients);
+    std::thread::sleep(Duration::from_secs(20));
+    let window: Vec<usize> = at(&clients)
+        .iter()
+        .zip(&start)
+        .map(|(now, then)| now - then)
+        .collect();
     let held_phase = format!(
-        "while held: acked pj {} pr {} (on node {held_node}'s partitions {led:?}: pj {} pr {}), \
+        "while held, in 20 s: acked on node {held_node}'s partitions {led:?}: pj {} pr {}; \
          consumed cj {} cr {}; addresses given {:?}; refused {}; errors {:?}; bind failures {}",
-        count(&clients[0].data),
-        count(&clients[1].data),
-        acked_on_held(&clients[0]),
-        acked_on_held(&clients[1]),
-        count(&clients[2].data),
-        count(&clients[3].data),
+        window[0],
+        window[1],
+        window[2],
+        window[3],
         observer.addresses_given(),
         observer.refused(),
         observer.errors(),
@@ -374,18 +394,13 @@ fn a_broker_port_held_elsewhere_is_never_given_to_clients_who_carry_on_unharmed(
         "retried with back-off\n{}",
         ctx()
     );
-    for c in &clients[..2] {
+    // 100 records/s each, a third of them on the held broker's partitions; the consumers read
+    // both producers.
+    for (c, n) in clients.iter().zip(&window) {
+        let least = if c.name.starts_with('p') { 300 } else { 2000 };
         assert!(
-            acked_on_held(c) >= 50,
-            "{}: partitions led by node {held_node} stalled\n{}",
-            c.name,
-            ctx()
-        );
-    }
-    for c in &clients[2..] {
-        assert!(
-            count(&c.data) >= 500,
-            "{}: consumed too little\n{}",
+            *n >= least,
+            "{}: {n} records in 20 s (node {held_node}'s partitions stalled?)\n{}",
             c.name,
             ctx()
         );
@@ -442,12 +457,16 @@ fn a_broker_port_held_elsewhere_is_never_given_to_clients_who_carry_on_unharmed(
             ctx()
         );
     }
-    let codes: Vec<i16> = LEADERSHIP_CODES
+    assert_eq!(observer.count(&LEADERSHIP_CODES), 0, "{}", ctx());
+    // A broker's first InitProducerId after it starts may be answered 14 while it fetches its
+    // first block of producer ids (a fresh test bed; nothing to do with ports): left out.
+    let coordinator_errors: u64 = observer
+        .errors()
         .iter()
-        .chain(&COORDINATOR_CODES)
-        .copied()
-        .collect();
-    assert_eq!(observer.count(&codes), 0, "{}", ctx());
+        .filter(|((api, code), _)| COORDINATOR_CODES.contains(code) && *api != 22)
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(coordinator_errors, 0, "{}", ctx());
     assert_eq!(observer.refused(), 0, "{}", ctx());
 
     let mut check = ClientProc::consumer(
@@ -474,5 +493,26 @@ fn a_broker_port_held_elsewhere_is_never_given_to_clients_who_carry_on_unharmed(
             &support::read_consumed(&dir.join("check.consumed"), &topic, p),
         );
         assert!(v.exactly_once_in_order(), "{p}: {v:?}");
+    }
+}
+
+/// The broker coordinating `group`, asked directly (the first FindCoordinator of a fresh cluster
+/// creates __consumer_offsets: COORDINATOR_NOT_AVAILABLE until it is there).
+fn coordinator_of(raw: &mut Raw, group: &str) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r: FindCoordinatorResponse = raw.call(
+            ApiKey::FindCoordinator,
+            3,
+            &FindCoordinatorRequest::default().with_key(StrBytes::from_string(group.into())),
+        );
+        if r.error_code == 0 {
+            return r.node_id.0;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no coordinator for {group}: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
     }
 }
