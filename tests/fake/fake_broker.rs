@@ -490,22 +490,6 @@ async fn a_broker_port_held_elsewhere_is_never_given_to_clients_and_is_bound_onc
     .await;
     let held = bed.port(2);
 
-    let (code, body) = bed.admin_get("/readyz").await;
-    assert_eq!(code, 503, "{body}");
-    assert!(
-        body.contains(&format!("node 2 127.0.0.1:{held} (")),
-        "/readyz names the port: {body}"
-    );
-    assert_eq!(bed.metric("fairlead_broker_ports_unbound", &[]).await, 1.0);
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let failures = bed
-        .metric("fairlead_broker_port_bind_failures_total", &[])
-        .await;
-    assert!(
-        failures >= 4.0,
-        "tried at 0, 0.1, 0.3, 0.7 s: {failures} failures counted"
-    );
-
     let mut c = bed.client(None).await;
     let r: MetadataResponse = c
         .call(
@@ -597,6 +581,22 @@ async fn a_broker_port_held_elsewhere_is_never_given_to_clients_and_is_bound_onc
     assert_eq!(produce_results(&r)[0].2, 0, "{r:?}");
     assert_eq!(bed.fake.client_requests(2, ApiKey::Produce).len(), 1);
     assert!(bed.fake.client_requests(1, ApiKey::Produce).is_empty());
+
+    let (code, body) = bed.admin_get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains(&format!("node 2 127.0.0.1:{held} (")),
+        "/readyz names the port: {body}"
+    );
+    assert_eq!(bed.metric("fairlead_broker_ports_unbound", &[]).await, 1.0);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let failures = bed
+        .metric("fairlead_broker_port_bind_failures_total", &[])
+        .await;
+    assert!(
+        failures >= 4.0,
+        "tried at 0, 0.1, 0.3, 0.7 s: {failures} failures counted"
+    );
 
     // Freed: bound within the back-off (at most 5 s), then named again.
     drop(holder);
