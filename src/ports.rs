@@ -37,9 +37,14 @@ pub const MAX_RETRY: Duration = Duration::from_secs(5);
 pub const LOG_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Ports {
+    /// The bootstrap address; broker ports are bound on its IP.
     listen: SocketAddr,
+    /// Broker node N is served on `node_port_base + N`.
     node_port_base: u16,
+    /// What is bound and what is waiting for a retry, under one lock so that a port is never
+    /// both.
     state: Mutex<State>,
+    /// Where bound sockets go to be served (`listener::run`).
     to_listener: mpsc::UnboundedSender<Bound>,
     /// Wakes the retry loop (`server`) when a port fails for the first time.
     failed: Notify,
@@ -58,12 +63,16 @@ struct Unbound {
     /// `None`: the node id maps to no port (`node_port_base + id` is not in 1..=65535); never
     /// retried, but still reported.
     addr: Option<SocketAddr>,
+    /// The first failure: how long the port has been unbound.
     since: Instant,
+    /// Failed tries so far (for /readyz and the log).
     failures: u64,
+    /// The last failure's reason, e.g. "Address already in use".
     error: String,
     /// The wait after the next failure.
     backoff: Duration,
     next_try: Instant,
+    /// When a failure was last logged (see [`log_failure`]).
     last_logged: Instant,
     /// Failures since the last log line.
     unlogged: u64,
@@ -355,8 +364,8 @@ fn log_failure(waiting: Duration, since_logged: Duration) -> bool {
 /// transaction: fairlead routes partition requests by its own leadership knowledge and
 /// coordinator requests to the coordinator it knows, whichever port they came in on. Leaving
 /// the broker out without a stand-in (leader or coordinator unknown) would stall its partitions
-/// and answer COORDINATOR_NOT_AVAILABLE to its groups for as long as the port is held (see
-/// README, "Broker ports"). The leader epochs are left as the broker said: they still fence
+/// and answer COORDINATOR_NOT_AVAILABLE to its groups for as long as the port is held (measured
+/// with Java and librdkafka clients: README, "Running it"). The leader epochs are left as the broker said: they still fence
 /// stale requests, and when the port is bound again the same epoch names the real leader.
 #[derive(Debug, Clone)]
 pub struct Advertised {
