@@ -138,7 +138,7 @@ async fn handle(
         "/startupz" | "/readyz" | "/clusterz" => {
             let (ok, why) = match path {
                 "/startupz" => started(cluster, readiness),
-                "/readyz" => ready(readiness),
+                "/readyz" => ready(cluster, readiness),
                 _ => cluster_fresh(cluster),
             };
             respond(
@@ -167,12 +167,16 @@ async fn handle(
     }
 }
 
-/// Readiness: fairlead can take connections. Every condition here is about fairlead itself,
-/// none about Kafka being reachable: a sidecar that turned unready with the cluster would take
+/// Readiness: fairlead can take connections: its listeners are bound, a port for every broker
+/// in the cluster included (one another process holds is retried meanwhile and named here).
+/// Every condition here is about fairlead itself, none about Kafka being reachable: a sidecar that turned unready with the cluster would take
 /// its application out of its Services, even for requests that never touch Kafka.
-fn ready(readiness: &Readiness) -> (bool, String) {
+fn ready(cluster: &Cluster, readiness: &Readiness) -> (bool, String) {
     if !readiness.listeners_bound.load(Ordering::Acquire) {
         return (false, "not ready: listeners not bound yet".into());
+    }
+    if let Some(unbound) = cluster.ports.unbound_report() {
+        return (false, format!("not ready: {unbound}"));
     }
     (true, "ready: listeners bound".into())
 }
@@ -185,7 +189,7 @@ fn started(cluster: &Cluster, readiness: &Readiness) -> (bool, String) {
             "not started: no metadata from the cluster yet".into(),
         );
     }
-    match ready(readiness) {
+    match ready(cluster, readiness) {
         (true, _) => (true, "started: metadata loaded, listeners bound".into()),
         (false, why) => (false, why.replacen("not ready", "not started", 1)),
     }

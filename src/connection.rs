@@ -179,8 +179,9 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Answer>,
 ) -> Result<(), WriteError> {
     while let Some(answer) = rx.recv().await {
+        let (api_key, started) = (answer.api_key, answer.started);
         let bytes = answer
-            .job
+            .bytes()
             .await
             .map_err(|e| WriteError::Upstream(e.to_string()))?;
         // One write per response, from the response's own buffer. A client that stops reading
@@ -194,7 +195,7 @@ async fn write_loop(
             }
         }
         metrics::bytes(metrics::Direction::ToClients, bytes.len());
-        metrics::request_duration(answer.api_key, answer.started.elapsed());
+        metrics::request_duration(api_key, started.elapsed());
     }
     let _ = wr.shutdown().await;
     Ok(())

@@ -27,6 +27,8 @@ pub const PASSED_BLIND: &str = "fairlead_frames_passed_blind_total";
 pub const PRODUCE_CHECKS: &str = "fairlead_produce_outcome_checks_total";
 pub const NOT_ABSORBED: &str = "fairlead_errors_not_absorbed_total";
 pub const RELOADS: &str = "fairlead_reloads_total";
+pub const BROKER_PORTS_UNBOUND: &str = "fairlead_broker_ports_unbound";
+pub const BROKER_PORT_BIND_FAILURES: &str = "fairlead_broker_port_bind_failures_total";
 /// Opt-in (`topic_labels`): the same counts per topic.
 pub const TOPIC_ERRORS_ABSORBED: &str = "fairlead_topic_errors_absorbed_total";
 pub const TOPIC_REROUTES: &str = "fairlead_topic_reroutes_total";
@@ -312,6 +314,10 @@ fn describe() {
             RELOADS,
             "Certificates, keys and secrets read again from their files (changed, or SIGHUP), by material and outcome",
         ),
+        (
+            BROKER_PORT_BIND_FAILURES,
+            "Failed attempts to listen on a broker's port (each is retried with back-off)",
+        ),
     ] {
         metrics::describe_counter!(name, help);
     }
@@ -327,6 +333,10 @@ fn describe() {
     );
     metrics::describe_gauge!(CLIENT_CONNECTIONS, "Open client connections");
     metrics::describe_gauge!(UPSTREAM_CONNECTIONS, "Open connections to brokers, by node");
+    metrics::describe_gauge!(
+        BROKER_PORTS_UNBOUND,
+        "Brokers in the cluster whose port fairlead cannot listen on (not given to clients meanwhile)"
+    );
 }
 
 /// The APIs whose errors fairlead absorbs, each with the codes it absorbs.
@@ -369,6 +379,8 @@ fn zero_series() {
         }
     }
     gauge!(CLIENT_CONNECTIONS).set(0.0);
+    gauge!(BROKER_PORTS_UNBOUND).set(0.0);
+    counter!(BROKER_PORT_BIND_FAILURES).absolute(0);
 }
 
 /// The hot paths' handles: one counter per byte direction, one histogram per API key.
@@ -468,4 +480,12 @@ pub fn reloaded(material: Material, outcome: ReloadOutcome) {
 
 pub fn produce_check(result: ProduceCheck) {
     counter!(PRODUCE_CHECKS, "result" => result.label()).increment(1);
+}
+
+pub fn broker_port_bind_failed() {
+    counter!(BROKER_PORT_BIND_FAILURES).increment(1);
+}
+
+pub fn broker_ports_unbound(n: usize) {
+    gauge!(BROKER_PORTS_UNBOUND).set(n as f64);
 }

@@ -14,7 +14,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::leadership::refresh::{RefreshError, Trigger};
 use crate::listener;
-use crate::ports::Ports;
+use crate::ports::{self, Ports};
 use crate::router::Router;
 use crate::security::reload::{
     ClientSecretFile, PasswordFile, Reloadable, Reloader, UpstreamTlsFiles,
@@ -111,9 +111,17 @@ impl Server {
             shutdown_rx.clone(),
         ));
         tokio::spawn(periodic_refresh(cluster.clone(), shutdown_rx.clone()));
-        tokio::spawn(close_incidents(cluster.clone(), shutdown_rx));
+        tokio::spawn(close_incidents(cluster.clone(), shutdown_rx.clone()));
+        tokio::spawn(retry_broker_ports(cluster.clone(), shutdown_rx));
         readiness.listeners_bound.store(true, Ordering::Release);
-        info!(bootstrap = %bootstrap_addr, brokers = cluster.leadership.brokers().len(), "fairlead ready");
+        match cluster.ports.unbound_report() {
+            None => {
+                info!(bootstrap = %bootstrap_addr, brokers = cluster.leadership.brokers().len(), "fairlead ready")
+            }
+            Some(why) => {
+                warn!(bootstrap = %bootstrap_addr, brokers = cluster.leadership.brokers().len(), "fairlead serving, not ready: {why}")
+            }
+        }
         Ok(Server {
             cluster,
             router,
@@ -269,6 +277,27 @@ async fn periodic_refresh(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<b
             .await
         {
             warn!(error = %e, "periodic metadata refresh failed");
+        }
+    }
+}
+
+/// Broker ports that could not be bound, tried again as their back-off runs out (see `ports`),
+/// for as long as their broker is in the cluster.
+async fn retry_broker_ports(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let brokers = cluster.leadership.brokers();
+        let next = cluster
+            .ports
+            .retry_due(Instant::now(), |n| brokers.contains_key(&n));
+        drop(brokers);
+        // At least every MAX_RETRY: a broker that left while its port was unbound (or mapped
+        // to no port) must leave /readyz's list too.
+        let at = next.unwrap_or_else(|| Instant::now() + ports::MAX_RETRY);
+        let sleep = tokio::time::sleep_until(at.into());
+        tokio::select! {
+            _ = sleep => {}
+            _ = cluster.ports.failed() => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

@@ -38,7 +38,7 @@ use crate::codec::header::RequestHeader;
 use crate::metrics;
 use crate::metrics::NotAbsorbed;
 use crate::upstream::pool::{Lenders, Pool};
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{ReplyRx, Upstream, UpstreamError};
 use forward::Forward;
 use lanes::Lanes;
 use partitioned::{Conns, Dispatched, Job, RoutedApi};
@@ -107,11 +107,27 @@ pub struct Unanswerable(pub String);
 /// What the connection's writer waits for, for one request, in request order: the answer the
 /// client gets.
 pub struct Answer {
-    /// Completes with the answer (forwarded, or routed and merged), inspected and counted.
-    pub job: JobFuture,
+    job: Pending,
     pub api_key: i16,
     /// When the request arrived.
     pub started: Instant,
+}
+
+/// How the answer completes. A forwarded one (most requests) is awaited in place, in the
+/// writer's own future: boxing it would cost an allocation per request (tests/unit/alloc.rs).
+enum Pending {
+    Forwarded(Forward, ReplyRx),
+    Routed(JobFuture),
+}
+
+impl Answer {
+    /// The answer (forwarded, or routed and merged), inspected and counted.
+    pub async fn bytes(self) -> Result<Bytes, Unanswerable> {
+        match self.job {
+            Pending::Forwarded(forward, rx) => forward.complete(rx).await,
+            Pending::Routed(job) => job.await,
+        }
+    }
 }
 
 /// Who sent a request.
@@ -178,7 +194,7 @@ async fn route_on(
         Err(_) => Outcome::Forward,
     };
     let job = match routed {
-        Outcome::Job(job) => job,
+        Outcome::Job(job) => Pending::Routed(job),
         Outcome::NoResponse => return Ok(None),
         Outcome::Forward => {
             let expect = expects_response(&frame, &hdr);
@@ -192,7 +208,7 @@ async fn route_on(
                 frame,
                 not_absorbed: reroutes.as_ref().err().copied(),
             };
-            Box::pin(forward.complete(rx))
+            Pending::Forwarded(forward, rx)
         }
     };
     Ok(Some(Answer {

@@ -280,6 +280,19 @@ impl Fairlead {
         admin_port: u16,
         extra: &[&str],
     ) -> Fairlead {
+        let mut f = Self::spawn_on(bootstrap, dir, listen_port, admin_port, extra);
+        f.wait_ready(Duration::from_secs(30));
+        f
+    }
+
+    /// Like [`Fairlead::start_on`], without waiting for /readyz.
+    pub fn spawn_on(
+        bootstrap: &str,
+        dir: &Path,
+        listen_port: u16,
+        admin_port: u16,
+        extra: &[&str],
+    ) -> Fairlead {
         let log = dir.join(format!("fairlead-{listen_port}.log"));
         let logf = std::fs::OpenOptions::new()
             .create(true)
@@ -301,15 +314,13 @@ impl Fairlead {
             .stderr(logf)
             .spawn()
             .expect("start fairlead");
-        let mut f = Fairlead {
+        Fairlead {
             child: Some(child),
             bootstrap: format!("127.0.0.1:{listen_port}"),
             admin: format!("127.0.0.1:{admin_port}"),
             listen_port,
             log,
-        };
-        f.wait_ready(Duration::from_secs(30));
-        f
+        }
     }
 
     pub fn wait_ready(&mut self, timeout: Duration) {

@@ -155,6 +155,16 @@ impl Observer {
         (stats.upstream_closes, stats.upstream_closes_in_flight)
     }
 
+    /// Every broker address ("host:port") a response has given a client so far.
+    pub fn addresses_given(&self) -> Vec<String> {
+        let mut a: Vec<String> = lock(&self.shared.routes)
+            .keys()
+            .map(|u| u.to_string())
+            .collect();
+        a.sort();
+        a
+    }
+
     /// Client connections that found no reachable upstream and were closed at once.
     pub fn refused(&self) -> u64 {
         self.shared.stats().refused

@@ -23,7 +23,7 @@ const ADMIN_RS: &str = include_str!("../../src/admin.rs");
 const CARGO_TOML: &str = include_str!("../../Cargo.toml");
 
 /// The metrics every deployment exports: each must be on the dashboard.
-const MAIN_METRICS: [&str; 16] = [
+const MAIN_METRICS: [&str; 18] = [
     m::ERRORS_ABSORBED,
     m::ERRORS_PASSED_THROUGH,
     m::REROUTES,
@@ -40,6 +40,8 @@ const MAIN_METRICS: [&str; 16] = [
     m::PRODUCE_CHECKS,
     m::RELOADS,
     m::NOT_ABSORBED,
+    m::BROKER_PORTS_UNBOUND,
+    m::BROKER_PORT_BIND_FAILURES,
 ];
 /// Opt-in series (`topic_labels`): the dashboard may use them, need not.
 const OPT_IN_METRICS: [&str; 2] = [m::TOPIC_ERRORS_ABSORBED, m::TOPIC_REROUTES];
@@ -1605,12 +1607,12 @@ fn helm_values_expose_every_option_and_no_credential() {
         options.len() > 30 && options.contains("absorb_timeout_ms"),
         "{options:?}"
     );
-    // The one option that is a credential comes from a Secret, never from a value.
-    let from_secret = "sasl_password";
-    assert!(options.contains(from_secret));
+    // The options that are credentials come from Secrets, never from values.
+    let from_secret = ["sasl_password", "sasl_oauthbearer_client_secret"];
+    assert!(from_secret.iter().all(|o| options.contains(*o)));
     let missing: Vec<_> = options
         .iter()
-        .filter(|o| *o != from_secret && !config.contains(*o))
+        .filter(|o| !from_secret.contains(&o.as_str()) && !config.contains(*o))
         .collect();
     assert!(
         missing.is_empty(),
@@ -1621,12 +1623,15 @@ fn helm_values_expose_every_option_and_no_credential() {
         unknown.is_empty(),
         "docker/helm/fairlead/values.yaml `config` has keys fairlead does not know: {unknown:?}"
     );
-    assert!(
-        !config.contains(from_secret),
-        "docker/helm/fairlead/values.yaml: the SASL password must come from a Secret \
-         (sasl.passwordSecret), not a value"
-    );
+    for credential in from_secret {
+        assert!(
+            !config.contains(credential),
+            "docker/helm/fairlead/values.yaml: {credential} must come from a Secret \
+             (sasl.passwordSecret, sasl.oauthClientSecret), not a value"
+        );
+    }
     assert!(values["sasl"]["passwordSecret"]["name"].is_string());
+    assert!(values["sasl"]["oauthClientSecret"]["name"].is_string());
 
     // Defaults never weakened: a loopback listener, the admin port the image exposes.
     let listen: SocketAddr = values["config"]["listen"]

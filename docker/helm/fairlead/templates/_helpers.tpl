@@ -63,6 +63,9 @@ of the Secrets below, then `overrides` (a dict, for the shared proxy's addresses
 {{- if $v.sasl.passwordSecret.name -}}
 {{- $_ := set $o "sasl_password_file" ($o.sasl_password_file | default "/etc/fairlead/sasl/password") -}}
 {{- end -}}
+{{- if $v.sasl.oauthClientSecret.name -}}
+{{- $_ := set $o "sasl_oauthbearer_client_secret_file" ($o.sasl_oauthbearer_client_secret_file | default "/etc/fairlead/sasl-oauth/client-secret") -}}
+{{- end -}}
 {{- range $k, $val := (.overrides | default dict) -}}
 {{- $_ := set $o $k $val -}}
 {{- end -}}
@@ -97,6 +100,14 @@ of the Secrets below, then `overrides` (a dict, for the shared proxy's addresses
       - key: {{ $v.sasl.passwordSecret.key }}
         path: password
 {{- end }}
+{{- if $v.sasl.oauthClientSecret.name }}
+- name: fairlead-sasl-oauth
+  secret:
+    secretName: {{ $v.sasl.oauthClientSecret.name }}
+    items:
+      - key: {{ $v.sasl.oauthClientSecret.key }}
+        path: client-secret
+{{- end }}
 {{- end -}}
 
 {{- define "fairlead.secretMounts" -}}
@@ -114,6 +125,11 @@ of the Secrets below, then `overrides` (a dict, for the shared proxy's addresses
 {{- if $v.sasl.passwordSecret.name }}
 - name: fairlead-sasl
   mountPath: /etc/fairlead/sasl
+  readOnly: true
+{{- end }}
+{{- if $v.sasl.oauthClientSecret.name }}
+- name: fairlead-sasl-oauth
+  mountPath: /etc/fairlead/sasl-oauth
   readOnly: true
 {{- end }}
 {{- end -}}
