@@ -405,6 +405,14 @@ pub fn resolve(file: Options, flags: Options) -> Result<Config, ConfigError> {
     let upstream_tls = upstream_tls(&o, &mut warnings)?;
     let sasl = sasl(&o)?;
     let listener_tls = listener_tls(&o)?;
+    let sasl_mode = o.sasl_mode.unwrap_or_default();
+    warnings.extend(exposed_authority(
+        addrs.listen,
+        &sasl,
+        sasl_mode,
+        &upstream_tls,
+        &listener_tls,
+    ));
     let reload_ms = o.reload_interval_ms.unwrap_or(5_000);
     if reload_ms != 0 {
         range("reload_interval_ms", reload_ms, 100, 3_600_000)?;
@@ -437,11 +445,42 @@ pub fn resolve(file: Options, flags: Options) -> Result<Config, ConfigError> {
         topic_labels: o.topic_labels.unwrap_or(false),
         upstream_tls,
         sasl,
-        sasl_mode: o.sasl_mode.unwrap_or_default(),
+        sasl_mode,
         listener_tls,
         reload_interval: (reload_ms != 0).then(|| Duration::from_millis(reload_ms)),
         warnings,
     })
+}
+
+/// In sidecar mode every client acts with fairlead's authority (its SASL credentials, its
+/// client certificate): the pod is the trust boundary. A listener anyone else can reach, with
+/// no client certificate required, hands that authority to them: worth a loud line at start.
+fn exposed_authority(
+    listen: SocketAddr,
+    sasl: &Option<SaslLogin>,
+    mode: SaslMode,
+    upstream_tls: &Option<UpstreamTls>,
+    listener_tls: &Option<ListenerTls>,
+) -> Option<String> {
+    let lends_sasl = sasl.is_some() && mode == SaslMode::Sidecar;
+    let lends_cert = upstream_tls.as_ref().is_some_and(|t| t.cert_file.is_some());
+    let clients_proven = listener_tls
+        .as_ref()
+        .is_some_and(|t| t.client_ca_file.is_some());
+    if listen.ip().is_loopback() || !(lends_sasl || lends_cert) || clients_proven {
+        return None;
+    }
+    let what = if lends_sasl {
+        "fairlead's SASL principal"
+    } else {
+        "fairlead's client certificate"
+    };
+    Some(format!(
+        "SIDECAR AUTHORITY EXPOSED: listen = {listen} is not a loopback address and clients need \
+         no certificate (listener_tls_client_ca_file unset), so anyone who can reach this port \
+         acts on the cluster as {what}. A sidecar should listen on 127.0.0.1; otherwise require \
+         client certificates, or use sasl_mode = \"passthrough\""
+    ))
 }
 
 struct Addresses {
@@ -885,6 +924,36 @@ mod tests {
 
     fn file(toml: &str) -> Options {
         toml::from_str(toml).unwrap()
+    }
+
+    /// Issue 23: a sidecar-mode listener anyone can reach lends fairlead's authority; said
+    /// loudly at start, and only then.
+    #[test]
+    fn a_reachable_sidecar_listener_without_client_certificates_is_warned_about() {
+        let exposed = |extra: &str| {
+            let toml = format!(
+                "bootstrap = 'a:1'\nsasl_mechanism = 'PLAIN'\nsasl_username = 'u'\n\
+                 sasl_password = 'p'\n{extra}"
+            );
+            resolve(file(&toml), Options::default())
+                .unwrap()
+                .warnings
+                .iter()
+                .any(|w| w.contains("SIDECAR AUTHORITY EXPOSED"))
+        };
+        assert!(exposed("listen = '0.0.0.0:9092'"));
+        assert!(exposed("listen = '10.1.2.3:9092'"));
+        assert!(!exposed(""), "the default listener is loopback");
+        assert!(!exposed("listen = '127.0.0.1:9092'"));
+        assert!(!exposed(
+            "listen = '0.0.0.0:9092'\nsasl_mode = 'passthrough'"
+        ));
+        let no_sasl = resolve(
+            file("bootstrap = 'a:1'\nlisten = '0.0.0.0:9092'"),
+            Options::default(),
+        )
+        .unwrap();
+        assert!(no_sasl.warnings.is_empty(), "{:?}", no_sasl.warnings);
     }
 
     /// config/fairlead.toml documents every option: uncommenting all of it gives a file that
