@@ -18,8 +18,10 @@
 //! * `produce_response_decode`, `produce_merge`, `fetch_response_decode`, `fetch_merge`: the
 //!   completion side: every routed answer is decoded; a split request's answers are flattened,
 //!   matched to the request's partitions and merged into one response frame.
-//! * `metadata_decode`, `metadata_rewrite`: a 1,000-partition Metadata response, decoded, and
-//!   through `rewrite::response` (leadership learned, broker addresses rewritten, re-encoded).
+//! * `metadata_decode`, `metadata_rewrite`: a 1,000-partition Metadata response (3 brokers), and
+//!   one of 200,000 partitions (100 brokers, 20,000 topics of 10: the cluster of issue 20),
+//!   decoded, and through `rewrite::response` (leadership learned, broker addresses rewritten,
+//!   re-encoded).
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -249,7 +251,12 @@ fn fetch_response(version: i16, partitions: impl Iterator<Item = usize>) -> Fetc
 
 /// Metadata v12 for a 3-broker cluster with 10 topics of 100 partitions, replication factor 3.
 fn metadata_response() -> MetadataResponse {
-    let brokers = (1..=BROKERS as i32)
+    metadata_response_of(BROKERS, 10, 100)
+}
+
+/// Metadata v12 for `brokers` brokers and `topics` topics of `per_topic` partitions, RF 3.
+fn metadata_response_of(brokers: usize, topics: usize, per_topic: usize) -> MetadataResponse {
+    let brokers_list = (1..=brokers as i32)
         .map(|id| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(id))
@@ -260,12 +267,12 @@ fn metadata_response() -> MetadataResponse {
                 .with_rack(Some(StrBytes::from_string(format!("rack-{id}"))))
         })
         .collect();
-    let topics = (0..10)
+    let topics = (0..topics)
         .map(|t| {
-            let partitions = (0..100)
+            let partitions = (0..per_topic)
                 .map(|p| {
                     let replicas: Vec<BrokerId> = (0..BROKERS)
-                        .map(|r| BrokerId(((t + p + r) % BROKERS) as i32 + 1))
+                        .map(|r| BrokerId(((t + p + r) % brokers) as i32 + 1))
                         .collect();
                     MetadataResponsePartition::default()
                         .with_partition_index(p as i32)
@@ -282,7 +289,7 @@ fn metadata_response() -> MetadataResponse {
         })
         .collect();
     MetadataResponse::default()
-        .with_brokers(brokers)
+        .with_brokers(brokers_list)
         .with_cluster_id(Some(StrBytes::from_static_str("bench-cluster-0000000")))
         .with_controller_id(BrokerId(1))
         .with_topics(topics)
@@ -709,13 +716,20 @@ fn fetch(c: &mut Criterion) {
 
 fn metadata(c: &mut Criterion) {
     let frame = response_frame(ApiKey::Metadata, 12, &metadata_response());
+    // Issue 20's cluster: 100 brokers, 200,000 partitions (20,000 topics of 10).
+    let big = response_frame(ApiKey::Metadata, 12, &metadata_response_of(100, 20_000, 10));
     let mut g = c.benchmark_group("metadata_decode");
-    both(&mut g, "v12_1000_partitions", frame.len(), 1, |b| {
-        b.iter(|| {
-            decode_response::<MetadataResponse>(black_box(&frame), ApiKey::Metadata, 12)
-                .expect("decodes")
-        })
-    });
+    for (case, frame) in [
+        ("v12_1000_partitions", &frame),
+        ("v12_200000_partitions", &big),
+    ] {
+        both(&mut g, case, frame.len(), 1, |b| {
+            b.iter(|| {
+                decode_response::<MetadataResponse>(black_box(frame), ApiKey::Metadata, 12)
+                    .expect("decodes")
+            })
+        });
+    }
     g.finish();
 
     let mut cfg = Config::with_bootstrap("127.0.0.1:1");
@@ -730,12 +744,22 @@ fn metadata(c: &mut Criterion) {
     );
     let hdr = parse_request(&request).expect("header parses");
     let mut g = c.benchmark_group("metadata_rewrite");
-    both(&mut g, "v12_1000_partitions", frame.len(), 1, |b| {
-        b.iter(|| {
-            fairlead::testing::rewrite_response(&cluster, &hdr, &request, black_box(frame.clone()))
+    for (case, frame) in [
+        ("v12_1000_partitions", &frame),
+        ("v12_200000_partitions", &big),
+    ] {
+        both(&mut g, case, frame.len(), 1, |b| {
+            b.iter(|| {
+                fairlead::testing::rewrite_response(
+                    &cluster,
+                    &hdr,
+                    &request,
+                    black_box(frame.clone()),
+                )
                 .expect("rewrites")
-        })
-    });
+            })
+        });
+    }
     g.finish();
 }
 

@@ -186,9 +186,10 @@ def brokers_cpu_seconds(pids):
     return total
 
 
-def ensure_cluster(wait_s=180):
+def ensure_cluster(wait_s=180, extra_listener=None):
     """Returns (bootstrap, kafka version). Starts the test bed only when no broker of it runs:
-    a cluster someone else is using (or restarting a broker of) is kept as it is."""
+    a cluster someone else is using (or restarting a broker of) is kept as it is. A cluster this
+    starts gets `--extra-listener extra_listener` when that is given (HAProxy's side of `run`)."""
     deadline = time.time() + wait_s
     while True:
         st = cluster_state()
@@ -197,8 +198,9 @@ def ensure_cluster(wait_s=180):
         if st and len(up) == 3:
             break
         if not up:
-            log("starting the 3-broker test bed (tests/testbed/testbed up)")
-            out = testbed("up")
+            extra = ["--extra-listener", str(extra_listener)] if extra_listener else []
+            log(f"starting the 3-broker test bed (tests/testbed/testbed up {' '.join(extra)})")
+            out = testbed("up", *extra)
             continue
         if time.time() > deadline:
             die(f"only brokers {up} of the test bed run (someone restarting one?); try again later")
@@ -210,6 +212,18 @@ def ensure_cluster(wait_s=180):
     if overrides:
         version += " with " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
     return env["BOOTSTRAP"], version
+
+
+def extra_listener():
+    """{node: (broker-side address, advertised address)} of the test bed's EXTERNAL listener
+    (`testbed up --extra-listener BASE`), or {} when it was started without one."""
+    env = dict(l.split("=", 1) for l in testbed("env").split() if "=" in l)
+    out = {}
+    for k, v in env.items():
+        if k.startswith("EXTERNAL_") and not k.startswith("EXTERNAL_ADVERTISED_"):
+            n = int(k.rsplit("_", 1)[1])
+            out[n] = (v, env.get(f"EXTERNAL_ADVERTISED_{n}"))
+    return out
 
 
 def kafka_classpath():
@@ -239,11 +253,98 @@ def build_fairlead():
 # fairlead
 
 
-class Fairlead:
-    """fairlead as a child process on the benchmark ports, logging to `log_path`."""
+# fairlead variants a benchmark can run as sides of its own (`run --sides`, `latency --sides`):
+# the runtime question of issue 20. `worker_threads` (src/config.rs): 1 is the current-thread
+# runtime (the default), N >= 2 a multi-thread runtime of N workers, 0 one of a worker per CPU,
+# whose count tokio also takes from TOKIO_WORKER_THREADS: the only way to a multi-thread runtime
+# of one worker.
+FAIRLEAD_VARIANT = re.compile(r"^fairlead(?:-(ct|mt(\d+)))?$")
 
-    def __init__(self, bootstrap, log_path, extra_args=()):
+
+def fairlead_variant(side):
+    """(extra args, extra environment) of a fairlead side (`fairlead`, `fairlead-ct`,
+    `fairlead-mtN`), or None when `side` is not one."""
+    m = FAIRLEAD_VARIANT.match(side)
+    if not m:
+        return None
+    if m.group(1) is None:
+        return [], {}
+    if m.group(1) == "ct":
+        return ["--worker-threads", "1"], {}
+    n = int(m.group(2))
+    if n < 1:
+        raise ValueError(f"{side}: a multi-thread runtime needs at least one worker")
+    if n == 1:
+        return ["--worker-threads", "0"], {"TOKIO_WORKER_THREADS": "1"}
+    return ["--worker-threads", str(n)], {}
+
+
+def is_fairlead(side):
+    return FAIRLEAD_VARIANT.match(side) is not None
+
+
+class CpuLimit:
+    """A CPU quota for a child process (the pod CPU limit a sidecar runs under): a cgroup of its
+    own with `cpu.max` (cgroup v2) or `cpu.cfs_quota_us` (v1) set to `cpus` CPUs per 100 ms
+    period. `wrap(cmd)` puts the command in it before it execs, so every thread it starts is in
+    it. Needs write access to the cgroup file system (root here)."""
+
+    PERIOD_US = 100000
+
+    def __init__(self, cpus):
+        self.cpus = cpus
+        name = f"fairlead-bench-{os.getpid()}-{int(time.time() * 1000) % 100000}"
+        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            self.version, self.dir = 2, os.path.join("/sys/fs/cgroup", name)
+        else:
+            self.version, self.dir = 1, os.path.join("/sys/fs/cgroup/cpu", name)
+        quota = int(cpus * self.PERIOD_US)
+        try:
+            os.makedirs(self.dir)
+            if self.version == 2:
+                with open(os.path.join(self.dir, "cpu.max"), "w") as fh:
+                    fh.write(f"{quota} {self.PERIOD_US}")
+            else:
+                with open(os.path.join(self.dir, "cpu.cfs_period_us"), "w") as fh:
+                    fh.write(str(self.PERIOD_US))
+                with open(os.path.join(self.dir, "cpu.cfs_quota_us"), "w") as fh:
+                    fh.write(str(quota))
+        except OSError as e:
+            die(f"cannot make a cgroup with a CPU quota at {self.dir}: {e}")
+        atexit.register(self.remove)
+
+    def describe(self):
+        return f"cgroup v{self.version} CPU quota {self.cpus:g} CPU ({int(self.cpus * self.PERIOD_US)} us per {self.PERIOD_US} us)"
+
+    def wrap(self, cmd):
+        procs = os.path.join(self.dir, "cgroup.procs")
+        return ["sh", "-c", 'echo $$ > "$1" && shift && exec "$@"', "sh", procs, *cmd]
+
+    def throttled(self):
+        """(periods throttled, seconds throttled) so far."""
+        try:
+            with open(os.path.join(self.dir, "cpu.stat")) as fh:
+                st = dict(line.split() for line in fh if line.strip())
+        except OSError:
+            return None, None
+        if self.version == 2:
+            return int(st.get("nr_throttled", 0)), int(st.get("throttled_usec", 0)) / 1e6
+        return int(st.get("nr_throttled", 0)), int(st.get("throttled_time", 0)) / 1e9
+
+    def remove(self):
+        try:
+            os.rmdir(self.dir)
+        except OSError:
+            pass
+
+
+class Fairlead:
+    """fairlead as a child process on the benchmark ports, logging to `log_path`. `env` adds to
+    its environment; `cpu_limit` (a CpuLimit) runs it under a CPU quota."""
+
+    def __init__(self, bootstrap, log_path, extra_args=(), env=None, cpu_limit=None):
         self.bootstrap, self.log_path, self.extra = bootstrap, log_path, list(extra_args)
+        self.env, self.cpu_limit = dict(env or {}), cpu_limit
         self.p = None
 
     def start(self, timeout=60):
@@ -257,8 +358,10 @@ class Fairlead:
         # FAIRLEAD_BENCH_WRAP="valgrind --tool=callgrind" (or "perf record -g --") runs fairlead under a
         # profiler; valgrind keeps the pid, so the CPU and RSS figures are then the profiler's.
         cmd = shlex.split(os.environ.get("FAIRLEAD_BENCH_WRAP", "")) + cmd
+        if self.cpu_limit:
+            cmd = self.cpu_limit.wrap(cmd)
         self.p = track(subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env={**os.environ, "NO_COLOR": "1"}, start_new_session=True))
+                                        env={**os.environ, "NO_COLOR": "1", **self.env}, start_new_session=True))
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.p.poll() is not None:

@@ -136,3 +136,70 @@ def recv_exact(sock, n):
         chunks.append(c)
         n -= len(c)
     return b"".join(chunks)
+
+
+# ---------------------------------------------------------------------------------------------
+# Metadata v12 (flexible): a request for some topics or all, and the answer's brokers and
+# partition leaders
+
+
+def compact_nullable_str(s):
+    return b"\x00" if s is None else compact_str(s)
+
+
+def metadata_v12(corr, client_id, topics=None):
+    """Metadata v12 asking for `topics` (names), or for every topic when None."""
+    if topics is None:
+        arr = b"\x00"  # null: all topics
+    else:
+        arr = uvarint(len(topics) + 1) + b"".join(
+            bytes(16) + compact_str(t) + b"\x00" for t in topics)  # topic id zero, name, no tags
+    body = arr + b"\x00" + b"\x00" + b"\x00"  # allow_auto_topic_creation, include_topic_authorized_operations, tags
+    return frame(header_v2(3, 12, corr, client_id) + body)
+
+
+def parse_metadata_v12(payload):
+    """{"brokers": {id: (host, port)}, "topics": {name: {"error": e, "leaders": {p: leader}}}} of a
+    Metadata v12 response frame (length prefix stripped)."""
+    r = Buf(payload)
+    r.take(">i")  # correlation id
+    r.skip_tags()  # response header v1
+    r.take(">i")  # throttle
+    brokers = {}
+    for _ in range(r.uvarint() - 1):
+        node = r.take(">i")
+        n = r.uvarint() - 1
+        host = bytes(r.b[r.o:r.o + n]).decode()
+        r.o += n
+        port = r.take(">i")
+        n = r.uvarint() - 1  # rack, nullable
+        if n > 0:
+            r.o += n
+        r.skip_tags()
+        brokers[node] = (host, port)
+    n = r.uvarint() - 1  # cluster id
+    if n > 0:
+        r.o += n
+    r.take(">i")  # controller
+    topics = {}
+    for _ in range(r.uvarint() - 1):
+        err = r.take(">h")
+        n = r.uvarint() - 1
+        name = bytes(r.b[r.o:r.o + n]).decode() if n >= 0 else None
+        r.o += max(n, 0)
+        r.o += 16  # topic id
+        r.o += 1  # is_internal
+        leaders = {}
+        for _ in range(r.uvarint() - 1):
+            r.take(">h")
+            idx = r.take(">i")
+            leader = r.take(">i")
+            r.take(">i")  # epoch
+            for _ in range(3):  # replicas, isr, offline
+                r.o += 4 * (r.uvarint() - 1)
+            r.skip_tags()
+            leaders[idx] = leader
+        r.take(">i")  # topic authorized operations
+        r.skip_tags()
+        topics[name] = {"error": err, "leaders": leaders}
+    return {"brokers": brokers, "topics": topics}

@@ -38,7 +38,7 @@ import zipfile
 
 import benchlib as bl
 
-PEERS = ("kafka-proxy", "kroxylicious")
+PEERS = ("kafka-proxy", "kroxylicious", "haproxy")
 PEER_DIR = os.path.join(bl.ROOT, ".cache", "peers")
 
 KAFKA_PROXY_MODULE = "github.com/grepplabs/kafka-proxy"
@@ -50,6 +50,9 @@ NEWER_GO = "go1.27.3"
 KAFKA_PROXY_BASE = 28192 + bl.PORT_OFFSET
 KAFKA_PROXY_HTTP = 28465 + bl.PORT_OFFSET
 KROXYLICIOUS_BOOTSTRAP = 28292 + bl.PORT_OFFSET
+# HAProxy serves node N on 28392 + N: the ports the test bed's EXTERNAL listener advertises
+# (`testbed up --extra-listener 28392`, plus the offset).
+HAPROXY_ADVERTISED_BASE = 28392 + bl.PORT_OFFSET
 
 
 class Unavailable(Exception):
@@ -71,7 +74,26 @@ def prepare(side):
         return _prepare_kafka_proxy(KAFKA_PROXY_VERSION)
     if side == "kroxylicious":
         return _prepare_kroxylicious(KROXYLICIOUS_VERSION)
+    if side == "haproxy":
+        return _prepare_haproxy()
     raise ValueError(side)
+
+
+def _prepare_haproxy():
+    """HAProxy from the Debian package (apt-get install haproxy when it is missing)."""
+    if not bl.have("haproxy"):
+        if not bl.have("apt-get"):
+            raise Unavailable("haproxy: not installed and no apt-get to install it")
+        bl.log("installing HAProxy: apt-get install -y haproxy")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (sudo + ["apt-get", "update", "-qq"], sudo + ["apt-get", "install", "-y", "-qq", "haproxy"]):
+            r = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if r.returncode != 0:
+                raise Unavailable(f"haproxy: `{' '.join(cmd)}` failed (exit {r.returncode}):\n{_tail(r.stdout)}")
+    v = subprocess.run(["haproxy", "-v"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True).stdout
+    version = (v.strip().splitlines() or ["?"])[0]
+    return {"side": "haproxy", "version": version, "source": f"{version} (Debian package), TCP mode, 1 thread"}
 
 
 def _prepare_kafka_proxy(version):
@@ -216,7 +238,24 @@ class PeerProxy:
         self.side = info["side"]
         self.p = None
         nodes = brokers(bootstrap)
-        if self.side == "kafka-proxy":
+        if self.side == "haproxy":
+            extra = bl.extra_listener()
+            if not extra:
+                raise Unavailable(
+                    "haproxy: the test bed runs without the listener HAProxy fronts; restart it with "
+                    f"`tests/testbed/testbed up --extra-listener {HAPROXY_ADVERTISED_BASE}` (run does this itself when "
+                    "no cluster runs)")
+            want = {n: f"{bl.LISTEN_HOST}:{HAPROXY_ADVERTISED_BASE + n}" for n in extra}
+            if any(extra[n][1] != want[n] for n in extra):
+                raise Unavailable(f"haproxy: the test bed's EXTERNAL listener advertises {extra}, not {want}")
+            self.ports = [HAPROXY_ADVERTISED_BASE + n for n in sorted(extra)]
+            self.check_ports = self.ports
+            self.bootstrap = ",".join(want[n] for n in sorted(extra))
+            cfg = os.path.splitext(log_path)[0] + ".cfg"
+            with open(cfg, "w") as fh:
+                fh.write(haproxy_config({n: (want[n], extra[n][0]) for n in extra}))
+            self.cmd = ["haproxy", "-db", "-f", cfg]
+        elif self.side == "kafka-proxy":
             self.ports = [KAFKA_PROXY_BASE + n for n in sorted(nodes)]
             self.check_ports = self.ports + [KAFKA_PROXY_HTTP]
             self.bootstrap = ",".join(f"{bl.LISTEN_HOST}:{p}" for p in self.ports)
@@ -281,6 +320,19 @@ class PeerProxy:
             self.p.wait()
         self.logf.close()
         return self.p.returncode
+
+
+def haproxy_config(nodes):
+    """TCP mode, one frontend per broker (node -> (HAProxy's address, the broker's EXTERNAL
+    listener)), one thread: the cheapest forwarder, the floor fairlead is compared with."""
+    out = ["# written by benches/e2e/peers.py for one benchmark round", "global", "    nbthread 1",
+           "    maxconn 20000", "defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 1h",
+           "    timeout server 1h"]
+    for n in sorted(nodes):
+        front, broker = nodes[n]
+        out += [f"frontend node{n}", f"    bind {front}", f"    default_backend broker{n}",
+                f"backend broker{n}", f"    server node{n} {broker}"]
+    return "\n".join(out) + "\n"
 
 
 def kroxylicious_config(target_bootstrap, first_node, last_node):
