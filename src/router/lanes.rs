@@ -16,7 +16,8 @@
 //! one upstream connection carrying them. A new batch for the same node joins the lane's
 //! connection (same connection, same order), whichever client connection it came from. A batch
 //! for another node waits until the lane is empty: everything earlier answered, or replayed and
-//! answered. A producer is identified by its address and client id.
+//! answered. A producer is identified by its producer id and epoch, or, without one, by its
+//! address, client id and principal (see [`Producer`]).
 //!
 //! Two more holds keep the order where the broker cannot: while a batch of the lane is being
 //! replayed, new batches wait; and for a short while after the partition's leader changed
@@ -44,10 +45,9 @@ pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LaneKey {
-    /// A producer's partition; the producer is "<client ip>/<client id>", across its
-    /// connections.
+    /// A producer's partition, across the producer's connections.
     Partition {
-        client: Arc<str>,
+        producer: Producer,
         topic: TopicRef,
         partition: i32,
     },
@@ -58,6 +58,20 @@ pub enum LaneKey {
         connection: u64,
         key: CoordinatorKey,
     },
+}
+
+/// Who a producer is, across its connections. An idempotent or transactional producer is its
+/// producer id and epoch: unique to one producer instance, so two applications never share a
+/// lane (nor, through it, a broker connection) even with the same client id from the same
+/// address, as every application of a pod has (127.0.0.1; librdkafka's default client id is
+/// "rdkafka", two JVMs both have "producer-1"). Any other producer is named by its address,
+/// client id and, in SASL passthrough, its principal (`session::ClientName`): the only handle
+/// that spans its connections. Two such producers of one principal with one client id in one
+/// pod share lanes (each waits on the other's replays; neither acts with the other's authority).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Producer {
+    Id { id: i64, epoch: i16 },
+    Named(Arc<str>),
 }
 
 #[derive(Debug)]
@@ -211,7 +225,7 @@ mod tests {
 
     fn key(client: &str, p: i32) -> LaneKey {
         LaneKey::Partition {
-            client: client.into(),
+            producer: Producer::Named(client.into()),
             topic: TopicRef::Name(StrBytes::from_static_str("t")),
             partition: p,
         }

@@ -124,6 +124,10 @@ impl RoutedApi for Produce {
         Some(p.records.as_ref().is_some_and(all_batches_idempotent))
     }
 
+    fn producer(p: &PartitionProduceData) -> Option<(i64, i16)> {
+        p.records.as_ref().and_then(first_producer)
+    }
+
     fn expects_response(envelope: &ProduceRequest) -> bool {
         envelope.acks != 0
     }
@@ -163,6 +167,15 @@ impl RoutedApi for Produce {
             }
         }))
     }
+}
+
+/// The producer id and epoch of the first record batch (magic 2), read from its header:
+/// producerId i64 @43, producerEpoch i16 @51. `all_batches_idempotent` checks the rest.
+pub fn first_producer(records: &Bytes) -> Option<(i64, i16)> {
+    let b = records.get(..53)?;
+    let id = i64::from_be_bytes(b[43..51].try_into().ok()?);
+    let epoch = i16::from_be_bytes(b[51..53].try_into().ok()?);
+    (b[16] == 2 && id >= 0).then_some((id, epoch))
 }
 
 /// True when every record batch carries a producer id (magic 2 batches of an idempotent or
@@ -233,6 +246,8 @@ mod tests {
     #[test]
     fn recognises_idempotent_batches() {
         assert!(all_batches_idempotent(&batch(7, 2)));
+        assert_eq!(first_producer(&batch(7, 2)).map(|(id, _)| id), Some(7));
+        assert_eq!(first_producer(&batch(-1, 2)), None);
         assert!(!all_batches_idempotent(&batch(-1, 2)));
         let mut v1 = batch(7, 2).to_vec();
         v1[16] = 1;

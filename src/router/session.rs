@@ -173,15 +173,21 @@ impl Session {
         let mut authority = self.authority.lock().unwrap();
         let Outcome::Authenticated(p) = outcome else {
             *authority = Authority::anonymous();
+            self.name.lock().unwrap().set_principal(String::new());
             return;
         };
         // KIP-368: re-authentication may not change the principal.
         if let Identity::Client(before) = &authority.identity {
             if before.name != p.name || before.mechanism != p.mechanism {
                 *authority = Authority::anonymous();
+                self.name.lock().unwrap().set_principal(String::new());
                 return;
             }
         }
+        self.name
+            .lock()
+            .unwrap()
+            .set_principal(format!("{}:{}", p.mechanism.name(), p.name));
         let key = (p.mechanism.name().to_string(), p.name.clone());
         self.lenders.register(&key, &home);
         debug!(
@@ -377,6 +383,9 @@ impl Home {
 struct ClientName {
     ip: String,
     client_id: Vec<u8>,
+    /// SASL passthrough: "<mechanism>:<user>" once the client authenticated (else empty), so
+    /// producers of different principals never share a lane or its connection (`lanes`).
+    principal: String,
     name: Arc<str>,
 }
 
@@ -386,15 +395,32 @@ impl ClientName {
         ClientName {
             ip,
             client_id: Vec::new(),
+            principal: String::new(),
             name,
         }
+    }
+
+    fn set_principal(&mut self, principal: String) {
+        if principal != self.principal {
+            self.principal = principal;
+            self.rename();
+        }
+    }
+
+    fn rename(&mut self) {
+        let id = String::from_utf8_lossy(&self.client_id);
+        self.name = match self.principal.as_str() {
+            "" => format!("{}/{id}", self.ip),
+            p => format!("{}/{id}/{p}", self.ip),
+        }
+        .into();
     }
 
     fn of(&mut self, frame: &[u8], hdr: &RequestHeader) -> Arc<str> {
         let id = client_id(frame, hdr).unwrap_or_default();
         if id != self.client_id.as_slice() {
             self.client_id = id.to_vec();
-            self.name = format!("{}/{}", self.ip, String::from_utf8_lossy(id)).into();
+            self.rename();
         }
         self.name.clone()
     }

@@ -1638,6 +1638,75 @@ async fn replays_keep_partition_order_and_later_batches_wait_for_them() {
     );
 }
 
+/// Issue 20: two applications in one pod (the same address, the same client id, as librdkafka's
+/// "rdkafka" or two JVMs' "producer-1") are two producers, not one: an idempotent producer's
+/// lane is its producer id and epoch. B's batch for the partition A is being replayed for goes
+/// to the new leader at once instead of waiting for A's replay (keyed by address and client id
+/// it waited, and could have joined A's broker connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_sharing_an_address_and_client_id_do_not_share_lanes() {
+    const HOLD_MS: u64 = 1500;
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.produce(
+            1,
+            "t",
+            0,
+            ProduceAnswer::error(6, -1).delayed(Duration::from_millis(HOLD_MS)),
+        );
+    })
+    .await;
+    let mut a = bed.client(Some(1)).await;
+    let sent_a = Instant::now();
+    let ca = a
+        .send(
+            ApiKey::Produce,
+            9,
+            &produce(-1, &[("t", 0, idempotent(0, &["a"]))]),
+        )
+        .await;
+    bed.fake
+        .wait_for("A's batch at node 1", Duration::from_secs(5), |r| {
+            r.iter().any(|r| r.node == 1 && r.api_key == 0)
+        })
+        .await;
+    bed.move_leader("t", 0, 2, 6);
+    let mut other = bed.client(None).await;
+    let _: MetadataResponse = other
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+    assert_eq!(
+        bed.server.cluster.leadership.leader("t", 0).map(|l| l.node),
+        Some(2)
+    );
+
+    // B: another producer (id 4712) with the same client id from the same address.
+    let mut b = bed.client(Some(2)).await;
+    let rb: ProduceResponse = b
+        .call(
+            ApiKey::Produce,
+            9,
+            &produce(-1, &[("t", 0, fake::batch(4712, 0, &["b"]))]),
+        )
+        .await;
+    let b_answered = sent_a.elapsed();
+    assert_eq!(produce_results(&rb)[0].2, 0);
+    assert!(
+        b_answered < Duration::from_millis(HOLD_MS),
+        "B was answered after {b_answered:?}: it waited for A's batch, held {HOLD_MS} ms"
+    );
+    let (corr, ra): (i32, ProduceResponse) = decode_response(&a.recv().await, ApiKey::Produce, 9);
+    assert_eq!(corr, ca);
+    assert_eq!(produce_results(&ra)[0].2, 0, "A's batch was replayed");
+    let n2 = bed.fake.client_requests(2, ApiKey::Produce);
+    assert_eq!(n2.len(), 2, "B's batch and A's replay, each on its own");
+    assert!(n2.iter().all(|r| produce_v(r).len() == 1));
+}
+
 /// Right after a leader change, a non-idempotent producer's next batch for the partition waits
 /// until the earlier one is settled, even when both go to the same new leader: the new leader
 /// may refuse the first (not taken over yet) and accept the second at once, and the broker

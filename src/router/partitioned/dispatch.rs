@@ -16,7 +16,7 @@ use crate::codec::header::RequestHeader;
 use crate::codec::message::{decode_body, encode_request_with_header};
 use crate::codec::LEN_PREFIX;
 use crate::metrics;
-use crate::router::lanes::{LaneKey, Lanes, Want};
+use crate::router::lanes::{LaneKey, Lanes, Producer, Want};
 use crate::router::retry::Budget;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -169,8 +169,12 @@ async fn take_lanes<A: RoutedApi>(
     for t in &targets {
         for &i in &t.idx {
             let part = &mut parts[i];
+            let producer = match part.producer {
+                Some((id, epoch)) => Producer::Id { id, epoch },
+                None => Producer::Named(client.clone()),
+            };
             let key = LaneKey::Partition {
-                client: client.clone(),
+                producer,
                 topic: part.topic.clone(),
                 partition: part.partition(),
             };

@@ -112,6 +112,10 @@ pub trait RoutedApi: Send + Sync + 'static {
     fn produce_facts(_p: &Self::PartReq) -> Option<bool> {
         None
     }
+    /// Produce only: the producer id and epoch of an idempotent partition's batches.
+    fn producer(_p: &Self::PartReq) -> Option<(i64, i16)> {
+        None
+    }
     fn expects_response(_envelope: &Self::Req) -> bool {
         true
     }
@@ -164,6 +168,8 @@ struct Part<A: RoutedApi> {
     req: A::PartReq,
     /// Produce: every batch carries a producer id (idempotent or transactional producer).
     idempotent: bool,
+    /// Produce: that producer id and epoch (its lane's key; see `lanes::Producer`).
+    producer: Option<(i64, i16)>,
     /// Produce with a response: the lane whose batch this is (released when the job completes).
     lane: Option<LaneKey>,
     /// Where it was last sent.
@@ -185,10 +191,12 @@ struct Part<A: RoutedApi> {
 impl<A: RoutedApi> Part<A> {
     fn new(topic: TopicRef, req: A::PartReq, node: i32) -> Part<A> {
         let idempotent = A::produce_facts(&req).unwrap_or(false);
+        let producer = if idempotent { A::producer(&req) } else { None };
         Part {
             topic,
             req,
             idempotent,
+            producer,
             lane: None,
             node,
             settling: false,
