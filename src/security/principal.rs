@@ -12,10 +12,9 @@
 //!
 //! Nothing here is trusted before the broker says the exchange succeeded.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use base64::Engine;
-
+use super::oauth;
 use super::sasl::Secret;
 
 /// A SASL mechanism as a client names it in its SaslHandshake.
@@ -225,50 +224,23 @@ pub struct Bearer {
     pub expires: Option<SystemTime>,
 }
 
-/// RFC 7628: `gs2-header %x01 *(key=value %x01) %x01`, the token in `auth=Bearer <token>`.
+/// RFC 7628: `gs2-header %x01 *(key=value %x01) %x01`, the token in `auth=Bearer <token>`,
+/// read by the one parser of it (`oauth::parse_initial_response`, Kafka's default subject
+/// claim). None when it is malformed or the token names no subject or expiry.
 pub fn bearer(auth: &[u8]) -> Option<Bearer> {
-    let text = std::str::from_utf8(auth).ok()?;
-    let mut kv = text.split('\u{1}');
-    let gs2 = kv.next()?;
-    if !(gs2.starts_with("n,") || gs2.starts_with("y,")) {
-        return None;
-    }
-    let token = kv
-        .filter_map(|f| f.strip_prefix("auth="))
-        .find_map(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })?
-        .trim();
-    let claims = jwt_claims(token)?;
-    let subject = claims.get("sub")?.as_str()?.to_string();
-    let expires = claims
-        .get("exp")
-        .and_then(serde_json::Value::as_f64)
-        .filter(|e| *e > 0.0)
-        .map(|e| UNIX_EPOCH + Duration::from_secs_f64(e));
+    let t = oauth::parse_initial_response(auth, oauth::SUB_CLAIM).ok()?;
     Some(Bearer {
-        token: Secret::new(token.to_string()),
-        subject,
-        expires,
+        token: t.token,
+        subject: t.subject,
+        expires: Some(t.expires),
     })
-}
-
-/// The claims of a JWT (its middle part, base64url without padding).
-fn jwt_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
-        serde_json::Value::Object(m) => Some(m),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use std::time::{Duration, UNIX_EPOCH};
 
     fn exchange(mechanism: &str, first: &[u8], answers: &[i16]) -> Vec<String> {
         let mut x = Exchange::default();
