@@ -36,6 +36,7 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::debug;
 
 use crate::cluster::Cluster;
+use crate::leadership::refresh::Trigger;
 use crate::leadership::TopicRef;
 use crate::metrics;
 
@@ -48,6 +49,8 @@ const FETCH_VERSION: i16 = 12;
 /// OffsetsForLeaderEpoch v4 (Kafka 2.7+), with current_leader_epoch fencing.
 const EPOCHS_VERSION: i16 = 4;
 const OFFSET_OUT_OF_RANGE: i16 = 1;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const FENCED_LEADER_EPOCH: i16 = 74;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {
@@ -94,6 +97,7 @@ async fn ask(
     base_offset: i64,
     deadline: Instant,
 ) -> Written {
+    let seen = cluster.leadership.generation();
     let Some(name) = cluster.leadership.name_of(topic) else {
         return Written::Unknown;
     };
@@ -139,6 +143,16 @@ async fn ask(
         // Past the log's end: nothing is at base_offset. (Before the log's start would also be
         // out of range, but retention does not delete a batch appended a moment ago.)
         OFFSET_OUT_OF_RANGE => return Written::No,
+        // The leader fairlead knows no longer leads, or leads in a later epoch than it knows:
+        // learn the current one, so that the next look asks the right broker. (The absorb loop
+        // refreshes only while the partition's known leader is the broker that answered the
+        // produce; a refresh during a quick succession of elections may already have replaced
+        // it with one that led only for a moment. Seen on the test bed: every look for 15 s went
+        // to such a broker, and the client got the original error.)
+        NOT_LEADER_OR_FOLLOWER | FENCED_LEADER_EPOCH => {
+            let _ = cluster.refresh(seen, Trigger::Error).await;
+            return Written::Unknown;
+        }
         _ => return Written::Unknown,
     }
     let found = match &p.records {
