@@ -487,6 +487,22 @@ impl ClientProc {
         rate: u32,
         props: &[(&str, &str)],
     ) -> ClientProc {
+        Self::producer_with(kind, dir, run_id, bootstrap, topic, rate, &[], props)
+    }
+
+    /// A producer given driver options besides the client's properties (`("id-header", "id")`
+    /// passes `--id-header id`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn producer_with(
+        kind: ClientKind,
+        dir: &Path,
+        run_id: &str,
+        bootstrap: &str,
+        topic: &str,
+        rate: u32,
+        options: &[(&str, &str)],
+        props: &[(&str, &str)],
+    ) -> ClientProc {
         let summary = dir.join(format!("{run_id}.summary.json"));
         let data = dir.join(format!("{run_id}.acked"));
         let stderr = dir.join(format!("{run_id}.stderr"));
@@ -502,6 +518,9 @@ impl ClientProc {
             &rate.to_string(),
         ]);
         c.arg("--acked").arg(&data).arg("--summary").arg(&summary);
+        for (k, v) in options {
+            c.args([format!("--{k}"), v.to_string()]);
+        }
         for (k, v) in props {
             c.args(["--prop", &format!("{k}={v}")]);
         }
@@ -515,6 +534,21 @@ impl ClientProc {
         bootstrap: &str,
         topics: &[&str],
         group: Option<&str>,
+        props: &[(&str, &str)],
+    ) -> ClientProc {
+        Self::consumer_with(kind, dir, name, bootstrap, topics, group, &[], props)
+    }
+
+    /// A consumer given driver options besides the client's properties (see `producer_with`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn consumer_with(
+        kind: ClientKind,
+        dir: &Path,
+        name: &str,
+        bootstrap: &str,
+        topics: &[&str],
+        group: Option<&str>,
+        options: &[(&str, &str)],
         props: &[(&str, &str)],
     ) -> ClientProc {
         let summary = dir.join(format!("{name}.summary.json"));
@@ -536,6 +570,9 @@ impl ClientProc {
             .arg(&data)
             .arg("--summary")
             .arg(&summary);
+        for (k, v) in options {
+            c.args([format!("--{k}"), v.to_string()]);
+        }
         for (k, v) in props {
             c.args(["--prop", &format!("{k}={v}")]);
         }
