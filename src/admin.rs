@@ -1,8 +1,17 @@
-//! The admin HTTP endpoint: `/metrics` (Prometheus), `/healthz`, `/readyz`, `/leadership`.
+//! The admin HTTP endpoint: `/metrics` (Prometheus), the probes, `/leadership`.
 //!
-//! Deliberately tiny: four GET paths for probes, Prometheus and operators, one request per
+//! Deliberately tiny: a few GET paths for probes, Prometheus and operators, one request per
 //! connection, bounded reads and a timeout per connection. A general HTTP stack would more
 //! than double fairlead's build for no capability these endpoints need.
+//!
+//! The probes mean one thing each (README, "Kubernetes"):
+//! * `/startupz`: the listeners are bound and the first metadata is loaded (start-up is done);
+//! * `/livez` (and `/healthz`, its older name): the process serves; never depends on Kafka;
+//! * `/readyz`: fairlead can take connections (its listeners are bound). A Kafka outage does not
+//!   make it fail: the application keeps its pod in its Services for the work that does not
+//!   touch Kafka, and the outage shows in the metrics, `/leadership` and `/clusterz`;
+//! * `/clusterz`: cluster metadata is younger than `ready_max_metadata_age_ms`, for alerts and
+//!   dashboards (what `/readyz` meant before; no probe should use it).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,9 +59,11 @@ pub fn install_metrics() -> PrometheusHandle {
         .clone()
 }
 
-/// What /readyz checks besides fresh metadata.
+/// What the probes check besides the cluster metadata.
 #[derive(Default)]
 pub struct Readiness {
+    /// Set once the bootstrap port and a port per known broker are bound (after the first
+    /// metadata is loaded, so it also means start-up is done).
     pub listeners_bound: AtomicBool,
 }
 
@@ -123,12 +134,16 @@ async fn handle(
             )
             .await
         }
-        "/healthz" => respond(&mut sock, 200, "text/plain", "ok\n").await,
-        "/readyz" => {
-            let (ready, why) = ready(cluster, readiness);
+        "/healthz" | "/livez" => respond(&mut sock, 200, "text/plain", "ok\n").await,
+        "/startupz" | "/readyz" | "/clusterz" => {
+            let (ok, why) = match path {
+                "/startupz" => started(cluster, readiness),
+                "/readyz" => ready(cluster, readiness),
+                _ => cluster_fresh(cluster),
+            };
             respond(
                 &mut sock,
-                if ready { 200 } else { 503 },
+                if ok { 200 } else { 503 },
                 "text/plain",
                 &format!("{why}\n"),
             )
@@ -145,30 +160,56 @@ async fn handle(
                 &mut sock,
                 404,
                 "text/plain",
-                "not found: try /metrics, /healthz, /readyz, /leadership\n",
+                "not found: try /metrics, /startupz, /livez, /readyz, /clusterz, /leadership\n",
             )
             .await
         }
     }
 }
 
+/// Readiness: fairlead can take connections: its listeners are bound, a port for every broker
+/// in the cluster included (one another process holds is retried meanwhile and named here).
+/// Every condition here is about fairlead itself, none about Kafka being reachable: a sidecar that turned unready with the cluster would take
+/// its application out of its Services, even for requests that never touch Kafka.
 fn ready(cluster: &Cluster, readiness: &Readiness) -> (bool, String) {
     if !readiness.listeners_bound.load(Ordering::Acquire) {
         return (false, "not ready: listeners not bound yet".into());
     }
+    if let Some(unbound) = cluster.ports.unbound_report() {
+        return (false, format!("not ready: {unbound}"));
+    }
+    (true, "ready: listeners bound".into())
+}
+
+/// Start-up is done: listeners bound and the first metadata loaded.
+fn started(cluster: &Cluster, readiness: &Readiness) -> (bool, String) {
+    if cluster.leadership.last_metadata().is_none() {
+        return (
+            false,
+            "not started: no metadata from the cluster yet".into(),
+        );
+    }
+    match ready(cluster, readiness) {
+        (true, _) => (true, "started: metadata loaded, listeners bound".into()),
+        (false, why) => (false, why.replacen("not ready", "not started", 1)),
+    }
+}
+
+/// Whether fairlead's view of the cluster is fresh (for alerts, never for a probe).
+fn cluster_fresh(cluster: &Cluster) -> (bool, String) {
     match cluster.leadership.last_metadata() {
-        None => (false, "not ready: no metadata from the cluster yet".into()),
+        None => (false, "stale: no metadata from the cluster yet".into()),
         Some(t) if t.elapsed() > cluster.cfg.ready_max_metadata_age => (
             false,
             format!(
-                "not ready: metadata is {}s old (limit {}s)",
+                "stale: metadata is {}s old (limit {}s)",
                 t.elapsed().as_secs(),
                 cluster.cfg.ready_max_metadata_age.as_secs()
             ),
         ),
         Some(t) => (
             true,
-            format!("ready: metadata {}ms old", t.elapsed().as_millis()),
+            format!("fresh: metadata {}ms old", t.elapsed().as_millis()),
         ),
     }
 }

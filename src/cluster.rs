@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::MetadataResponse;
 use kafka_protocol::protocol::StrBytes;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use crate::codec::endpoints::EndpointList;
 use crate::config::Config;
@@ -14,7 +14,7 @@ use crate::leadership::coordinators::{CoordinatorKey, Finder};
 use crate::leadership::incidents::Incidents;
 use crate::leadership::refresh::{RefreshError, Refreshed, Refresher, Trigger};
 use crate::leadership::{Broker, LeaderChange, Leadership, Observed, TopicRef};
-use crate::ports::Ports;
+use crate::ports::{Advertised, Ports};
 use crate::security::UpstreamSecurity;
 use crate::upstream::pool::Pool;
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamError, BOOTSTRAP_NODE};
@@ -45,6 +45,7 @@ impl Cluster {
             connect_timeout: cfg.connect_timeout,
             max_frame_bytes: cfg.max_frame_bytes,
             security,
+            as_client: None,
         };
         let leadership = Arc::new(Leadership::new());
         let pool = Arc::new(Pool::new(upstream_cfg.clone()));
@@ -74,17 +75,11 @@ impl Cluster {
         })
     }
 
-    /// The address clients are given for broker `node`.
-    pub fn advertised(&self, node: i32) -> (StrBytes, i32) {
-        let port = self.cfg.node_port(node).map(i32::from).unwrap_or_else(|| {
-            warn!(
-                node,
-                base = self.cfg.node_port_base,
-                "node id does not fit in a port above node_port_base; clients cannot reach it"
-            );
-            0
-        });
-        (self.advertised_host.clone(), port)
+    /// What clients may be told about brokers now: the brokers whose ports are bound, at the
+    /// advertised host (see `ports::Advertised`). One snapshot per response, so one answer
+    /// never names a broker in one place and leaves it out in another.
+    pub fn advertised(&self) -> Advertised {
+        self.ports.advertised(&self.advertised_host)
     }
 
     /// Refreshes leadership (single-flight; see `leadership::refresh`), opens listeners for new
@@ -146,10 +141,16 @@ impl Cluster {
         self.after_update(&added, &[]);
     }
 
-    /// Rewrites KIP-951 node endpoints to fairlead's addresses.
+    /// Rewrites KIP-951 node endpoints to fairlead's addresses. A broker whose port is not
+    /// bound is left out: a client given a leader hint without its endpoint asks for metadata,
+    /// where another broker stands in for it.
     pub fn rewrite_endpoints(&self, list: &mut dyn EndpointList) {
+        let advertised = self.advertised();
+        list.retain_nodes(&mut |node| advertised.is_bound(node));
         list.visit(&mut |node, host, port, _| {
-            (*host, *port) = self.advertised(*node);
+            if let Some(a) = advertised.address(*node) {
+                (*host, *port) = a;
+            }
         });
     }
 
@@ -294,5 +295,37 @@ mod tests {
             "broker 2 left: its connection is dropped"
         );
         assert!(cluster.upstream_in(&pool, 2).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn node_endpoints_name_only_brokers_whose_port_is_bound() {
+        use kafka_protocol::messages::produce_response::NodeEndpoint;
+        use kafka_protocol::messages::BrokerId;
+        // node_port_base 0: node N is served on port N. One port free, one held elsewhere.
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let free_node = free.local_addr().unwrap().port() as i32;
+        drop(free);
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let held_node = held.local_addr().unwrap().port() as i32;
+        let mut cfg = Config::with_bootstrap("127.0.0.1:1");
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.node_port_base = 0;
+        let cluster = crate::testing::cluster(cfg);
+        cluster.ports.ensure_node(free_node);
+        cluster.ports.ensure_node(held_node);
+        let mut list: Vec<NodeEndpoint> = [free_node, held_node]
+            .map(|n| {
+                NodeEndpoint::default()
+                    .with_node_id(BrokerId(n))
+                    .with_host("kafka".into())
+                    .with_port(9092)
+            })
+            .to_vec();
+        cluster.rewrite_endpoints(&mut list);
+        let got: Vec<_> = list
+            .iter()
+            .map(|e| (e.node_id.0, e.host.to_string(), e.port))
+            .collect();
+        assert_eq!(got, vec![(free_node, "127.0.0.1".to_string(), free_node)]);
     }
 }

@@ -10,8 +10,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::{Deserialize, Serialize};
 
+use crate::security::oauth::OAuthSettings;
+use crate::security::reload::read_secret;
 use crate::security::sasl::{Credentials, Mechanism, Secret};
-pub use crate::security::SaslMode;
+pub use crate::security::{SaslLogin, SaslMode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -69,6 +71,29 @@ pub enum Command {
         #[arg(long)]
         under_replicated: bool,
     },
+    /// Serve the Kubernetes sidecar-injection webhook (AdmissionReview v1 over TLS): pods
+    /// annotated `fairlead.io/inject: "true"` get fairlead as a native sidecar.
+    Webhook(WebhookArgs),
+}
+
+/// `fairlead webhook`: where it listens, its TLS certificate, and the sidecar it injects.
+#[derive(Debug, Args, Clone)]
+pub struct WebhookArgs {
+    /// Address the API server calls (HTTPS): POST /mutate; GET /livez, /readyz.
+    #[arg(long, default_value = "0.0.0.0:8443", env = "FAIRLEAD_WEBHOOK_LISTEN")]
+    pub listen: String,
+    /// Serving certificate (PEM); re-read when the file changes (cert-manager renewals).
+    #[arg(long, env = "FAIRLEAD_WEBHOOK_TLS_CERT_FILE")]
+    pub tls_cert_file: PathBuf,
+    #[arg(long, env = "FAIRLEAD_WEBHOOK_TLS_KEY_FILE")]
+    pub tls_key_file: PathBuf,
+    /// The sidecar to inject (JSON: container, volumes, app_bootstrap), rendered by the Helm
+    /// chart from its values.
+    #[arg(long, env = "FAIRLEAD_WEBHOOK_SIDECAR_FILE")]
+    pub sidecar_file: PathBuf,
+    /// Log filter, as log_level.
+    #[arg(long, default_value = "info", env = "FAIRLEAD_WEBHOOK_LOG_LEVEL")]
+    pub log_level: String,
 }
 
 /// Every option of the proxy, listed once: each is a flag (`--option-name`), an environment
@@ -95,7 +120,7 @@ pub struct Options {
     /// Port of node 0; node N is served on node_port_base + N (default: listen port + 1).
     #[arg(long, env = "FAIRLEAD_NODE_PORT_BASE")]
     pub node_port_base: Option<u16>,
-    /// Admin HTTP address: /metrics, /healthz, /readyz, /leadership.
+    /// Admin HTTP address: /metrics, /startupz, /livez, /readyz, /clusterz, /leadership.
     #[arg(long, env = "FAIRLEAD_ADMIN")]
     pub admin: Option<String>,
     #[arg(long, env = "FAIRLEAD_MAX_FRAME_BYTES")]
@@ -112,12 +137,15 @@ pub struct Options {
     pub request_timeout_ms: Option<u64>,
     #[arg(long, env = "FAIRLEAD_ABSORB_TIMEOUT_MS")]
     pub absorb_timeout_ms: Option<u64>,
+    #[arg(long, env = "FAIRLEAD_COORDINATOR_ABSORB_TIMEOUT_MS")]
+    pub coordinator_absorb_timeout_ms: Option<u64>,
     #[arg(long, env = "FAIRLEAD_RETRY_BACKOFF_MS")]
     pub retry_backoff_ms: Option<u64>,
     #[arg(long, env = "FAIRLEAD_METADATA_MAX_AGE_MS")]
     pub metadata_max_age_ms: Option<u64>,
     #[arg(long, env = "FAIRLEAD_STARTUP_TIMEOUT_MS")]
     pub startup_timeout_ms: Option<u64>,
+    /// /clusterz reports the cluster stale past this metadata age (readiness does not).
     #[arg(long, env = "FAIRLEAD_READY_MAX_METADATA_AGE_MS")]
     pub ready_max_metadata_age_ms: Option<u64>,
     #[arg(long, env = "FAIRLEAD_DRAIN_TIMEOUT_MS")]
@@ -153,7 +181,8 @@ pub struct Options {
     /// Do not verify brokers' certificates (labs only; logged loudly).
     #[arg(long, env = "FAIRLEAD_UPSTREAM_TLS_INSECURE_SKIP_VERIFY", num_args = 0..=1, default_missing_value = "true")]
     pub upstream_tls_insecure_skip_verify: Option<bool>,
-    /// SASL mechanism for fairlead's broker connections: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
+    /// SASL mechanism for fairlead's broker connections: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512,
+    /// OAUTHBEARER.
     #[arg(long, env = "FAIRLEAD_SASL_MECHANISM")]
     pub sasl_mechanism: Option<String>,
     #[arg(long, env = "FAIRLEAD_SASL_USERNAME")]
@@ -162,9 +191,31 @@ pub struct Options {
     /// in process lists).
     #[arg(skip)]
     pub sasl_password: Option<String>,
-    /// File holding the SASL password.
+    /// File holding the SASL password (read again when it changes).
     #[arg(long, env = "FAIRLEAD_SASL_PASSWORD_FILE")]
     pub sasl_password_file: Option<PathBuf>,
+    /// OAUTHBEARER: the OIDC/OAuth token endpoint fairlead gets its tokens from (client
+    /// credentials grant), http:// or https://.
+    #[arg(long, env = "FAIRLEAD_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL")]
+    pub sasl_oauthbearer_token_endpoint_url: Option<String>,
+    #[arg(long, env = "FAIRLEAD_SASL_OAUTHBEARER_CLIENT_ID")]
+    pub sasl_oauthbearer_client_id: Option<String>,
+    /// The OAuth client secret: the config file or FAIRLEAD_SASL_OAUTHBEARER_CLIENT_SECRET,
+    /// never a flag.
+    #[arg(skip)]
+    pub sasl_oauthbearer_client_secret: Option<String>,
+    /// File holding the OAuth client secret (read again when it changes).
+    #[arg(long, env = "FAIRLEAD_SASL_OAUTHBEARER_CLIENT_SECRET_FILE")]
+    pub sasl_oauthbearer_client_secret_file: Option<PathBuf>,
+    /// Scope to ask for (space-separated), if the provider needs one.
+    #[arg(long, env = "FAIRLEAD_SASL_OAUTHBEARER_SCOPE")]
+    pub sasl_oauthbearer_scope: Option<String>,
+    /// Audience to ask for (the `audience` parameter some providers need), if any.
+    #[arg(long, env = "FAIRLEAD_SASL_OAUTHBEARER_AUDIENCE")]
+    pub sasl_oauthbearer_audience: Option<String>,
+    /// CA bundle (PEM) for an https token endpoint (default: the system's bundle).
+    #[arg(long, env = "FAIRLEAD_SASL_OAUTHBEARER_CA_FILE")]
+    pub sasl_oauthbearer_ca_file: Option<PathBuf>,
     /// sidecar: fairlead authenticates every broker connection; passthrough: clients
     /// authenticate themselves on theirs.
     #[arg(long, env = "FAIRLEAD_SASL_MODE")]
@@ -177,6 +228,10 @@ pub struct Options {
     /// Require client certificates chaining to this CA (PEM).
     #[arg(long, env = "FAIRLEAD_LISTENER_TLS_CLIENT_CA_FILE")]
     pub listener_tls_client_ca_file: Option<PathBuf>,
+    /// How often certificate, key and secret files are checked for changes (0: never; SIGHUP
+    /// reloads them in any case).
+    #[arg(long, env = "FAIRLEAD_RELOAD_INTERVAL_MS")]
+    pub reload_interval_ms: Option<u64>,
 }
 
 impl Options {
@@ -234,6 +289,10 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub absorb_timeout: Duration,
+    /// The same for group and transaction coordinator requests: a coordinator's failover
+    /// (fencing, then loading its partition of __consumer_offsets or __transaction_state) takes
+    /// longer than a partition leader's.
+    pub coordinator_absorb_timeout: Duration,
     pub retry_backoff: Duration,
     pub metadata_max_age: Duration,
     pub startup_timeout: Duration,
@@ -250,9 +309,11 @@ pub struct Config {
     pub log_level: String,
     pub topic_labels: bool,
     pub upstream_tls: Option<UpstreamTls>,
-    pub sasl: Option<Credentials>,
+    pub sasl: Option<SaslLogin>,
     pub sasl_mode: SaslMode,
     pub listener_tls: Option<ListenerTls>,
+    /// How often files are polled for changes (None: only on SIGHUP).
+    pub reload_interval: Option<Duration>,
     /// Things worth a WARN line once logging is up (e.g. a world-readable secret).
     pub warnings: Vec<String>,
 }
@@ -297,7 +358,8 @@ pub fn load(args: Options) -> Result<Config, ConfigError> {
         Some(path) => read_file(path)?,
         None => Options::default(),
     };
-    let secret_in_file = file.sasl_password.is_some();
+    let secret_in_file =
+        file.sasl_password.is_some() || file.sasl_oauthbearer_client_secret.is_some();
     let config_path = args.config.clone();
     let mut cfg = resolve(file, args)?;
     if let (true, Some(path)) = (secret_in_file, &config_path) {
@@ -314,7 +376,7 @@ fn readable_by_others(path: &Path) -> Option<String> {
     let mode = std::fs::metadata(path).ok()?.permissions().mode();
     (mode & 0o077 != 0).then(|| {
         format!(
-            "{} holds a SASL password and is readable by other users (mode {:o}): chmod 600 it",
+            "{} holds a secret (SASL password or OAuth client secret) and is readable by other users (mode {:o}): chmod 600 it",
             path.display(),
             mode & 0o777
         )
@@ -343,6 +405,10 @@ pub fn resolve(file: Options, flags: Options) -> Result<Config, ConfigError> {
     let upstream_tls = upstream_tls(&o, &mut warnings)?;
     let sasl = sasl(&o)?;
     let listener_tls = listener_tls(&o)?;
+    let reload_ms = o.reload_interval_ms.unwrap_or(5_000);
+    if reload_ms != 0 {
+        range("reload_interval_ms", reload_ms, 100, 3_600_000)?;
+    }
     Ok(Config {
         bootstrap: addrs.bootstrap,
         listen: addrs.listen,
@@ -357,6 +423,7 @@ pub fn resolve(file: Options, flags: Options) -> Result<Config, ConfigError> {
         connect_timeout: times.connect,
         request_timeout: times.request,
         absorb_timeout: times.absorb,
+        coordinator_absorb_timeout: times.coordinator_absorb,
         retry_backoff: times.retry_backoff,
         metadata_max_age: times.metadata_max_age,
         startup_timeout: times.startup,
@@ -372,6 +439,7 @@ pub fn resolve(file: Options, flags: Options) -> Result<Config, ConfigError> {
         sasl,
         sasl_mode: o.sasl_mode.unwrap_or_default(),
         listener_tls,
+        reload_interval: (reload_ms != 0).then(|| Duration::from_millis(reload_ms)),
         warnings,
     })
 }
@@ -492,6 +560,7 @@ struct Timeouts {
     connect: Duration,
     request: Duration,
     absorb: Duration,
+    coordinator_absorb: Duration,
     retry_backoff: Duration,
     metadata_max_age: Duration,
     startup: Duration,
@@ -513,6 +582,13 @@ fn timeouts(o: &Options) -> Result<Timeouts, ConfigError> {
         connect: ms("connect_timeout_ms", o.connect_timeout_ms, 5_000, 10, HOUR)?,
         request: ms("request_timeout_ms", o.request_timeout_ms, 10_000, 10, HOUR)?,
         absorb: ms("absorb_timeout_ms", o.absorb_timeout_ms, 15_000, 0, HOUR)?,
+        coordinator_absorb: ms(
+            "coordinator_absorb_timeout_ms",
+            o.coordinator_absorb_timeout_ms,
+            25_000,
+            0,
+            HOUR,
+        )?,
         retry_backoff: ms("retry_backoff_ms", o.retry_backoff_ms, 25, 1, 60_000)?,
         metadata_max_age: ms(
             "metadata_max_age_ms",
@@ -625,38 +701,124 @@ fn upstream_tls(
     Ok(Some(t))
 }
 
-fn sasl(o: &Options) -> Result<Option<Credentials>, ConfigError> {
+fn sasl(o: &Options) -> Result<Option<SaslLogin>, ConfigError> {
     let Some(m) = &o.sasl_mechanism else {
         return Ok(None);
     };
-    let mechanism = Mechanism::parse(m)
-        .ok_or_else(|| invalid("sasl_mechanism", m, "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512"))?;
+    let mechanism = Mechanism::parse(m).ok_or_else(|| {
+        invalid(
+            "sasl_mechanism",
+            m,
+            "PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER",
+        )
+    })?;
+    if mechanism == Mechanism::OAuthBearer {
+        return oauth(o).map(|s| Some(SaslLogin::OAuthBearer(s)));
+    }
     let username = o.sasl_username.clone().ok_or(ConfigError::Missing {
         option: "sasl_username",
         hint: "the SASL user fairlead authenticates as",
     })?;
-    let from_env = std::env::var("FAIRLEAD_SASL_PASSWORD").ok();
-    let password = match (from_env.or(o.sasl_password.clone()), &o.sasl_password_file) {
-        (Some(p), _) => p,
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-            .map_err(|e| {
-                invalid(
-                    "sasl_password_file",
-                    &path.display().to_string(),
-                    &format!("a readable file ({e})"),
-                )
-            })?,
-        (None, None) => return Err(ConfigError::Missing {
-            option: "sasl_password",
-            hint: "FAIRLEAD_SASL_PASSWORD, sasl_password in the config file, or sasl_password_file",
-        }),
-    };
-    Ok(Some(Credentials {
-        mechanism,
-        username,
-        password: Secret::new(password),
+    let password = secret(
+        "FAIRLEAD_SASL_PASSWORD",
+        &o.sasl_password,
+        "sasl_password_file",
+        &o.sasl_password_file,
+    )?
+    .ok_or(ConfigError::Missing {
+        option: "sasl_password",
+        hint: "FAIRLEAD_SASL_PASSWORD, sasl_password in the config file, or sasl_password_file",
+    })?;
+    Ok(Some(SaslLogin::Password {
+        credentials: Credentials {
+            mechanism,
+            username,
+            password: password.0,
+        },
+        password_file: password.1,
     }))
+}
+
+/// A secret from the environment, the config file or a file (in that order); with the file it
+/// came from, if any, to be read again when it changes.
+fn secret(
+    env: &str,
+    inline: &Option<String>,
+    file_option: &'static str,
+    file: &Option<PathBuf>,
+) -> Result<Option<(Secret, Option<PathBuf>)>, ConfigError> {
+    if let Some(s) = std::env::var(env).ok().or(inline.clone()) {
+        return Ok(Some((Secret::new(s), None)));
+    }
+    let Some(path) = file else {
+        return Ok(None);
+    };
+    read_secret(path)
+        .map(|s| Some((s, Some(path.clone()))))
+        .map_err(|e| {
+            invalid(
+                file_option,
+                &path.display().to_string(),
+                &format!("a readable file holding the secret ({e})"),
+            )
+        })
+}
+
+fn oauth(o: &Options) -> Result<OAuthSettings, ConfigError> {
+    let token_endpoint =
+        o.sasl_oauthbearer_token_endpoint_url
+            .clone()
+            .ok_or(ConfigError::Missing {
+                option: "sasl_oauthbearer_token_endpoint_url",
+                hint: "the OAuth token endpoint fairlead gets its tokens from",
+            })?;
+    crate::security::http::Url::parse(&token_endpoint).map_err(|e| {
+        invalid(
+            "sasl_oauthbearer_token_endpoint_url",
+            &token_endpoint,
+            &format!("an http:// or https:// URL ({e})"),
+        )
+    })?;
+    let client_id = o
+        .sasl_oauthbearer_client_id
+        .clone()
+        .filter(|c| !c.is_empty())
+        .ok_or(ConfigError::Missing {
+            option: "sasl_oauthbearer_client_id",
+            hint: "the OAuth client fairlead authenticates as",
+        })?;
+    let (client_secret, client_secret_file) = secret(
+        "FAIRLEAD_SASL_OAUTHBEARER_CLIENT_SECRET",
+        &o.sasl_oauthbearer_client_secret,
+        "sasl_oauthbearer_client_secret_file",
+        &o.sasl_oauthbearer_client_secret_file,
+    )?
+    .ok_or(ConfigError::Missing {
+        option: "sasl_oauthbearer_client_secret",
+        hint: "FAIRLEAD_SASL_OAUTHBEARER_CLIENT_SECRET, sasl_oauthbearer_client_secret in the config file, or sasl_oauthbearer_client_secret_file",
+    })?;
+    if let Some(f) = &o.sasl_oauthbearer_ca_file {
+        if !f.is_file() {
+            return Err(invalid(
+                "sasl_oauthbearer_ca_file",
+                &f.display().to_string(),
+                "a readable PEM file",
+            ));
+        }
+    }
+    Ok(OAuthSettings {
+        token_endpoint,
+        client_id,
+        client_secret,
+        client_secret_file,
+        scope: o.sasl_oauthbearer_scope.clone().filter(|s| !s.is_empty()),
+        audience: o
+            .sasl_oauthbearer_audience
+            .clone()
+            .filter(|s| !s.is_empty()),
+        ca_file: o.sasl_oauthbearer_ca_file.clone(),
+        timeout: Duration::from_millis(o.request_timeout_ms.unwrap_or(10_000)),
+    })
 }
 
 fn listener_tls(o: &Options) -> Result<Option<ListenerTls>, ConfigError> {
@@ -806,6 +968,84 @@ mod tests {
         assert_eq!(c.listen.port(), 8000);
         assert_eq!(c.node_port_base, 8001);
         assert_eq!(c.absorb_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn oauthbearer_takes_its_secret_from_a_file_and_names_what_is_missing() {
+        let dir = std::env::temp_dir().join(format!("fairlead-cfg-oauth-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s3cret\n").unwrap();
+        let base = "bootstrap = 'k:1'\nsasl_mechanism = 'oauthbearer'\n";
+        let full = format!(
+            "{base}sasl_oauthbearer_token_endpoint_url = 'https://idp.example.com/oauth2/token'\n\
+             sasl_oauthbearer_client_id = 'fairlead'\nsasl_oauthbearer_scope = 'kafka'\n\
+             sasl_oauthbearer_client_secret_file = '{}'",
+            secret.display()
+        );
+        let c = resolve(file(&full), Options::default()).unwrap();
+        let Some(SaslLogin::OAuthBearer(o)) = c.sasl else {
+            panic!("{:?}", c.sasl)
+        };
+        assert_eq!(o.client_secret.expose(), "s3cret");
+        assert_eq!(o.client_secret_file.as_deref(), Some(secret.as_path()));
+        assert_eq!(
+            (o.scope.as_deref(), o.audience.as_deref()),
+            (Some("kafka"), None)
+        );
+        assert!(!format!("{o:?}").contains("s3cret"));
+        for (drop, option) in [
+            (
+                "sasl_oauthbearer_token_endpoint_url",
+                "`sasl_oauthbearer_token_endpoint_url`",
+            ),
+            ("sasl_oauthbearer_client_id", "`sasl_oauthbearer_client_id`"),
+            (
+                "sasl_oauthbearer_client_secret_file",
+                "`sasl_oauthbearer_client_secret`",
+            ),
+        ] {
+            let text: String = full
+                .lines()
+                .filter(|l| !l.starts_with(drop))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let e = resolve(file(&text), Options::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(option), "{e}");
+        }
+        let e = resolve(
+            file(&full.replace("https://idp.example.com", "ftp://idp")),
+            Options::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`sasl_oauthbearer_token_endpoint_url`"), "{e}");
+        std::fs::write(&secret, "\n").unwrap();
+        let e = resolve(file(&full), Options::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`sasl_oauthbearer_client_secret_file`") && e.contains("empty"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn reload_interval_is_off_at_zero_and_bounded_otherwise() {
+        let c = Config::with_bootstrap("k:1");
+        assert_eq!(c.reload_interval, Some(Duration::from_secs(5)));
+        let c = resolve(
+            file("bootstrap = 'k:1'\nreload_interval_ms = 0"),
+            Options::default(),
+        );
+        assert_eq!(c.unwrap().reload_interval, None);
+        let e = resolve(
+            file("bootstrap = 'k:1'\nreload_interval_ms = 5"),
+            Options::default(),
+        );
+        assert!(e.unwrap_err().to_string().contains("`reload_interval_ms`"));
     }
 
     #[test]

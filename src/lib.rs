@@ -23,6 +23,7 @@
 //! * `cluster`: that knowledge and fairlead's own broker connections, shared by every connection.
 //! * `security`: TLS to brokers and on listeners, SASL (PLAIN, SCRAM) with fairlead's credentials.
 //! * `metrics`, [`config`], `admin`, [`server`]: operations.
+//! * [`webhook`]: `fairlead webhook`, the Kubernetes sidecar injector (docker/helm/fairlead).
 
 #![forbid(unsafe_code)]
 
@@ -30,6 +31,7 @@ pub mod config;
 pub mod server;
 #[doc(hidden)]
 pub mod testing;
+pub mod webhook;
 
 pub use admin::status;
 

@@ -22,6 +22,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::Webhook(args)) = cli.command {
+        return webhook(args);
+    }
     let cfg = match config::load(cli.run) {
         Ok(c) => c,
         Err(e) => {
@@ -58,11 +61,34 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_signal().await;
+        wait_for_signal(&server).await;
         info!("shutting down: no new connections; answering requests in flight");
         server.shutdown().await;
         ExitCode::SUCCESS
     })
+}
+
+/// `fairlead webhook`: the sidecar injector, on a single-threaded runtime (a few requests a
+/// second at most: one per pod created).
+fn webhook(args: config::WebhookArgs) -> ExitCode {
+    init_logging(LogFormat::Json, &args.log_level);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(fairlead::webhook::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "fairlead webhook failed");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging(format: LogFormat, level: &str) {
@@ -77,12 +103,20 @@ fn init_logging(format: LogFormat, level: &str) {
     }
 }
 
-async fn wait_for_signal() {
+/// Until SIGTERM or SIGINT; SIGHUP reloads certificates, keys and secrets from their files.
+async fn wait_for_signal(server: &Server) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received"),
-        _ = int.recv() => info!("SIGINT received"),
+    let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return info!("SIGTERM received"),
+            _ = int.recv() => return info!("SIGINT received"),
+            _ = hup.recv() => {
+                info!("SIGHUP received: reloading certificates, keys and secrets");
+                server.reload();
+            }
+        }
     }
 }

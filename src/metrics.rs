@@ -25,6 +25,10 @@ pub const BYTES: &str = "fairlead_bytes_total";
 pub const CONNECTIONS_CLOSED: &str = "fairlead_client_connections_closed_total";
 pub const PASSED_BLIND: &str = "fairlead_frames_passed_blind_total";
 pub const PRODUCE_CHECKS: &str = "fairlead_produce_outcome_checks_total";
+pub const NOT_ABSORBED: &str = "fairlead_errors_not_absorbed_total";
+pub const RELOADS: &str = "fairlead_reloads_total";
+pub const BROKER_PORTS_UNBOUND: &str = "fairlead_broker_ports_unbound";
+pub const BROKER_PORT_BIND_FAILURES: &str = "fairlead_broker_port_bind_failures_total";
 /// Opt-in (`topic_labels`): the same counts per topic.
 pub const TOPIC_ERRORS_ABSORBED: &str = "fairlead_topic_errors_absorbed_total";
 pub const TOPIC_REROUTES: &str = "fairlead_topic_reroutes_total";
@@ -134,6 +138,41 @@ labels!(
         ClientNotReading => "client_not_reading",
         /// The broker connection went away with a request in flight that is not safe to repeat.
         BrokerLostMidRequest => "broker_lost_mid_request",
+    }
+);
+
+labels!(
+    /// `fairlead_errors_not_absorbed_total{reason}`: an error fairlead absorbs for others reached
+    /// a client because no connection may carry its requests but its own (SASL passthrough).
+    NotAbsorbed {
+        /// The client has not completed SASL authentication.
+        NotAuthenticated => "client_not_authenticated",
+        /// No connection to the broker in question is authenticated as the client, and
+        /// nothing it presented can open one (SCRAM, OAUTHBEARER).
+        NoConnectionAsClient => "no_connection_as_client",
+    }
+);
+
+labels!(
+    /// `fairlead_reloads_total{material}`: what was read again from its files.
+    Material {
+        /// listener_tls_cert_file, _key_file, _client_ca_file.
+        ListenerTls => "listener_tls",
+        /// upstream_tls_ca_file, _cert_file, _key_file.
+        UpstreamTls => "upstream_tls",
+        SaslPassword => "sasl_password",
+        OAuthClientSecret => "oauth_client_secret",
+    }
+);
+
+labels!(
+    /// `fairlead_reloads_total{outcome}`.
+    ReloadOutcome {
+        /// In use for new connections.
+        Ok => "ok",
+        /// Refused (unreadable, empty, invalid, key and certificate do not match): the old
+        /// material stays in use.
+        Failed => "failed",
     }
 );
 
@@ -267,6 +306,18 @@ fn describe() {
             PRODUCE_CHECKS,
             "Non-idempotent writes of unknown outcome looked up in the leader's log, by result",
         ),
+        (
+            NOT_ABSORBED,
+            "Errors that reached a client unabsorbed because only its own broker connection may carry its requests (SASL passthrough), by reason",
+        ),
+        (
+            RELOADS,
+            "Certificates, keys and secrets read again from their files (changed, or SIGHUP), by material and outcome",
+        ),
+        (
+            BROKER_PORT_BIND_FAILURES,
+            "Failed attempts to listen on a broker's port (each is retried with back-off)",
+        ),
     ] {
         metrics::describe_counter!(name, help);
     }
@@ -282,6 +333,10 @@ fn describe() {
     );
     metrics::describe_gauge!(CLIENT_CONNECTIONS, "Open client connections");
     metrics::describe_gauge!(UPSTREAM_CONNECTIONS, "Open connections to brokers, by node");
+    metrics::describe_gauge!(
+        BROKER_PORTS_UNBOUND,
+        "Brokers in the cluster whose port fairlead cannot listen on (not given to clients meanwhile)"
+    );
 }
 
 /// The APIs whose errors fairlead absorbs, each with the codes it absorbs.
@@ -315,7 +370,17 @@ fn zero_series() {
     for t in RefreshTrigger::ALL {
         counter!(METADATA_REFRESHES, "trigger" => t.label()).absolute(0);
     }
+    for r in NotAbsorbed::ALL {
+        counter!(NOT_ABSORBED, "reason" => r.label()).absolute(0);
+    }
+    for m in Material::ALL {
+        for o in ReloadOutcome::ALL {
+            counter!(RELOADS, "material" => m.label(), "outcome" => o.label()).absolute(0);
+        }
+    }
     gauge!(CLIENT_CONNECTIONS).set(0.0);
+    gauge!(BROKER_PORTS_UNBOUND).set(0.0);
+    counter!(BROKER_PORT_BIND_FAILURES).absolute(0);
 }
 
 /// The hot paths' handles: one counter per byte direction, one histogram per API key.
@@ -405,6 +470,22 @@ pub fn upstream_disconnected(node: &str) {
     gauge!(UPSTREAM_CONNECTIONS, "node" => node.to_string()).decrement(1.0);
 }
 
+pub fn not_absorbed(reason: NotAbsorbed) {
+    counter!(NOT_ABSORBED, "reason" => reason.label()).increment(1);
+}
+
+pub fn reloaded(material: Material, outcome: ReloadOutcome) {
+    counter!(RELOADS, "material" => material.label(), "outcome" => outcome.label()).increment(1);
+}
+
 pub fn produce_check(result: ProduceCheck) {
     counter!(PRODUCE_CHECKS, "result" => result.label()).increment(1);
+}
+
+pub fn broker_port_bind_failed() {
+    counter!(BROKER_PORT_BIND_FAILURES).increment(1);
+}
+
+pub fn broker_ports_unbound(n: usize) {
+    gauge!(BROKER_PORTS_UNBOUND).set(n as f64);
 }

@@ -14,10 +14,13 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::leadership::refresh::{RefreshError, Trigger};
 use crate::listener;
-use crate::ports::Ports;
+use crate::ports::{self, Ports};
 use crate::router::Router;
+use crate::security::reload::{
+    ClientSecretFile, PasswordFile, Reloadable, Reloader, UpstreamTlsFiles,
+};
 use crate::security::tls::{TlsClient, TlsClientSettings, TlsServer};
-use crate::security::UpstreamSecurity;
+use crate::security::{Login, UpstreamSecurity};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -46,6 +49,7 @@ pub struct Server {
     pub admin_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     connections: Arc<Semaphore>,
+    reloader: Arc<Reloader>,
 }
 
 impl Server {
@@ -65,6 +69,12 @@ impl Server {
         for w in &cfg.warnings {
             warn!("{w}");
         }
+        if let Some(Login::OAuthBearer(tokens)) = &security.sasl {
+            tokio::spawn(tokens.clone().run_refresh(shutdown_rx.clone()));
+        }
+        let reloader = Arc::new(reloader(&cfg, &security, listener_tls.as_ref()));
+        let _ = security.reloader.set(Arc::downgrade(&reloader));
+        tokio::spawn(reloader.clone().run(shutdown_rx.clone()));
         // Ports bind sockets as brokers become known; the accept loops take them from here.
         let (bound_tx, bound_rx) = tokio::sync::mpsc::unbounded_channel();
         let ports = Ports::new(cfg.listen, cfg.node_port_base, bound_tx);
@@ -101,9 +111,17 @@ impl Server {
             shutdown_rx.clone(),
         ));
         tokio::spawn(periodic_refresh(cluster.clone(), shutdown_rx.clone()));
-        tokio::spawn(close_incidents(cluster.clone(), shutdown_rx));
+        tokio::spawn(close_incidents(cluster.clone(), shutdown_rx.clone()));
+        tokio::spawn(retry_broker_ports(cluster.clone(), shutdown_rx));
         readiness.listeners_bound.store(true, Ordering::Release);
-        info!(bootstrap = %bootstrap_addr, brokers = cluster.leadership.brokers().len(), "fairlead ready");
+        match cluster.ports.unbound_report() {
+            None => {
+                info!(bootstrap = %bootstrap_addr, brokers = cluster.leadership.brokers().len(), "fairlead ready")
+            }
+            Some(why) => {
+                warn!(bootstrap = %bootstrap_addr, brokers = cluster.leadership.brokers().len(), "fairlead serving, not ready: {why}")
+            }
+        }
         Ok(Server {
             cluster,
             router,
@@ -111,7 +129,16 @@ impl Server {
             admin_addr,
             shutdown,
             connections,
+            reloader,
         })
+    }
+
+    /// Reads every certificate, key and secret file again now (SIGHUP).
+    pub fn reload(&self) {
+        if self.reloader.is_empty() {
+            info!("SIGHUP: no certificate, key or secret files to reload");
+        }
+        self.reloader.hangup();
     }
 
     /// Stops accepting, lets connections answer what they have in flight (bounded by
@@ -190,20 +217,44 @@ fn upstream_security(cfg: &Config) -> Result<UpstreamSecurity, StartError> {
         None => None,
         Some(t) => Some(
             TlsClient::new(TlsClientSettings {
-                ca_file: t.ca_file.as_deref(),
-                cert_file: t.cert_file.as_deref(),
-                key_file: t.key_file.as_deref(),
+                ca_file: t.ca_file.clone(),
+                cert_file: t.cert_file.clone(),
+                key_file: t.key_file.clone(),
                 server_name: t.server_name.clone(),
                 insecure_skip_verify: t.insecure_skip_verify,
             })
             .map_err(|e| StartError::Security(e.to_string()))?,
         ),
     };
+    let sasl = match &cfg.sasl {
+        None => None,
+        Some(s) => Some(Login::new(s).map_err(|e| StartError::Security(e.to_string()))?),
+    };
     Ok(UpstreamSecurity {
         tls,
-        sasl: cfg.sasl.clone(),
+        sasl,
         sasl_mode: cfg.sasl_mode,
+        reloader: Default::default(),
     })
+}
+
+/// Everything read from files that can change while fairlead runs.
+fn reloader(
+    cfg: &Config,
+    security: &Arc<UpstreamSecurity>,
+    listener_tls: Option<&Arc<TlsServer>>,
+) -> Reloader {
+    let mut items: Vec<Arc<dyn Reloadable>> = vec![
+        Arc::new(UpstreamTlsFiles(security.clone())),
+        Arc::new(PasswordFile(security.clone())),
+    ];
+    if let Some(Login::OAuthBearer(tokens)) = &security.sasl {
+        items.push(Arc::new(ClientSecretFile(tokens.clone())));
+    }
+    if let Some(l) = listener_tls {
+        items.push(l.clone());
+    }
+    Reloader::new(items, cfg.reload_interval)
 }
 
 async fn periodic_refresh(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
@@ -226,6 +277,27 @@ async fn periodic_refresh(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<b
             .await
         {
             warn!(error = %e, "periodic metadata refresh failed");
+        }
+    }
+}
+
+/// Broker ports that could not be bound, tried again as their back-off runs out (see `ports`),
+/// for as long as their broker is in the cluster.
+async fn retry_broker_ports(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let brokers = cluster.leadership.brokers();
+        let next = cluster
+            .ports
+            .retry_due(Instant::now(), |n| brokers.contains_key(&n));
+        drop(brokers);
+        // At least every MAX_RETRY: a broker that left while its port was unbound (or mapped
+        // to no port) must leave /readyz's list too.
+        let at = next.unwrap_or_else(|| Instant::now() + ports::MAX_RETRY);
+        let sleep = tokio::time::sleep_until(at.into());
+        tokio::select! {
+            _ = sleep => {}
+            _ = cluster.ports.failed() => {}
+            _ = shutdown.changed() => return,
         }
     }
 }

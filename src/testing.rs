@@ -27,6 +27,8 @@ pub use crate::router::produce::{all_batches_idempotent, Produce};
 pub use crate::router::retry::safe_to_resend;
 pub use crate::router::written::same_batch_at;
 pub use crate::router::{expects_response, Router};
+pub use crate::security::sasl::{Credentials, Mechanism, Secret};
+pub use crate::security::{SaslLogin, SaslMode};
 
 /// The decode guard (`codec::sanity`).
 pub mod sanity {
@@ -36,6 +38,11 @@ pub mod sanity {
 /// ApiVersions capping (`rewrite::api_versions`).
 pub mod api_versions {
     pub use crate::rewrite::api_versions::{cap, inspected, is_inspected, max_supported};
+}
+
+/// A passthrough client's OAUTHBEARER token, read from its initial response (`security::oauth`).
+pub mod oauth {
+    pub use crate::security::oauth::{parse_initial_response, ClientToken, SUB_CLAIM};
 }
 
 /// Metric names and label sets (`metrics`).

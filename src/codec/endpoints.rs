@@ -14,6 +14,8 @@ pub type EndpointVisitor<'a> = dyn FnMut(&mut i32, &mut StrBytes, &mut i32, Opti
 /// A list of node endpoints, whatever the response type.
 pub trait EndpointList {
     fn visit(&mut self, f: &mut EndpointVisitor<'_>);
+    /// Keeps the endpoints whose node id `keep` accepts.
+    fn retain_nodes(&mut self, keep: &mut dyn FnMut(i32) -> bool);
     fn len(&self) -> usize;
     fn is_empty(&self) -> bool {
         self.len() == 0
@@ -27,6 +29,9 @@ macro_rules! endpoint_list {
                 for e in self.iter_mut() {
                     f(&mut e.node_id.0, &mut e.host, &mut e.port, e.rack.as_ref());
                 }
+            }
+            fn retain_nodes(&mut self, keep: &mut dyn FnMut(i32) -> bool) {
+                self.retain(|e| keep(e.node_id.0));
             }
             fn len(&self) -> usize {
                 Vec::len(self)

@@ -3,13 +3,15 @@
 //! Broker node N is advertised as `advertised_host:(node_port_base + N)`, on every API that
 //! carries an address: Metadata, FindCoordinator (v0-3 top level, v4+ coordinators[]),
 //! DescribeCluster, and the KIP-951 node endpoints of Produce v10+, Fetch v16+, ShareFetch and
-//! ShareAcknowledge. ApiVersions is capped to what fairlead can decode for the APIs it
-//! inspects. Every other response is forwarded as the broker's own bytes.
+//! ShareAcknowledge; only while fairlead listens on that port (see [`brokers`]). ApiVersions is
+//! capped to what fairlead can decode for the APIs it inspects. Every other response is
+//! forwarded as the broker's own bytes.
 //!
 //! Not rewritten: DescribeQuorum listeners and DescribeCluster with endpoint_type=controllers
 //! (KIP-919): they name controllers, which fairlead does not front.
 
 pub mod api_versions;
+pub mod brokers;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
@@ -88,10 +90,10 @@ pub fn response(
     match key {
         ApiKey::Metadata => {
             let mut r: MetadataResponse = decode_response(&frame, key, v)?;
+            // Learned first: fairlead routes by the brokers' own answer, and a broker it
+            // hears of here gets its port before the client hears of it.
             cluster.learn_metadata(&r);
-            for b in r.brokers.iter_mut() {
-                (b.host, b.port) = cluster.advertised(b.node_id.0);
-            }
+            brokers::metadata(&cluster.advertised(), &mut r);
             for t in &r.topics {
                 if t.error_code != 0 {
                     metrics::passed_through(key as i16, t.error_code);
@@ -107,28 +109,14 @@ pub fn response(
         ApiKey::FindCoordinator => {
             let mut r: FindCoordinatorResponse = decode_response(&frame, key, v)?;
             learn_coordinators(cluster, hdr, request, &r);
-            if v < 4 {
-                if r.error_code == 0 && r.node_id.0 >= 0 {
-                    (r.host, r.port) = cluster.advertised(r.node_id.0);
-                }
-            } else {
-                for c in r
-                    .coordinators
-                    .iter_mut()
-                    .filter(|c| c.error_code == 0 && c.node_id.0 >= 0)
-                {
-                    (c.host, c.port) = cluster.advertised(c.node_id.0);
-                }
-            }
+            brokers::find_coordinator(&cluster.advertised(), v, &mut r);
             encode_response(&r, key, v, corr)
         }
         ApiKey::DescribeCluster => {
             let mut r: DescribeClusterResponse = decode_response(&frame, key, v)?;
             // endpoint_type 2 = controllers (KIP-919): not fronted by fairlead.
             if v < 1 || r.endpoint_type != 2 {
-                for b in r.brokers.iter_mut() {
-                    (b.host, b.port) = cluster.advertised(b.broker_id.0);
-                }
+                brokers::describe_cluster(&cluster.advertised(), &mut r);
             } else {
                 debug!("DescribeCluster for controllers passed through unchanged");
                 return Ok(frame);

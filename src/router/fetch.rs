@@ -104,6 +104,10 @@ impl RoutedApi for Fetch {
         p.error_code
     }
 
+    fn envelope_code(resp: &FetchResponse) -> i16 {
+        resp.error_code
+    }
+
     fn merge_envelope(into: &mut FetchResponse, from: &FetchResponse) {
         into.throttle_time_ms = into.throttle_time_ms.max(from.throttle_time_ms);
         if into.error_code == 0 {

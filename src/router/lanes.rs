@@ -169,6 +169,21 @@ impl Lanes {
         }
     }
 
+    /// Whether no other batch of this lane is in flight; if so, the lane is held (see
+    /// [`Lanes::hold`]) in the same step, so nothing sent later can reach the broker before the
+    /// one in flight is sent again.
+    pub fn hold_if_alone(&self, key: &LaneKey) -> bool {
+        let mut lanes = self.lanes.lock().unwrap();
+        match lanes.get_mut(key) {
+            Some(l) if l.in_flight <= 1 => {
+                l.held = true;
+                true
+            }
+            Some(_) => false,
+            None => true,
+        }
+    }
+
     pub fn recovering(&self, key: &LaneKey) -> bool {
         self.lanes
             .lock()

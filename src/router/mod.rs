@@ -11,12 +11,16 @@
 pub mod coordinator;
 pub mod delete_records;
 pub mod fetch;
+mod forward;
+mod identity;
+mod inspect;
 pub mod lanes;
 pub mod list_offsets;
 pub mod offsets_for_leader_epoch;
 pub mod partitioned;
 pub mod produce;
 pub mod retry;
+pub mod session;
 mod shape;
 pub mod written;
 
@@ -32,10 +36,13 @@ use tokio::sync::Notify;
 use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::metrics;
-use crate::upstream::pool::Pool;
+use crate::metrics::NotAbsorbed;
+use crate::upstream::pool::{Lenders, Pool};
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
+use forward::Forward;
 use lanes::Lanes;
 use partitioned::{Conns, Dispatched, Job, RoutedApi};
+use session::Session;
 
 /// The router's state, shared by every client connection.
 pub struct Router {
@@ -45,6 +52,8 @@ pub struct Router {
     /// Wakes every request waiting for a broker's answer every [`TICK`], to check whether it
     /// should be given up on (see `partitioned`).
     pub ticks: Arc<Notify>,
+    /// SASL passthrough: clients' own authenticated connections (see `identity`).
+    pub lenders: Arc<Lenders>,
 }
 
 /// How often waiting requests are looked at.
@@ -58,6 +67,7 @@ impl Router {
             cluster,
             lanes: Arc::default(),
             ticks,
+            lenders: Arc::default(),
         })
     }
 }
@@ -94,21 +104,30 @@ pub type JobFuture = Pin<Box<dyn Future<Output = Result<Bytes, Unanswerable>> + 
 #[error("{0}")]
 pub struct Unanswerable(pub String);
 
-/// What the connection's writer does for one request, in request order.
-pub enum Pending {
-    /// Forward the home broker's answer (rewriting addresses for the APIs that carry any).
-    Forward {
-        rx: ReplyRx,
-        hdr: RequestHeader,
-        frame: Bytes,
-        started: Instant,
-    },
-    /// A routed request: its completion builds the answer.
-    Routed {
-        job: JobFuture,
-        hdr: RequestHeader,
-        started: Instant,
-    },
+/// What the connection's writer waits for, for one request, in request order: the answer the
+/// client gets.
+pub struct Answer {
+    job: Pending,
+    pub api_key: i16,
+    /// When the request arrived.
+    pub started: Instant,
+}
+
+/// How the answer completes. A forwarded one (most requests) is awaited in place, in the
+/// writer's own future: boxing it would cost an allocation per request (tests/unit/alloc.rs).
+enum Pending {
+    Forwarded(Forward, ReplyRx),
+    Routed(JobFuture),
+}
+
+impl Answer {
+    /// The answer (forwarded, or routed and merged), inspected and counted.
+    pub async fn bytes(self) -> Result<Bytes, Unanswerable> {
+        match self.job {
+            Pending::Forwarded(forward, rx) => forward.complete(rx).await,
+            Pending::Routed(job) => job.await,
+        }
+    }
 }
 
 /// Who sent a request.
@@ -120,37 +139,108 @@ pub struct Client<'a> {
     pub connection: u64,
 }
 
-/// Routes one request. Returns `None` when no response will come (acks=0 produce).
+/// Routes one request of a client connection. Returns `None` when no response will come
+/// (acks=0 produce); `Err` when its broker is unreachable (the client connection is closed).
+/// If the home connection is found gone before anything was sent, it is re-established once
+/// and the request routed again.
 pub async fn route(
     router: &Arc<Router>,
+    session: &Arc<Session>,
+    frame: Bytes,
+    hdr: RequestHeader,
+) -> Result<Option<Answer>, UpstreamError> {
+    session.home.pin_if_authenticating(&hdr);
+    session.relay_request(&hdr, &frame);
+    let name = session.name(&frame, &hdr);
+    let client = Client {
+        name: &name,
+        connection: session.connection,
+    };
+    let reroutes = session.reroutes();
+    let up = session.home.get().await?;
+    match route_on(router, session, &up, &reroutes, client, frame.clone(), hdr).await {
+        Err(UpstreamError::Closed { .. }) => {
+            let up = session.home.get().await?;
+            route_on(router, session, &up, &reroutes, client, frame, hdr).await
+        }
+        other => other,
+    }
+}
+
+/// Routes one request with `home` as the client's broker connection, and `reroutes` as the
+/// connections to other brokers that may carry its requests (`Err`: none may, so it is
+/// forwarded on `home`, whatever it is; see `identity`).
+async fn route_on(
+    router: &Arc<Router>,
+    session: &Arc<Session>,
     home: &Arc<Upstream>,
-    reroutes: &Arc<Pool>,
+    reroutes: &Result<Arc<Pool>, NotAbsorbed>,
     client: Client<'_>,
     frame: Bytes,
     hdr: RequestHeader,
-) -> Result<Option<Pending>, UpstreamError> {
-    let conns = Conns {
-        cluster: &router.cluster,
-        ticks: &router.ticks,
-        home,
-        reroutes,
-    };
+) -> Result<Option<Answer>, UpstreamError> {
     let started = Instant::now();
-    let routed = match hdr.known {
+    let api_key = hdr.api_key;
+    let routed = match reroutes {
+        Ok(pool) => {
+            let conns = Conns {
+                cluster: &router.cluster,
+                ticks: &router.ticks,
+                home,
+                reroutes: pool,
+            };
+            routed(router, conns, client, &frame, &hdr).await?
+        }
+        Err(_) => Outcome::Forward,
+    };
+    let job = match routed {
+        Outcome::Job(job) => Pending::Routed(job),
+        Outcome::NoResponse => return Ok(None),
+        Outcome::Forward => {
+            let expect = expects_response(&frame, &hdr);
+            let Some(rx) = home.send(frame.clone(), expect)? else {
+                return Ok(None);
+            };
+            let forward = Forward {
+                cluster: router.cluster.clone(),
+                session: session.clone(),
+                hdr,
+                frame,
+                not_absorbed: reroutes.as_ref().err().copied(),
+            };
+            Pending::Forwarded(forward, rx)
+        }
+    };
+    Ok(Some(Answer {
+        job,
+        api_key,
+        started,
+    }))
+}
+
+/// Routes and sends a request of an API fairlead routes (`Outcome::Forward` for the others).
+async fn routed(
+    router: &Arc<Router>,
+    conns: Conns<'_>,
+    client: Client<'_>,
+    frame: &Bytes,
+    hdr: &RequestHeader,
+) -> Result<Outcome, UpstreamError> {
+    Ok(match hdr.known {
         Some(ApiKey::Produce) => {
-            dispatch::<produce::Produce>(conns, Some((&router.lanes, client.name)), &frame, &hdr)
+            dispatch::<produce::Produce>(conns, Some((&router.lanes, client.name)), frame, hdr)
                 .await?
         }
-        Some(ApiKey::Fetch) => dispatch::<fetch::Fetch>(conns, None, &frame, &hdr).await?,
+        Some(ApiKey::Fetch) => dispatch::<fetch::Fetch>(conns, None, frame, hdr).await?,
         Some(ApiKey::ListOffsets) => {
-            dispatch::<list_offsets::ListOffsets>(conns, None, &frame, &hdr).await?
+            dispatch::<list_offsets::ListOffsets>(conns, None, frame, hdr).await?
         }
         Some(ApiKey::OffsetForLeaderEpoch) => {
-            dispatch::<offsets_for_leader_epoch::OffsetsForLeaderEpoch>(conns, None, &frame, &hdr)
+            dispatch::<offsets_for_leader_epoch::OffsetsForLeaderEpoch>(conns, None, frame, hdr)
                 .await?
         }
         Some(ApiKey::DeleteRecords) => {
-            dispatch::<delete_records::DeleteRecords>(conns, None, &frame, &hdr).await?
+            dispatch::<delete_records::DeleteRecords>(conns, None, frame, hdr).await?
         }
         Some(api) if retry::COORDINATOR_APIS.contains(&api) => {
             match coordinator::Job::dispatch(
@@ -158,7 +248,7 @@ pub async fn route(
                 &router.lanes,
                 client.connection,
                 frame.clone(),
-                &hdr,
+                hdr,
             )
             .await?
             {
@@ -171,23 +261,7 @@ pub async fn route(
             }
         }
         _ => Outcome::Forward,
-    };
-    match routed {
-        Outcome::Job(job) => Ok(Some(Pending::Routed { job, hdr, started })),
-        Outcome::NoResponse => Ok(None),
-        Outcome::Forward => {
-            let expect = expects_response(&frame, &hdr);
-            match home.send(frame.clone(), expect)? {
-                Some(rx) => Ok(Some(Pending::Forward {
-                    rx,
-                    hdr,
-                    frame,
-                    started,
-                })),
-                None => Ok(None),
-            }
-        }
-    }
+    })
 }
 
 enum Outcome {

@@ -19,6 +19,23 @@
 //!   watermark yet: retry the same leader.
 //! * OUT_OF_ORDER_SEQUENCE_NUMBER (45) on an idempotent batch whose partition is being recovered
 //!   means an earlier batch of the same producer is still being replayed: re-send it after.
+//! * Transient produce errors, re-sent to the same leader after a back-off (while its in-sync
+//!   set recovers, a SIGKILLed follower is fenced, a transaction coordinator moves):
+//!   - NOT_ENOUGH_REPLICAS (19) is raised before anything is appended: the leader checks its
+//!     in-sync set against min.insync.replicas for acks=all before `appendAsLeader` (apache/kafka
+//!     core/src/main/scala/kafka/cluster/Partition.scala, `appendRecordsToLeader`), and KIP-890's
+//!     transaction verification answers it before the append when the transaction coordinator
+//!     cannot be reached (ReplicaManager maps that failure to NOT_ENOUGH_REPLICAS for producers).
+//!     So every producer's batch may be re-sent: an idempotent one in any case; a
+//!     non-idempotent one only when no later batch of its partition is in flight behind it (a
+//!     later one could otherwise be appended first), and later ones wait until it is settled.
+//!   - NOT_ENOUGH_REPLICAS_AFTER_APPEND (20: the in-sync set shrank below min.insync.replicas
+//!     after the append, Partition.scala `checkEnoughReplicasReachOffset`) and REQUEST_TIMED_OUT
+//!     (7: the followers did not catch up within the request's timeout_ms, DelayedProduce's
+//!     expiry) come after the batch was appended: re-sent only for idempotent and transactional
+//!     producers, whose re-send the broker recognises as a duplicate (its producer state keeps
+//!     the last five batches per partition) and answers with the first append's offset once it
+//!     is replicated. A non-idempotent batch could be written twice: its error passes through.
 //! * A connection that closed with the request in flight: reads and idempotent produce are
 //!   re-sent; a non-idempotent produce may have been written, so it is not.
 //! * Anything else passes through to the client unchanged.
@@ -70,6 +87,9 @@ use kafka_protocol::messages::ApiKey;
 
 pub const LEADER_NOT_AVAILABLE: i16 = 5;
 pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+pub const REQUEST_TIMED_OUT: i16 = 7;
+pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 pub const FENCED_LEADER_EPOCH: i16 = 74;
 pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
@@ -95,6 +115,9 @@ pub struct ProduceFacts {
     pub base_offset: i64,
     /// An earlier batch of this partition, on this connection, is being replayed.
     pub partition_recovering: bool,
+    /// No other batch of its partition (from this producer) is in flight: nothing sent after
+    /// it can be appended before it.
+    pub alone: bool,
 }
 
 impl ProduceFacts {
@@ -145,6 +168,14 @@ pub fn decide(api: ApiKey, failure: Failure, produce: Option<ProduceFacts>) -> D
         Failure::Code(OFFSET_NOT_AVAILABLE) if api == ApiKey::ListOffsets => Decision::RetrySame,
         Failure::Code(OUT_OF_ORDER_SEQUENCE_NUMBER) => match produce {
             Some(p) if p.idempotent && p.partition_recovering && safe => Decision::Reroute,
+            _ => Decision::PassThrough,
+        },
+        Failure::Code(NOT_ENOUGH_REPLICAS) => match produce {
+            Some(p) if p.idempotent || p.alone => Decision::RetrySame,
+            _ => Decision::PassThrough,
+        },
+        Failure::Code(NOT_ENOUGH_REPLICAS_AFTER_APPEND | REQUEST_TIMED_OUT) => match produce {
+            Some(p) if p.idempotent => Decision::RetrySame,
             _ => Decision::PassThrough,
         },
         Failure::Code(_) => Decision::PassThrough,
@@ -207,6 +238,20 @@ pub fn keep_original(api: ApiKey, facts: CoordinatorFacts, replay_code: i16) -> 
     api == ApiKey::ConsumerGroupHeartbeat
         && !facts.repeatable
         && matches!(replay_code, FENCED_MEMBER_EPOCH | UNKNOWN_MEMBER_ID)
+}
+
+/// Codes fairlead may re-send a partition for (under the rules of [`decide`]): an answer that
+/// still carries one after a re-send is a failed re-send.
+pub fn is_retried_code(code: i16) -> bool {
+    is_leadership_code(code)
+        || matches!(
+            code,
+            REQUEST_TIMED_OUT
+                | NOT_ENOUGH_REPLICAS
+                | NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                | OUT_OF_ORDER_SEQUENCE_NUMBER
+                | OFFSET_NOT_AVAILABLE
+        )
 }
 
 /// Codes counted as leadership errors (absorbed or passed through) in metrics.
@@ -368,6 +413,7 @@ mod tests {
             idempotent,
             base_offset,
             partition_recovering: false,
+            alone: false,
         })
     }
 
@@ -448,6 +494,7 @@ mod tests {
             idempotent: true,
             base_offset: -1,
             partition_recovering: true,
+            alone: false,
         });
         assert_eq!(
             decide(ApiKey::Produce, Failure::Code(45), recovering),
@@ -470,10 +517,49 @@ mod tests {
 
     #[test]
     fn other_produce_errors_pass_through() {
-        for code in [7, 19, 20, 56, 87] {
+        for code in [3, 10, 56, 87] {
             assert_eq!(
                 decide(ApiKey::Produce, Failure::Code(code), produce(true, -1)),
                 PassThrough
+            );
+        }
+    }
+
+    #[test]
+    fn not_enough_replicas_is_retried_for_idempotent_batches_and_lone_other_ones() {
+        // Refused before the append: nothing was written.
+        assert_eq!(
+            decide(ApiKey::Produce, Failure::Code(19), produce(true, -1)),
+            RetrySame
+        );
+        let lone = Some(ProduceFacts {
+            alone: true,
+            ..produce(false, -1).unwrap()
+        });
+        assert_eq!(decide(ApiKey::Produce, Failure::Code(19), lone), RetrySame);
+        // A later batch of the partition is in flight and could be appended first.
+        assert_eq!(
+            decide(ApiKey::Produce, Failure::Code(19), produce(false, -1)),
+            PassThrough
+        );
+    }
+
+    #[test]
+    fn errors_after_the_append_are_retried_only_for_idempotent_batches() {
+        for code in [NOT_ENOUGH_REPLICAS_AFTER_APPEND, REQUEST_TIMED_OUT] {
+            assert_eq!(
+                decide(ApiKey::Produce, Failure::Code(code), produce(true, 12)),
+                RetrySame,
+                "{code}: the broker de-duplicates the re-send"
+            );
+            let lone = Some(ProduceFacts {
+                alone: true,
+                ..produce(false, 12).unwrap()
+            });
+            assert_eq!(
+                decide(ApiKey::Produce, Failure::Code(code), lone),
+                PassThrough,
+                "{code}: written, and a re-send would write it again"
             );
         }
     }

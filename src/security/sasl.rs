@@ -1,5 +1,5 @@
 //! SASL authentication of fairlead's own broker connections (KIP-43 handshake, KIP-152
-//! SaslAuthenticate framing): PLAIN, SCRAM-SHA-256, SCRAM-SHA-512.
+//! SaslAuthenticate framing): PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER (KIP-255).
 //!
 //! Runs on a freshly connected (and, with TLS, encrypted) stream before it becomes an
 //! upstream. The password is held in a [`Secret`], which never prints; errors name the user and
@@ -15,6 +15,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::oauth;
 use super::scram::{self, Scram};
 use crate::codec::message::{decode_response, encode_own_request};
 
@@ -43,6 +44,7 @@ pub enum Mechanism {
     Plain,
     ScramSha256,
     ScramSha512,
+    OAuthBearer,
 }
 
 impl Mechanism {
@@ -51,6 +53,7 @@ impl Mechanism {
             Mechanism::Plain => "PLAIN",
             Mechanism::ScramSha256 => "SCRAM-SHA-256",
             Mechanism::ScramSha512 => "SCRAM-SHA-512",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
         }
     }
 
@@ -59,11 +62,14 @@ impl Mechanism {
             "PLAIN" => Some(Mechanism::Plain),
             "SCRAM-SHA-256" => Some(Mechanism::ScramSha256),
             "SCRAM-SHA-512" => Some(Mechanism::ScramSha512),
+            "OAUTHBEARER" => Some(Mechanism::OAuthBearer),
             _ => None,
         }
     }
 }
 
+/// What one SASL exchange authenticates with. For OAUTHBEARER, `password` is the token and
+/// `username` the token's subject (or the OAuth client id), named in error messages.
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub mechanism: Mechanism,
@@ -181,6 +187,29 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     message: e.to_string(),
                 })?;
             last.session_lifetime_ms
+        }
+        Mechanism::OAuthBearer => {
+            let r = auth_round(s, 2, oauth::initial_response(creds.password.expose())).await?;
+            if r.error_code != 0 {
+                return Err(failed(&r));
+            }
+            if !r.auth_bytes.is_empty() {
+                // RFC 7628 3.2.2: a refusal comes as a JSON error challenge; the client answers
+                // ^A and the broker then fails the exchange (what OAuthBearerSaslClient does).
+                let status = String::from_utf8_lossy(&r.auth_bytes).to_string();
+                let last = auth_round(s, 3, vec![0x01]).await?;
+                let message = last
+                    .error_message
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| format!("error code {}", last.error_code));
+                return Err(SaslError::Failed {
+                    user: creds.username.clone(),
+                    mechanism: mech,
+                    message: format!("{message} ({status})"),
+                });
+            }
+            r.session_lifetime_ms
         }
     };
     Ok((lifetime > 0).then(|| Duration::from_millis(lifetime as u64)))

@@ -7,7 +7,7 @@
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -97,50 +97,59 @@ fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// How fairlead connects to brokers over TLS.
-pub struct TlsClient {
-    connector: TlsConnector,
-    server_name: Option<String>,
+/// A client configuration that trusts the CA bundle at `ca` (the https token endpoint).
+pub fn client_config_for_ca(ca: &Path) -> Result<ClientConfig, TlsError> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots(ca)?)
+        .with_no_client_auth())
 }
 
-pub struct TlsClientSettings<'a> {
-    pub ca_file: Option<&'a Path>,
-    pub cert_file: Option<&'a Path>,
-    pub key_file: Option<&'a Path>,
+/// How fairlead connects to brokers over TLS. The configuration is rebuilt from its files when
+/// they change (`security::reload`): connections made after that use the new one, established
+/// ones keep theirs.
+pub struct TlsClient {
+    config: RwLock<Arc<ClientConfig>>,
+    settings: TlsClientSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsClientSettings {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
     pub server_name: Option<String>,
     pub insecure_skip_verify: bool,
 }
 
 impl TlsClient {
-    pub fn new(s: TlsClientSettings<'_>) -> Result<TlsClient, TlsError> {
-        let builder = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        let builder = if s.insecure_skip_verify {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
-        } else {
-            let ca = s.ca_file.ok_or_else(|| TlsError::Config("upstream_tls_ca_file is required to verify brokers (or set upstream_tls_insecure_skip_verify)".into()))?;
-            builder.with_root_certificates(roots(ca)?)
-        };
-        let config = match (s.cert_file, s.key_file) {
-            (Some(c), Some(k)) => builder
-                .with_client_auth_cert(certs("client certificate file", c)?, key(k)?)
-                .map_err(|e| TlsError::Config(e.to_string()))?,
-            (None, None) => builder.with_no_client_auth(),
-            _ => return Err(TlsError::Config(
-                "a client certificate needs both upstream_tls_cert_file and upstream_tls_key_file"
-                    .into(),
-            )),
-        };
+    pub fn new(s: TlsClientSettings) -> Result<TlsClient, TlsError> {
         if let Some(n) = &s.server_name {
             ServerName::try_from(n.clone()).map_err(|_| TlsError::Name(n.clone()))?;
         }
         Ok(TlsClient {
-            connector: TlsConnector::from(Arc::new(config)),
-            server_name: s.server_name,
+            config: RwLock::new(Arc::new(client_config(&s)?)),
+            settings: s,
         })
+    }
+
+    /// The files the configuration is read from.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let s = &self.settings;
+        [&s.ca_file, &s.cert_file, &s.key_file]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// Reads the files again and, if they make a valid configuration, uses it from now on;
+    /// otherwise keeps the current one and says why.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = Arc::new(client_config(&self.settings)?);
+        *self.config.write().unwrap() = fresh;
+        Ok(())
     }
 
     /// TLS over a connected socket to `host` (the broker's advertised host, unless a server
@@ -150,19 +159,52 @@ impl TlsClient {
         host: &str,
         tcp: TcpStream,
     ) -> Result<client::TlsStream<TcpStream>, TlsError> {
-        let name = self.server_name.as_deref().unwrap_or(host).to_string();
+        let name = self
+            .settings
+            .server_name
+            .as_deref()
+            .unwrap_or(host)
+            .to_string();
         let server_name =
             ServerName::try_from(name.clone()).map_err(|_| TlsError::Name(name.clone()))?;
-        self.connector
+        let config = self.config.read().unwrap().clone();
+        TlsConnector::from(config)
             .connect(server_name, tcp)
             .await
             .map_err(|source| TlsError::Handshake { host: name, source })
     }
 }
 
-/// TLS on fairlead's listeners.
+fn client_config(s: &TlsClientSettings) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = if s.insecure_skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+    } else {
+        let ca = s.ca_file.as_deref().ok_or_else(|| TlsError::Config("upstream_tls_ca_file is required to verify brokers (or set upstream_tls_insecure_skip_verify)".into()))?;
+        builder.with_root_certificates(roots(ca)?)
+    };
+    match (&s.cert_file, &s.key_file) {
+        (Some(c), Some(k)) => builder
+            .with_client_auth_cert(certs("client certificate file", c)?, key(k)?)
+            .map_err(|e| TlsError::Config(format!("{} and {}: {e}", c.display(), k.display()))),
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => Err(TlsError::Config(
+            "a client certificate needs both upstream_tls_cert_file and upstream_tls_key_file"
+                .into(),
+        )),
+    }
+}
+
+/// TLS on fairlead's listeners; reloadable like [`TlsClient`].
 pub struct TlsServer {
-    pub acceptor: TlsAcceptor,
+    config: RwLock<Arc<ServerConfig>>,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    client_ca_file: Option<PathBuf>,
 }
 
 impl TlsServer {
@@ -171,35 +213,69 @@ impl TlsServer {
         key_file: &Path,
         client_ca_file: Option<&Path>,
     ) -> Result<TlsServer, TlsError> {
-        let builder = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(e.to_string()))?;
-        let builder = match client_ca_file {
-            Some(ca) => {
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots(ca)?),
-                    provider(),
-                )
-                .build()
-                .map_err(|e| TlsError::Config(e.to_string()))?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            None => builder.with_no_client_auth(),
-        };
-        let config = builder
-            .with_single_cert(
-                certs("listener certificate file", cert_file)?,
-                key(key_file)?,
-            )
-            .map_err(|e| TlsError::Config(e.to_string()))?;
+        let config = server_config(cert_file, key_file, client_ca_file)?;
         Ok(TlsServer {
-            acceptor: TlsAcceptor::from(Arc::new(config)),
+            config: RwLock::new(Arc::new(config)),
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+            client_ca_file: client_ca_file.map(Into::into),
         })
     }
 
-    pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<server::TlsStream<TcpStream>> {
-        self.acceptor.accept(tcp).await
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut f = vec![self.cert_file.clone(), self.key_file.clone()];
+        f.extend(self.client_ca_file.clone());
+        f
     }
+
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = server_config(
+            &self.cert_file,
+            &self.key_file,
+            self.client_ca_file.as_deref(),
+        )?;
+        *self.config.write().unwrap() = Arc::new(fresh);
+        Ok(())
+    }
+
+    pub async fn accept(&self, tcp: TcpStream) -> std::io::Result<server::TlsStream<TcpStream>> {
+        let config = self.config.read().unwrap().clone();
+        TlsAcceptor::from(config).accept(tcp).await
+    }
+}
+
+fn server_config(
+    cert_file: &Path,
+    key_file: &Path,
+    client_ca_file: Option<&Path>,
+) -> Result<ServerConfig, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_ca_file {
+        Some(ca) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots(ca)?),
+                provider(),
+            )
+            .build()
+            .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    builder
+        .with_single_cert(
+            certs("listener certificate file", cert_file)?,
+            key(key_file)?,
+        )
+        .map_err(|e| {
+            TlsError::Config(format!(
+                "{} and {}: {e}",
+                cert_file.display(),
+                key_file.display()
+            ))
+        })
 }
 
 /// Accepts any certificate: only with `upstream_tls_insecure_skip_verify`.
@@ -248,5 +324,158 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/src/security/testdata");
+
+    /// A directory of copies of the test material, to be changed by a test.
+    fn files(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("fairlead-tls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        for f in ["ca.pem", "a.pem", "a.key", "b.pem", "b.key"] {
+            std::fs::copy(Path::new(DATA).join(f), d.join(f)).unwrap();
+        }
+        std::fs::copy(d.join("a.pem"), d.join("cert.pem")).unwrap();
+        std::fs::copy(d.join("a.key"), d.join("key.pem")).unwrap();
+        d
+    }
+
+    fn leaf(d: &Path, name: &str) -> CertificateDer<'static> {
+        certs("test", &d.join(format!("{name}.pem")))
+            .unwrap()
+            .remove(0)
+    }
+
+    /// Accepts one connection at a time and echoes; the listener's address.
+    async fn echo_server(tls: Arc<TlsServer>) -> std::net::SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = l.accept().await.unwrap();
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let Ok(mut s) = tls.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 64];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    async fn client_to(addr: std::net::SocketAddr, d: &Path) -> client::TlsStream<TcpStream> {
+        let c = TlsClient::new(TlsClientSettings {
+            ca_file: Some(d.join("ca.pem")),
+            cert_file: None,
+            key_file: None,
+            server_name: None,
+            insecure_skip_verify: false,
+        })
+        .unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        c.connect("127.0.0.1", tcp).await.unwrap()
+    }
+
+    fn presented(s: &client::TlsStream<TcpStream>) -> CertificateDer<'static> {
+        s.get_ref().1.peer_certificates().unwrap()[0]
+            .clone()
+            .into_owned()
+    }
+
+    async fn echo(s: &mut client::TlsStream<TcpStream>) {
+        s.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+    }
+
+    /// New certificate and key in the files: new connections get them, the established one
+    /// keeps working; bad files are refused and the material in use stays.
+    #[tokio::test]
+    async fn the_listener_certificate_is_replaced_for_new_connections_only() {
+        let d = files("listener");
+        let (cert, key) = (d.join("cert.pem"), d.join("key.pem"));
+        let server = Arc::new(TlsServer::new(&cert, &key, None).unwrap());
+        let addr = echo_server(server.clone()).await;
+        let mut old = client_to(addr, &d).await;
+        assert_eq!(presented(&old), leaf(&d, "a"));
+
+        // A key that does not match the certificate (half of a rotation): refused.
+        std::fs::copy(d.join("b.key"), &key).unwrap();
+        let e = server.reload().unwrap_err().to_string();
+        assert!(
+            e.contains("cert.pem") && e.to_lowercase().contains("key"),
+            "{e}"
+        );
+        // An empty certificate file: refused.
+        std::fs::write(&cert, "").unwrap();
+        let e = server.reload().unwrap_err().to_string();
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        // Garbage: refused.
+        std::fs::write(&cert, "-----BEGIN CERTIFICATE-----\nnot base64!\n").unwrap();
+        assert!(server.reload().is_err());
+        assert_eq!(
+            presented(&client_to(addr, &d).await),
+            leaf(&d, "a"),
+            "old kept"
+        );
+
+        std::fs::copy(d.join("b.pem"), &cert).unwrap();
+        server.reload().unwrap();
+        assert_eq!(presented(&client_to(addr, &d).await), leaf(&d, "b"));
+        echo(&mut old).await;
+        assert_eq!(presented(&old), leaf(&d, "a"));
+    }
+
+    /// The client side: a new CA bundle and client certificate take effect for new connections;
+    /// a client key that does not match its certificate is refused.
+    #[tokio::test]
+    async fn the_upstream_client_certificate_and_ca_are_replaced() {
+        let d = files("upstream");
+        let client_ca_file = d.join("ca.pem");
+        let server = Arc::new(
+            TlsServer::new(&d.join("a.pem"), &d.join("a.key"), Some(&client_ca_file)).unwrap(),
+        );
+        let addr = echo_server(server).await;
+        let bundle = d.join("bundle.pem");
+        std::fs::copy(d.join("b.pem"), &bundle).unwrap(); // not the CA: no server verifies
+        let c = TlsClient::new(TlsClientSettings {
+            ca_file: Some(bundle.clone()),
+            cert_file: Some(d.join("cert.pem")),
+            key_file: Some(d.join("key.pem")),
+            server_name: None,
+            insecure_skip_verify: false,
+        })
+        .unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let e = c.connect("127.0.0.1", tcp).await.unwrap_err().to_string();
+        assert!(
+            e.contains("UnknownIssuer") || e.contains("unknown issuer"),
+            "{e}"
+        );
+
+        std::fs::copy(&client_ca_file, &bundle).unwrap();
+        std::fs::copy(d.join("b.key"), d.join("key.pem")).unwrap();
+        let e = c.reload().unwrap_err().to_string();
+        assert!(e.to_lowercase().contains("key"), "{e}");
+        std::fs::copy(d.join("b.pem"), d.join("cert.pem")).unwrap();
+        c.reload().unwrap();
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let mut s = c.connect("127.0.0.1", tcp).await.unwrap();
+        echo(&mut s).await;
     }
 }

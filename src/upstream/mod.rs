@@ -20,7 +20,7 @@
 pub mod pool;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,6 +40,7 @@ use crate::codec::header::{
 };
 use crate::codec::message::{decode_response, encode_own_request, MessageError};
 use crate::metrics;
+use crate::security::sasl::Credentials;
 use crate::security::UpstreamSecurity;
 
 /// Node id fairlead uses for a broker it only knows by a bootstrap address.
@@ -77,6 +78,10 @@ pub enum UpstreamError {
     },
     #[error("broker {node}: {reason}")]
     Protocol { node: i32, reason: String },
+    /// SASL passthrough: no connection to this broker is authenticated as the client, and
+    /// fairlead cannot open one (`router::identity`). Nothing was sent.
+    #[error("no connection to broker {node} is authenticated as the client")]
+    NotAsClient { node: i32 },
 }
 
 pub type Reply = Result<BytesMut, UpstreamError>;
@@ -104,6 +109,8 @@ struct Outgoing {
 }
 
 const HEAD: usize = REQUEST_CORRELATION_OFFSET + 4;
+const API_SASL_HANDSHAKE: i16 = ApiKey::SaslHandshake as i16;
+const API_SASL_AUTHENTICATE: i16 = ApiKey::SaslAuthenticate as i16;
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -113,6 +120,9 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     pub max_frame_bytes: usize,
     pub security: Arc<UpstreamSecurity>,
+    /// SASL passthrough: the credentials a client presented, for connections that carry only
+    /// its requests (`router::identity`); they replace fairlead's own.
+    pub as_client: Option<Arc<Credentials>>,
 }
 
 impl UpstreamConfig {
@@ -121,6 +131,15 @@ impl UpstreamConfig {
             connect_timeout,
             max_frame_bytes,
             security: Arc::default(),
+            as_client: None,
+        }
+    }
+
+    /// The same settings, authenticating as a client with `credentials`.
+    pub fn as_client(&self, credentials: Credentials) -> UpstreamConfig {
+        UpstreamConfig {
+            as_client: Some(Arc::new(credentials)),
+            ..self.clone()
         }
     }
 }
@@ -150,6 +169,10 @@ pub struct Upstream {
     /// When the broker last sent anything on this connection (ms since `opened`).
     last_heard_ms: Arc<AtomicU64>,
     opened: tokio::time::Instant,
+    /// A client's own SASL exchange is under way on this connection (SASL passthrough, KIP-368
+    /// re-authentication included): the broker expects only its SaslAuthenticate requests
+    /// until it ends, so no other request may be sent on it (see [`Upstream::send`]).
+    in_exchange: AtomicBool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -171,8 +194,26 @@ impl Upstream {
         cfg: &UpstreamConfig,
         for_client: bool,
     ) -> Result<Arc<Upstream>, UpstreamError> {
-        let mut stream = open_stream(node, addr, cfg).await?;
-        let retire_at = authenticate(node, addr, &mut stream, cfg, for_client).await?;
+        // A refusal of fairlead's own credentials may be a rotation under way: the brokers
+        // have the new password and its file not yet (or a broker has not applied it yet), or
+        // a token the broker no longer accepts. Tried again, twice, with what the files (or the
+        // token endpoint) hold then.
+        let mut waits = [Duration::from_millis(300), Duration::from_millis(700)].into_iter();
+        let (stream, retire_at) = loop {
+            let mut stream = open_stream(node, addr, cfg).await?;
+            match authenticate(node, addr, &mut stream, cfg, for_client).await {
+                Ok(retire_at) => break (stream, retire_at),
+                Err(e @ UpstreamError::Refused { .. }) => match waits.next() {
+                    // A client's own credentials (passthrough) are never read again.
+                    Some(wait) if cfg.as_client.is_none() && cfg.security.after_refusal() => {
+                        debug!(node, addr, error = %e, "SASL refused: trying again with credentials read again");
+                        tokio::time::sleep(wait).await;
+                    }
+                    _ => return Err(e),
+                },
+                Err(e) => return Err(e),
+            }
+        };
         let up = Upstream::start(node, addr, stream, retire_at, cfg);
         debug!(node, addr, reauth_in = ?retire_at.map(|t| t.saturating_duration_since(tokio::time::Instant::now())), "upstream connected");
         Ok(up)
@@ -205,6 +246,7 @@ impl Upstream {
             retire_at,
             last_heard_ms: last_heard_ms.clone(),
             opened,
+            in_exchange: AtomicBool::new(false),
         });
         let node_label = node.to_string();
         metrics::upstream_connected(&node_label);
@@ -267,6 +309,23 @@ impl Upstream {
         self.inflight.lock().unwrap().closed.is_some()
     }
 
+    /// Requests in flight on this connection (answers awaited).
+    pub fn in_flight(&self) -> usize {
+        self.inflight.lock().unwrap().pending.len()
+    }
+
+    /// The client's SASL exchange on this connection ended (accepted or refused): other
+    /// requests may be sent on it again.
+    pub fn exchange_done(&self) {
+        let _order = self.inflight.lock().unwrap();
+        self.in_exchange.store(false, Ordering::Release);
+    }
+
+    /// No client SASL exchange is under way on it.
+    pub fn lendable(&self) -> bool {
+        !self.in_exchange.load(Ordering::Acquire)
+    }
+
     /// Queues a request frame (length prefix included). Its correlation id is replaced by one of
     /// this connection's and restored on the response. Returns `None` when no response is
     /// expected (acks=0 produce).
@@ -288,6 +347,20 @@ impl Upstream {
         let mut inf = self.inflight.lock().unwrap();
         if let Some(e) = &inf.closed {
             return Err(e.clone());
+        }
+        // Decided under the lock that orders the sends: a request sent after a client's
+        // SaslHandshake would reach the broker in the middle of its exchange.
+        match i16::from_be_bytes([head[4], head[5]]) {
+            API_SASL_HANDSHAKE => self.in_exchange.store(true, Ordering::Release),
+            API_SASL_AUTHENTICATE => {}
+            _ if self.in_exchange.load(Ordering::Acquire) => {
+                return Err(UpstreamError::Connect {
+                    node: self.node,
+                    addr: self.addr.clone(),
+                    reason: "a client's SASL exchange is under way on this connection".into(),
+                });
+            }
+            _ => {}
         }
         let mut corr = inf.next_correlation;
         while inf.pending.contains_key(&corr) {
@@ -528,10 +601,22 @@ async fn authenticate(
     for_client: bool,
 ) -> Result<Option<tokio::time::Instant>, UpstreamError> {
     use crate::security::sasl::{self, SaslError};
-    let Some(creds) = cfg.security.authenticates(for_client) else {
-        return Ok(None);
+    let creds = match &cfg.as_client {
+        // What a client presented (passthrough): for connections that carry only its requests.
+        Some(client) => client.as_ref().clone(),
+        None => {
+            let Some(login) = cfg.security.authenticates(for_client) else {
+                return Ok(None);
+            };
+            // No token from the endpoint: as if the broker were unreachable (nothing was sent,
+            // and a later attempt may get one).
+            login
+                .credentials()
+                .await
+                .map_err(|e| connect_error(node, addr, e.to_string()))?
+        }
     };
-    match sasl::authenticate(stream, creds, cfg.connect_timeout).await {
+    match sasl::authenticate(stream, &creds, cfg.connect_timeout).await {
         Ok(lifetime) => Ok(lifetime.map(|l| tokio::time::Instant::now() + l.mul_f64(REAUTH_AT))),
         Err(e @ (SaslError::Failed { .. } | SaslError::Unsupported { .. })) => {
             Err(refused(node, addr, e.to_string()))

@@ -5,12 +5,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::{Upstream, UpstreamConfig, UpstreamError};
 
 pub struct Pool {
     cfg: UpstreamConfig,
+    /// Where its connections come from: made by fairlead, or lent (see [`Lenders`]).
+    source: Source,
     conns: Mutex<HashMap<i32, Arc<Upstream>>>,
     /// One connect at a time per node, so a burst of reroutes opens one connection, not many.
     connecting: Mutex<HashMap<i32, Arc<tokio::sync::Mutex<()>>>>,
@@ -22,8 +24,18 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(cfg: UpstreamConfig) -> Self {
+        Pool::with_source(cfg, Source::Connect)
+    }
+
+    /// A pool whose connections are those a principal's clients authenticated themselves.
+    pub fn borrowing(cfg: UpstreamConfig, lenders: Arc<Lenders>, principal: PrincipalKey) -> Self {
+        Pool::with_source(cfg, Source::Borrow(lenders, principal))
+    }
+
+    fn with_source(cfg: UpstreamConfig, source: Source) -> Self {
         Pool {
             cfg,
+            source,
             conns: Mutex::default(),
             connecting: Mutex::default(),
             unreachable: Mutex::default(),
@@ -33,6 +45,11 @@ impl Pool {
 
     /// A live connection to `node` at `addr`, connecting if needed.
     pub async fn get(&self, node: i32, addr: &str) -> Result<Arc<Upstream>, UpstreamError> {
+        if let Source::Borrow(lenders, principal) = &self.source {
+            return lenders
+                .lend(principal, node, addr)
+                .ok_or(UpstreamError::NotAsClient { node });
+        }
         if let Some(up) = self.live(node, addr) {
             return Ok(up);
         }
@@ -95,5 +112,57 @@ impl Pool {
         let mut n: Vec<i32> = self.conns.lock().unwrap().keys().copied().collect();
         n.sort_unstable();
         n
+    }
+}
+
+enum Source {
+    Connect,
+    Borrow(Arc<Lenders>, PrincipalKey),
+}
+
+/// A principal as the brokers know it: (mechanism, name).
+pub type PrincipalKey = (String, String);
+
+/// The broker connections clients authenticated themselves (SASL passthrough), by principal
+/// and broker: where fairlead cannot open a connection as a client (a SCRAM exchange cannot be
+/// replayed), these are the only ones that may carry its rerouted requests. A lent connection
+/// carries its owner's requests too; one whose owner is re-authenticating (KIP-368) is not
+/// lent until that ends (`Upstream::send` refuses then).
+#[derive(Default)]
+pub struct Lenders {
+    by: Mutex<HashMap<PrincipalKey, HomesByNode>>,
+}
+
+/// One principal's authenticated connections, by broker node.
+type HomesByNode = HashMap<i32, Vec<Weak<Upstream>>>;
+
+impl Lenders {
+    /// `up`, to broker `node`, is authenticated as `principal`.
+    pub fn register(&self, principal: &PrincipalKey, up: &Arc<Upstream>) {
+        let mut by = self.by.lock().unwrap();
+        let homes = by
+            .entry(principal.clone())
+            .or_default()
+            .entry(up.node())
+            .or_default();
+        homes.retain(|w| w.strong_count() > 0);
+        if !homes
+            .iter()
+            .any(|w| w.upgrade().is_some_and(|h| h.id() == up.id()))
+        {
+            homes.push(Arc::downgrade(up));
+        }
+    }
+
+    /// An open connection to `node` at `addr` authenticated as `principal`, the least busy.
+    pub fn lend(&self, principal: &PrincipalKey, node: i32, addr: &str) -> Option<Arc<Upstream>> {
+        let mut by = self.by.lock().unwrap();
+        let homes = by.get_mut(principal)?.get_mut(&node)?;
+        homes.retain(|w| w.strong_count() > 0);
+        homes
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|u| u.usable() && u.lendable() && u.addr() == addr)
+            .min_by_key(|u| u.in_flight())
     }
 }

@@ -60,6 +60,8 @@ fn every_listed_series_is_exported_at_zero_from_start_up() {
     for line in [
         "fairlead_leader_changes_total 0",
         "fairlead_client_connections 0",
+        "fairlead_broker_ports_unbound 0",
+        "fairlead_broker_port_bind_failures_total 0",
     ] {
         assert!(m.contains(line), "missing `{line}`");
     }

@@ -495,3 +495,144 @@ fn through_fairlead_a_fetch_replayed_to_a_frozen_leader_is_answered_with_nothing
     println!("fetch with a frozen new leader answered empty after {took:?}");
     admin.wait_healthy(&[&t]);
 }
+
+/// Sets a topic's min.insync.replicas on the broker `via` (IncrementalAlterConfigs).
+fn set_min_insync(via: &str, topic: &str, value: &str) {
+    use kafka_protocol::messages::incremental_alter_configs_request::{
+        AlterConfigsResource, AlterableConfig,
+    };
+    use kafka_protocol::messages::{
+        IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    };
+    let r: IncrementalAlterConfigsResponse = Raw::connect(via).call(
+        ApiKey::IncrementalAlterConfigs,
+        1,
+        &IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_string(topic.to_string()))
+                .with_configs(vec![AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("min.insync.replicas"))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_string(value.to_string())))]),
+        ]),
+    );
+    assert_eq!(r.responses[0].error_code, 0, "alter config: {r:?}");
+}
+
+/// A 1-partition topic with min.insync.replicas = its replication factor (3), whose paused
+/// follower has been fenced and dropped from the in-sync set: no acks=all produce can be
+/// satisfied until the follower is back, as during any broker's failure. Returns the topic, its
+/// roles, and the paused follower (resumed when dropped).
+fn starved_topic(admin: &mut Admin, name: &str) -> (String, Roles, Paused) {
+    let (t, roles) = topic(admin, name);
+    set_min_insync(broker(roles.leader), &t, "3");
+    let paused = Paused::new(roles.paused);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        // Asked of the leader itself: an Admin client may wait on the paused broker.
+        let md: kafka_protocol::messages::MetadataResponse = Raw::connect(broker(roles.leader))
+            .call(
+                ApiKey::Metadata,
+                12,
+                &kafka_protocol::messages::MetadataRequest::default().with_topics(None),
+            );
+        let isr: Vec<i32> = md
+            .topics
+            .iter()
+            .filter(|x| x.name.as_ref().is_some_and(|n| n.0.as_str() == t))
+            .flat_map(|x| x.partitions[0].isr_nodes.iter().map(|b| b.0))
+            .collect();
+        if isr.len() == 2 {
+            return (t, roles, paused);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the paused follower never left the in-sync set: {isr:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[test]
+fn a_produce_without_enough_in_sync_replicas_is_refused_before_the_append() {
+    if support::skip_without_testbed() {
+        return;
+    }
+    let _chaos = support::chaos_lock();
+    let mut admin = admin();
+    let (t, roles, paused) = starved_topic(&mut admin, "starved");
+    let resp: ProduceResponse = Raw::connect(broker(roles.leader)).call(
+        ApiKey::Produce,
+        9,
+        &raw::produce(&t, 0, raw::batch(&["x"], -1, -1, -1), -1, 5000),
+    );
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(
+        (p.error_code, p.base_offset),
+        (19, -1),
+        "NOT_ENOUGH_REPLICAS, before the append"
+    );
+    drop(paused);
+    admin.wait_healthy(&[&t]);
+    assert!(
+        read_log(broker(roles.leader), &t).is_empty(),
+        "nothing was appended: a re-send cannot duplicate it"
+    );
+}
+
+/// A client's produce meets NOT_ENOUGH_REPLICAS while a follower is fenced: fairlead sends it
+/// again after a back-off, and once the follower is back the client gets the success, the
+/// records written once.
+#[test]
+fn through_fairlead_not_enough_replicas_is_absorbed_and_written_once() {
+    if support::skip_without_testbed() {
+        return;
+    }
+    let _chaos = support::chaos_lock();
+    let cluster = support::cluster();
+    let dir = support::run_dir("replay-not-enough-replicas");
+    let fairlead = Fairlead::start(&cluster.bootstrap, &dir, &[]);
+    let mut admin = admin();
+    let (t, roles, paused) = starved_topic(&mut admin, "starved-via");
+    let via_leader = format!(
+        "127.0.0.1:{}",
+        fairlead.listen_port as i32 + 1 + roles.leader
+    );
+    let value = support::unique("starved-value");
+    let mut c = Raw::connect(&via_leader);
+    let _: kafka_protocol::messages::MetadataResponse = c.call(
+        ApiKey::Metadata,
+        12,
+        &kafka_protocol::messages::MetadataRequest::default().with_topics(None),
+    );
+    let corr = c.send(
+        ApiKey::Produce,
+        9,
+        &raw::produce(&t, 0, raw::batch(&[&value], -1, -1, -1), -1, 5000),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(paused);
+    let resp: ProduceResponse =
+        raw::decode(ApiKey::Produce, 9, corr, c.recv().expect("produce answer"));
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(
+        p.error_code,
+        0,
+        "absorbed\n{}",
+        support::tail(&fairlead.log, 3000)
+    );
+    admin.wait_healthy(&[&t]);
+    assert_eq!(
+        copies(&read_log(broker(roles.leader), &t), &value),
+        vec![p.base_offset],
+        "written once, at the offset the client was given"
+    );
+    assert!(
+        fairlead.metric(
+            "fairlead_errors_absorbed_total",
+            &[("api", "Produce"), ("code", "19")]
+        ) >= 1.0,
+        "the client's batch met NOT_ENOUGH_REPLICAS first"
+    );
+}

@@ -468,6 +468,232 @@ async fn produce_error_node_endpoints_rewritten_when_the_error_reaches_the_clien
     );
 }
 
+/// A broker port held by another process when fairlead starts (node 2's): fairlead serves the
+/// other brokers, says why it is not ready, counts the failed tries, and never gives a client
+/// that port. Broker lists leave node 2 out; a bound replica stands in where it leads (u-0:
+/// node 1), a bound broker where it coordinates ("g": node 3). A produce for u-0 sent to the
+/// stand-in reaches node 2 all the same. Once the port is freed it is bound within the back-off
+/// and named again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_port_held_elsewhere_is_never_given_to_clients_and_is_bound_once_freed() {
+    let mut holder = None;
+    let bed = Bed::start_with(
+        |s| {
+            standard(s);
+            s.coordinators.insert("g".into(), (2, 0));
+        },
+        |c| {
+            let port = c.node_port_base + 2;
+            holder = Some(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+        },
+    )
+    .await;
+    let held = bed.port(2);
+
+    let mut c = bed.client(None).await;
+    let r: MetadataResponse = c
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+    let brokers: Vec<(i32, String, i32)> = r
+        .brokers
+        .iter()
+        .map(|b| (b.node_id.0, b.host.to_string(), b.port))
+        .collect();
+    assert_eq!(
+        brokers,
+        vec![
+            (1, "127.0.0.1".into(), bed.port(1)),
+            (3, "127.0.0.1".into(), bed.port(3))
+        ]
+    );
+    let leaders: Vec<(String, i32, i32, i32)> = r
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                (
+                    t.name.as_ref().unwrap().0.to_string(),
+                    p.partition_index,
+                    p.leader_id.0,
+                    p.leader_epoch,
+                )
+            })
+        })
+        .collect();
+    assert_eq!(
+        leaders,
+        vec![
+            ("t".into(), 0, 1, 5),
+            ("t".into(), 1, 1, 5),
+            ("u".into(), 0, 1, 3)
+        ],
+        "u-0 (led by 2, replicas 2, 1, 3): replica 1 stands in, same epoch"
+    );
+
+    let v3: FindCoordinatorResponse = c
+        .call(
+            ApiKey::FindCoordinator,
+            3,
+            &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
+        )
+        .await;
+    assert_eq!(
+        (v3.error_code, v3.node_id.0, v3.port),
+        (0, 3, bed.port(3)),
+        "the next bound broker stands in for coordinator 2"
+    );
+    let v4: FindCoordinatorResponse = c
+        .call(
+            ApiKey::FindCoordinator,
+            4,
+            &FindCoordinatorRequest::default()
+                .with_coordinator_keys(["g", "h"].map(StrBytes::from_static_str).to_vec()),
+        )
+        .await;
+    let got: Vec<_> = v4
+        .coordinators
+        .iter()
+        .map(|c| (c.key.to_string(), c.node_id.0, c.port))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("g".into(), 3, bed.port(3)), ("h".into(), 1, bed.port(1))]
+    );
+    let dc: DescribeClusterResponse = c
+        .call(
+            ApiKey::DescribeCluster,
+            1,
+            &DescribeClusterRequest::default(),
+        )
+        .await;
+    let ids: Vec<_> = dc.brokers.iter().map(|b| (b.broker_id.0, b.port)).collect();
+    assert_eq!(ids, vec![(1, bed.port(1)), (3, bed.port(3))]);
+
+    // A client follows the stand-in: u-0's produce goes to node 1's port, and on to node 2.
+    let mut at_stand_in = bed.client(Some(1)).await;
+    let r: ProduceResponse = at_stand_in
+        .call(ApiKey::Produce, 9, &produce(-1, &[("u", 0, plain(&["a"]))]))
+        .await;
+    assert_eq!(produce_results(&r)[0].2, 0, "{r:?}");
+    assert_eq!(bed.fake.client_requests(2, ApiKey::Produce).len(), 1);
+    assert!(bed.fake.client_requests(1, ApiKey::Produce).is_empty());
+
+    let (code, body) = bed.admin_get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains(&format!("node 2 127.0.0.1:{held} (")),
+        "/readyz names the port: {body}"
+    );
+    assert_eq!(bed.metric("fairlead_broker_ports_unbound", &[]).await, 1.0);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let failures = bed
+        .metric("fairlead_broker_port_bind_failures_total", &[])
+        .await;
+    assert!(
+        failures >= 4.0,
+        "tried at 0, 0.1, 0.3, 0.7 s: {failures} failures counted"
+    );
+
+    // Freed: bound within the back-off (at most 5 s), then named again.
+    drop(holder);
+    let freed = Instant::now();
+    loop {
+        let (code, body) = bed.admin_get("/readyz").await;
+        if code == 200 {
+            break;
+        }
+        assert!(
+            freed.elapsed() < Duration::from_secs(6),
+            "still not ready {:?} after the port was freed: {body}",
+            freed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!("port bound {:?} after it was freed", freed.elapsed());
+    assert_eq!(bed.metric("fairlead_broker_ports_unbound", &[]).await, 0.0);
+    let r: MetadataResponse = c
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+    let brokers: Vec<_> = r.brokers.iter().map(|b| (b.node_id.0, b.port)).collect();
+    assert_eq!(brokers, vec![(1, bed.port(1)), (2, held), (3, bed.port(3))]);
+    assert_eq!(
+        r.topics[1].partitions[0].leader_id.0, 2,
+        "u-0: its own leader again"
+    );
+    let v3: FindCoordinatorResponse = c
+        .call(
+            ApiKey::FindCoordinator,
+            3,
+            &FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g")),
+        )
+        .await;
+    assert_eq!((v3.node_id.0, v3.port), (2, held));
+    let mut at_2 = bed.client(Some(2)).await;
+    let r: MetadataResponse = at_2
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+    assert_eq!(r.brokers.len(), 3, "node 2's port serves clients");
+}
+
+/// Produce v12: a 6 that reaches the client names its new leader, node 2, in a KIP-951 hint.
+/// While node 2's port is held elsewhere its node endpoint is left out (a client given a hint
+/// without an endpoint asks for metadata, where a bound broker stands in).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_endpoints_leave_out_a_broker_whose_port_is_not_bound() {
+    let mut holder = None;
+    let bed = Bed::start_with(
+        |s| {
+            standard(s);
+            s.produce(1, "t", 0, ProduceAnswer::error(6, 7).hint(2, 6));
+            s.fetch_always(2, "t", 0, FetchAnswer::records(Bytes::new(), 7));
+            s.epochs_always(
+                2,
+                "t",
+                0,
+                fake::EpochAnswer {
+                    error: 0,
+                    leader_epoch: 5,
+                    end_offset: 8,
+                },
+            );
+        },
+        |c| {
+            c.absorb_timeout = Duration::from_secs(1);
+            let port = c.node_port_base + 2;
+            holder = Some(std::net::TcpListener::bind(("127.0.0.1", port)).unwrap());
+        },
+    )
+    .await;
+    bed.move_leader("t", 0, 2, 6);
+    let mut c = bed.client(Some(1)).await;
+    let r: ProduceResponse = c
+        .call(
+            ApiKey::Produce,
+            12,
+            &produce(-1, &[("t", 0, plain(&["a"]))]),
+        )
+        .await;
+    assert_eq!(produce_results(&r), vec![("t".into(), 0, 6, 7)]);
+    assert!(
+        r.node_endpoints.is_empty(),
+        "node 2's port is not bound: {:?}",
+        r.node_endpoints
+    );
+    drop(holder);
+}
+
 /// An API key fairlead does not know, and Produce v2 (below what kafka-protocol decodes): the
 /// request reaches the broker and the response the client byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1841,4 +2067,65 @@ async fn an_out_of_sequence_batch_behind_one_being_absorbed_is_replayed_too() {
         .collect();
     assert_eq!(&seqs[..2], &[0, 1], "both went to the leader: {seqs:?}");
     assert_eq!(seqs.len(), 4, "both replayed: {seqs:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Probes
+// ---------------------------------------------------------------------------------------------
+
+async fn probe(bed: &Bed, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(bed.server.admin_addr)
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    let code = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1.trim().to_string();
+    (code, body)
+}
+
+/// A Kafka outage must not take a sidecar's pod out of its Services (readiness) nor restart it
+/// (liveness): it shows in /clusterz, for alerts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_outage_fails_clusterz_but_never_readiness_liveness_or_startup() {
+    let bed = Bed::start_with(standard, |cfg| {
+        cfg.metadata_max_age = Duration::from_millis(100);
+        cfg.ready_max_metadata_age = Duration::from_millis(400);
+    })
+    .await;
+    for path in ["/startupz", "/livez", "/healthz", "/readyz", "/clusterz"] {
+        let (code, body) = probe(&bed, path).await;
+        assert_eq!(code, 200, "{path} while the cluster is up: {body}");
+    }
+    for node in [1, 2, 3] {
+        bed.fake.stop_node(node);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = probe(&bed, "/clusterz").await;
+        if code == 503 {
+            assert!(body.starts_with("stale: metadata is"), "{body}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/clusterz never reported the outage: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (path, says) in [
+        ("/readyz", "ready: listeners bound"),
+        ("/livez", "ok"),
+        ("/startupz", "started"),
+    ] {
+        let (code, body) = probe(&bed, path).await;
+        assert_eq!(code, 200, "{path} during the outage: {body}");
+        assert!(body.starts_with(says), "{path}: {body}");
+    }
+    // And it still takes connections.
+    let _client = bed.client(None).await;
 }

@@ -52,7 +52,7 @@ pub const COORDINATOR_APIS: [(i16, &str); 13] = [
     (68, "ConsumerGroupHeartbeat"),
 ];
 
-fn api_label(key: i16) -> String {
+pub fn api_label(key: i16) -> String {
     COORDINATOR_APIS
         .iter()
         .find(|(k, _)| *k == key)
@@ -422,7 +422,7 @@ pub fn read_commits(path: &Path) -> BTreeMap<(String, i32), Vec<i64>> {
 }
 
 /// partition -> offset, from the Admin API answer of `group-offsets` for one topic.
-fn offsets_of(v: &Value, topic: &str) -> BTreeMap<i32, i64> {
+pub fn offsets_of(v: &Value, topic: &str) -> BTreeMap<i32, i64> {
     v["offsets"][topic]
         .as_object()
         .map(|o| {
@@ -644,7 +644,7 @@ fn placement(
 /// Waits until the broker at `addr` answers an ApiVersions request. A SIGKILLed broker's socket
 /// can still accept connections for a moment (its JVM is not gone yet) without answering, so
 /// accepting alone does not tell that the new process is up.
-fn wait_answering(addr: &str, timeout: Duration) {
+pub fn wait_answering(addr: &str, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while !answers_api_versions(addr) {
         assert!(
@@ -938,7 +938,7 @@ struct Stopped {
 
 /// Closes the client's stdin and waits for its summary until `deadline`; a client still running
 /// then is killed: its summary is `null` and the second value says so, with its last log lines.
-fn stop_by(mut proc: ClientProc, deadline: Instant) -> (Value, Option<String>) {
+pub fn stop_by(mut proc: ClientProc, deadline: Instant) -> (Value, Option<String>) {
     drop(proc.stdin.take());
     loop {
         if let Some(status) = proc.child.try_wait().unwrap() {

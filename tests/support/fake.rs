@@ -320,6 +320,8 @@ pub struct Received {
     pub request: Decoded,
     /// The response frame (length prefix included), None for acks=0 or a closed connection.
     pub response: Option<Bytes>,
+    /// The user its connection had authenticated as (SASL) when it arrived.
+    pub principal: Option<String>,
 }
 
 impl Received {
@@ -434,6 +436,13 @@ pub struct Script {
     log_end: HashMap<PartKey, i64>,
     next_session: i32,
     received: Vec<Received>,
+    /// SASL users and their passwords: a connection that authenticates with another password
+    /// is refused (SASL_AUTHENTICATION_FAILED). Users not listed are accepted.
+    pub users: HashMap<String, String>,
+    /// Who each connection authenticated as.
+    principals: HashMap<u64, String>,
+    /// SCRAM exchanges half done: the user of a connection's client-first message.
+    scram: HashMap<u64, String>,
 }
 
 impl Script {
@@ -460,6 +469,9 @@ impl Script {
             log_end: HashMap::new(),
             next_session: 1000,
             received: Vec::new(),
+            users: HashMap::new(),
+            principals: HashMap::new(),
+            scram: HashMap::new(),
         }
     }
 
@@ -658,7 +670,17 @@ impl Script {
             frame: frame.clone(),
             request: Decoded::Raw,
             response: None,
+            principal: self.principals.get(&conn).cloned(),
         };
+
+        if let Some(out) = head
+            .body
+            .and_then(|at| self.sasl(conn, &head, frame.slice(at..)))
+        {
+            rec.response = Some(out.clone());
+            self.received.push(rec);
+            return Action::Reply(out, Duration::ZERO);
+        }
 
         if let Some(i) = self.raw.iter().position(|r| {
             r.api_key == head.api_key
@@ -707,6 +729,60 @@ impl Script {
         };
         self.received.push(rec);
         action
+    }
+
+    /// SaslHandshake and SaslAuthenticate (PLAIN, and SCRAM without checking the proof): the
+    /// connection's principal from then on. None: not a SASL request.
+    fn sasl(&mut self, conn: u64, head: &Head, body: Bytes) -> Option<Bytes> {
+        use kafka_protocol::messages::{
+            SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+            SaslHandshakeResponse,
+        };
+        let (api, v, corr) = (
+            ApiKey::try_from(head.api_key).ok()?,
+            head.version,
+            head.correlation_id,
+        );
+        match api {
+            ApiKey::SaslHandshake => {
+                let _: SaslHandshakeRequest = decode(body, v).ok()?;
+                let r = SaslHandshakeResponse::default().with_mechanisms(vec![
+                    StrBytes::from_static_str("PLAIN"),
+                    StrBytes::from_static_str("SCRAM-SHA-512"),
+                ]);
+                Some(respond(api, v, corr, &r))
+            }
+            ApiKey::SaslAuthenticate => {
+                let req: SaslAuthenticateRequest = decode(body, v).ok()?;
+                let text = String::from_utf8_lossy(&req.auth_bytes).to_string();
+                let (code, reply) = if let Some(user) = self.scram.remove(&conn) {
+                    self.principals.insert(conn, user);
+                    (0, "v=cHJvb2Y=".to_string())
+                } else if let Some(bare) = text.strip_prefix("n,,n=") {
+                    let user = bare.split(',').next().unwrap_or("").to_string();
+                    let nonce = bare.split(",r=").nth(1).unwrap_or("");
+                    self.scram.insert(conn, user);
+                    (0, format!("r={nonce}fake,s=c2FsdA==,i=4096"))
+                } else {
+                    let mut parts = text.split('\0');
+                    let _authzid = parts.next();
+                    let user = parts.next().unwrap_or("").to_string();
+                    let password = parts.next().unwrap_or("");
+                    match self.users.get(&user) {
+                        Some(p) if p != password => (58, String::new()),
+                        _ => {
+                            self.principals.insert(conn, user);
+                            (0, String::new())
+                        }
+                    }
+                };
+                let r = SaslAuthenticateResponse::default()
+                    .with_error_code(code)
+                    .with_auth_bytes(Bytes::from(reply));
+                Some(respond(api, v, corr, &r))
+            }
+            _ => None,
+        }
     }
 
     /// Decodes a request and builds its answer: (what was decoded, (response, delay) or none).

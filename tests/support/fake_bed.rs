@@ -78,6 +78,7 @@ impl Bed {
         cfg.connect_timeout = Duration::from_secs(1);
         cfg.request_timeout = Duration::from_secs(2);
         cfg.absorb_timeout = Duration::from_secs(2);
+        cfg.coordinator_absorb_timeout = Duration::from_secs(2);
         cfg.retry_backoff = Duration::from_millis(25);
         cfg.metadata_max_age = Duration::from_secs(600);
         cfg.ready_max_metadata_age = Duration::from_secs(1200);
@@ -131,6 +132,23 @@ impl Bed {
         }
     }
 
+    /// (status, body) of a GET on fairlead's admin endpoint.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.server.admin_addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: fairlead\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).await.unwrap();
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string());
+        (code, body.unwrap_or_default())
+    }
+
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let mut s = TcpStream::connect(self.server.admin_addr).await.unwrap();
         s.write_all(b"GET /metrics HTTP/1.0\r\nHost: fairlead\r\n\r\n")
@@ -140,7 +158,7 @@ impl Bed {
         s.read_to_string(&mut text).await.unwrap();
         text.lines()
             .filter(|l| {
-                l.starts_with(&format!("{name}{{"))
+                (l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
                     && labels
                         .iter()
                         .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))

@@ -8,8 +8,10 @@
 
 pub mod bed;
 pub mod coordination;
+pub mod gokit;
 pub mod observer;
 pub mod raw;
+pub mod rolling;
 pub mod scenario;
 
 #[allow(unused_imports)]
@@ -278,6 +280,19 @@ impl Fairlead {
         admin_port: u16,
         extra: &[&str],
     ) -> Fairlead {
+        let mut f = Self::spawn_on(bootstrap, dir, listen_port, admin_port, extra);
+        f.wait_ready(Duration::from_secs(30));
+        f
+    }
+
+    /// Like [`Fairlead::start_on`], without waiting for /readyz.
+    pub fn spawn_on(
+        bootstrap: &str,
+        dir: &Path,
+        listen_port: u16,
+        admin_port: u16,
+        extra: &[&str],
+    ) -> Fairlead {
         let log = dir.join(format!("fairlead-{listen_port}.log"));
         let logf = std::fs::OpenOptions::new()
             .create(true)
@@ -299,15 +314,13 @@ impl Fairlead {
             .stderr(logf)
             .spawn()
             .expect("start fairlead");
-        let mut f = Fairlead {
+        Fairlead {
             child: Some(child),
             bootstrap: format!("127.0.0.1:{listen_port}"),
             admin: format!("127.0.0.1:{admin_port}"),
             listen_port,
             log,
-        };
-        f.wait_ready(Duration::from_secs(30));
-        f
+        }
     }
 
     pub fn wait_ready(&mut self, timeout: Duration) {
@@ -487,7 +500,7 @@ impl ClientProc {
         rate: u32,
         props: &[(&str, &str)],
     ) -> ClientProc {
-        Self::producer_with(kind, dir, run_id, bootstrap, topic, rate, &[], props)
+        Self::producer_spawn(kind, dir, run_id, bootstrap, topic, rate, &[], props, &[])
     }
 
     /// A producer given driver options besides the client's properties (`("id-header", "id")`
@@ -502,6 +515,37 @@ impl ClientProc {
         rate: u32,
         options: &[(&str, &str)],
         props: &[(&str, &str)],
+    ) -> ClientProc {
+        Self::producer_spawn(kind, dir, run_id, bootstrap, topic, rate, options, props, &[])
+    }
+
+    /// A producer whose process gets these environment variables too (e.g. JDK_JAVA_OPTIONS
+    /// for a JVM system property).
+    #[allow(clippy::too_many_arguments)]
+    pub fn producer_with_env(
+        kind: ClientKind,
+        dir: &Path,
+        run_id: &str,
+        bootstrap: &str,
+        topic: &str,
+        rate: u32,
+        props: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> ClientProc {
+        Self::producer_spawn(kind, dir, run_id, bootstrap, topic, rate, &[], props, env)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn producer_spawn(
+        kind: ClientKind,
+        dir: &Path,
+        run_id: &str,
+        bootstrap: &str,
+        topic: &str,
+        rate: u32,
+        options: &[(&str, &str)],
+        props: &[(&str, &str)],
+        env: &[(&str, &str)],
     ) -> ClientProc {
         let summary = dir.join(format!("{run_id}.summary.json"));
         let data = dir.join(format!("{run_id}.acked"));
@@ -524,6 +568,7 @@ impl ClientProc {
         for (k, v) in props {
             c.args(["--prop", &format!("{k}={v}")]);
         }
+        c.envs(env.iter().copied());
         Self::spawn(run_id, c, summary, data, stderr)
     }
 
@@ -777,4 +822,22 @@ pub fn verify(acked: &HashMap<(i32, u64), i64>, consumed: &[Consumed]) -> Verdic
     v.missing.sort();
     v.duplicated.sort();
     v
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secrets
+
+/// Fails if any of `secrets`, or anything shaped like a JWT (base64url of `{"`: "eyJ"), is in
+/// `text` (fairlead's log or metrics).
+pub fn assert_no_secrets(what: &str, text: &str, secrets: &[&str]) {
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        if let Some(i) = text.find(s) {
+            let line = text[..i].rsplit('\n').next().unwrap_or_default();
+            panic!("{what} shows a secret ({} chars) in: {line}...", s.len());
+        }
+    }
+    if let Some(i) = text.find("eyJ") {
+        let line = &text[text[..i].rfind('\n').map_or(0, |n| n + 1)..i];
+        panic!("{what} shows what looks like a JWT, after: {line}");
+    }
 }

@@ -56,6 +56,8 @@ pub const COORDINATOR_CODES: [i16; 3] = [14, 15, 16];
 const MAX_FRAME_BYTES: usize = 100 * 1024 * 1024;
 /// How many leadership samples (and undecodable reasons) are kept.
 const MAX_SAMPLES: usize = 200;
+/// How many entries of the error timeline are kept.
+pub const MAX_TIMELINE: usize = 2000;
 /// Bound on remembered requests per connection. Requests that get no response (acks=0 Produce)
 /// are not remembered at all; this only guards against a peer that never answers.
 const MAX_IN_FLIGHT: usize = 65_536;
@@ -153,6 +155,16 @@ impl Observer {
         (stats.upstream_closes, stats.upstream_closes_in_flight)
     }
 
+    /// Every broker address ("host:port") a response has given a client so far.
+    pub fn addresses_given(&self) -> Vec<String> {
+        let mut a: Vec<String> = lock(&self.shared.routes)
+            .keys()
+            .map(|u| u.to_string())
+            .collect();
+        a.sort();
+        a
+    }
+
     /// Client connections that found no reachable upstream and were closed at once.
     pub fn refused(&self) -> u64 {
         self.shared.stats().refused
@@ -180,6 +192,20 @@ impl Observer {
     /// "Produce v9 code=6 topic=t1 partition=3 upstream=127.0.0.1:19093".
     pub fn leadership_samples(&self) -> Vec<String> {
         self.shared.stats().samples.iter().cloned().collect()
+    }
+
+    /// Every response that carried a non-zero error code (the last [`MAX_TIMELINE`]), with the
+    /// wall-clock time it reached the client (UTC, as fairlead logs), the request it answered
+    /// and where each code was, e.g. "2026-01-02T03:04:05.678901Z Fetch v12 corr=41
+    /// upstream=127.0.0.1:20013 errors=[74@t/2, 74@t/5] request: session=0/-1 t/2@118e3 ...".
+    /// For lining a client-visible error up with fairlead's log.
+    pub fn error_timeline(&self) -> Vec<String> {
+        self.error_events().into_iter().map(|e| e.text).collect()
+    }
+
+    /// The error timeline with each entry's API and codes, for a test to pick from.
+    pub fn error_events(&self) -> Vec<ErrorEvent> {
+        self.shared.stats().timeline.iter().cloned().collect()
     }
 
     /// A human summary, for test failure messages.
@@ -251,6 +277,18 @@ impl Drop for Observer {
             runtime.shutdown_timeout(Duration::from_secs(2));
         }
     }
+}
+
+/// One response that carried a non-zero error code (see [`Observer::error_timeline`]).
+#[derive(Debug, Clone)]
+pub struct ErrorEvent {
+    /// When it reached the client, "2026-01-02T03:04:05.678901Z".
+    pub at: String,
+    pub api_key: i16,
+    /// Its non-zero codes, one per place it was found.
+    pub codes: Vec<i16>,
+    /// The whole entry, as `error_timeline` gives it.
+    pub text: String,
 }
 
 /// An upstream address exactly as a broker advertised it.
@@ -327,6 +365,8 @@ struct Stats {
     /// Fetch answers whose records start after the fetch offset asked for, and the last ones.
     fetch_gaps: u64,
     fetch_gap_samples: VecDeque<String>,
+    /// Responses with a non-zero error code, in order (bounded, see `error_timeline`).
+    timeline: VecDeque<ErrorEvent>,
 }
 
 /// A request waiting for its response: its API, version and, for a Fetch, the offset asked for
@@ -334,7 +374,10 @@ struct Stats {
 struct Pending {
     key: i16,
     version: i16,
+    correlation_id: i32,
     fetch_offsets: Option<HashMap<(String, i32), i64>>,
+    /// What the request asked for, for the error timeline (Fetch and Produce only).
+    detail: Option<String>,
 }
 
 /// What a Fetch request asks for, keyed as its response names topics.
@@ -350,6 +393,75 @@ fn fetch_offsets(frame: &Bytes, version: i16) -> Option<HashMap<(String, i32), i
         }
     }
     Some(out)
+}
+
+/// A Fetch or Produce request in a few words, for the error timeline: a Fetch's session and,
+/// per partition, offset and current leader epoch ("session=0/-1 replica=-1 t/2@118e3"); a
+/// Produce's transactional id, acks and partitions.
+fn request_detail(key: i16, frame: &Bytes, version: i16) -> Option<String> {
+    let mut buf = frame.clone();
+    decode_request_header_from_buffer(&mut buf).ok()?;
+    let mut out = String::new();
+    if key == ApiKey::Fetch as i16 {
+        let r = messages::FetchRequest::decode(&mut buf, version).ok()?;
+        let _ = write!(
+            out,
+            "session={}/{} max_wait={}ms",
+            r.session_id, r.session_epoch, r.max_wait_ms
+        );
+        for t in &r.topics {
+            let topic = topic_key(&t.topic, &t.topic_id);
+            for p in &t.partitions {
+                let _ = write!(
+                    out,
+                    " {topic}/{}@{}e{}",
+                    p.partition, p.fetch_offset, p.current_leader_epoch
+                );
+            }
+        }
+        if !r.forgotten_topics_data.is_empty() {
+            let _ = write!(out, " forgotten={}", r.forgotten_topics_data.len());
+        }
+    } else if key == ApiKey::Produce as i16 {
+        let r = messages::ProduceRequest::decode(&mut buf, version).ok()?;
+        let txn = r.transactional_id.as_ref().map_or("-", |t| t.as_str());
+        let _ = write!(out, "txn={txn} acks={}", r.acks);
+        for t in &r.topic_data {
+            let topic = topic_key(&t.name, &t.topic_id);
+            for p in &t.partition_data {
+                let _ = write!(out, " {topic}/{}", p.index);
+            }
+        }
+    } else {
+        return None;
+    }
+    Some(out)
+}
+
+/// Now, as fairlead's log writes it: "2026-01-02T03:04:05.678901Z".
+pub fn utc_now() -> String {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
 }
 
 fn topic_key(name: &str, id: &dyn Display) -> String {
@@ -440,7 +552,9 @@ impl Shared {
         let Some(Pending {
             key,
             version,
+            correlation_id,
             fetch_offsets,
+            detail,
         }) = request
         else {
             self.record_undecodable(-1, "a response that matches no request".to_owned());
@@ -457,8 +571,8 @@ impl Shared {
                 let mut stats = self.stats();
                 *stats.responses.entry(key).or_default() += 1;
                 *stats.versions.entry((key, version)).or_default() += 1;
-                for code in tally.codes {
-                    *stats.errors.entry((key, code)).or_default() += 1;
+                for code in &tally.codes {
+                    *stats.errors.entry((key, *code)).or_default() += 1;
                 }
                 for sample in tally.samples {
                     push_bounded(&mut stats.samples, sample);
@@ -473,6 +587,24 @@ impl Shared {
                 for gap in tally.fetch_gaps {
                     stats.fetch_gaps += 1;
                     push_bounded(&mut stats.fetch_gap_samples, gap);
+                }
+                if !tally.located.is_empty() {
+                    if stats.timeline.len() == MAX_TIMELINE {
+                        stats.timeline.pop_front();
+                    }
+                    let request = detail.map(|d| format!(" request: {d}")).unwrap_or_default();
+                    let at = utc_now();
+                    let text = format!(
+                        "{at} {} v{version} corr={correlation_id} upstream={upstream} errors=[{}]{request}",
+                        api_name(key),
+                        tally.located.join(", ")
+                    );
+                    stats.timeline.push_back(ErrorEvent {
+                        at,
+                        api_key: key,
+                        codes: tally.codes,
+                        text,
+                    });
                 }
                 rewritten.unwrap_or(frame)
             }
@@ -512,6 +644,7 @@ impl Shared {
             samples: Vec::new(),
             coordinator_samples: Vec::new(),
             fetch_gaps: Vec::new(),
+            located: Vec::new(),
         };
         let body = self.walk(api, version, &mut buf, &mut tally, fetch_offsets)?;
         let frame = match body {
@@ -906,6 +1039,8 @@ struct Tally {
     samples: Vec<String>,
     coordinator_samples: Vec<String>,
     fetch_gaps: Vec<String>,
+    /// Each non-zero code and where it was: "16" (top level) or "74@topic/2".
+    located: Vec<String>,
 }
 
 impl Tally {
@@ -918,11 +1053,17 @@ impl Tally {
         }
         if code != 0 {
             self.codes.push(code);
+            self.located.push(code.to_string());
         }
     }
 
     fn partition(&mut self, code: i16, topic: &TopicRef<'_>, partition: i32) {
         self.code(code);
+        if code != 0 {
+            if let Some(last) = self.located.last_mut() {
+                *last = format!("{code}@{topic}/{partition}");
+            }
+        }
         if LEADERSHIP_CODES.contains(&code) {
             self.samples.push(format!(
                 "{:?} v{} code={code} topic={topic} partition={partition} upstream={}",
@@ -1135,6 +1276,7 @@ async fn forward_requests(
             let fetch_offsets = (key == ApiKey::Fetch as i16)
                 .then(|| fetch_offsets(&frame, version))
                 .flatten();
+            let detail = request_detail(key, &frame, version);
             let mut in_flight = lock(in_flight);
             if in_flight.len() >= MAX_IN_FLIGHT {
                 // Only reachable if the upstream stopped answering; forget the oldest-looking.
@@ -1148,7 +1290,9 @@ async fn forward_requests(
                 Pending {
                     key,
                     version,
+                    correlation_id,
                     fetch_offsets,
+                    detail,
                 },
             );
         }

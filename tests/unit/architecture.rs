@@ -45,6 +45,7 @@ const FLOORS: &[&str] = &[
     "listener",
     "admin",
     "server",
+    "webhook",
     "testing",
 ];
 

@@ -88,3 +88,63 @@ fn commit_verifier_catches_offsets_going_backwards_and_lost_commits() {
     let v = coordination::verify_commits(&t(&[3]), "t", &std::collections::BTreeMap::new());
     assert!(v.iter().any(|x| x.contains("no committed offset")), "{v:?}");
 }
+
+// The rolling-bounce test's own checks (tests/cluster/rolling.rs).
+
+#[test]
+fn rolling_reader_check_catches_missing_and_uncommitted_records() {
+    use support::rolling::same_records;
+    let at = |partition, offset| support::Consumed {
+        partition,
+        offset,
+        seq: 0,
+    };
+    let reference = [at(0, 0), at(0, 1), at(1, 0)];
+    assert!(same_records(&reference, &reference).is_empty());
+    let v = same_records(&[at(0, 0), at(1, 0), at(2, 7)], &reference);
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert!(
+        v[0].contains("1 committed records") && v[0].contains("(0, 1)"),
+        "{v:?}"
+    );
+    assert!(
+        v[1].contains("1 records read") && v[1].contains("(2, 7)"),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn rolling_places_ids_as_the_brokers_do() {
+    // Java: "abc".hashCode() == 96354, "".hashCode() == 0; a hash of i32::MIN maps to 0
+    // (Kafka's Utils.abs): "polygenelubricants".hashCode() == Integer.MIN_VALUE.
+    use support::rolling::coordinator_partition;
+    assert_eq!(coordinator_partition("abc", 50), 96354 % 50);
+    assert_eq!(coordinator_partition("", 6), 0);
+    assert_eq!(coordinator_partition("polygenelubricants", 6), 0);
+    // A negative hash (it wraps): "zzzzzzzzzz".hashCode() == -1580979136, abs % 6 == 4.
+    assert_eq!(coordinator_partition("zzzzzzzzzz", 6), 4);
+}
+
+#[test]
+fn rolling_finds_what_fairlead_logged_around_an_error() {
+    let dir = support::run_dir("rolling-log-around");
+    let log = dir.join("fairlead.log");
+    std::fs::write(
+        &log,
+        "2026-01-02T03:04:04.000000Z  WARN too early\n\
+         2026-01-02T03:04:04.900000Z  WARN gave up absorbing\n\
+         2026-01-02T03:04:04.950000Z DEBUG noise\n\
+         2026-01-02T03:04:05.050000Z  INFO just after\n\
+         2026-01-02T03:04:05.300000Z  WARN too late\n\
+         2026-01-03T03:04:05.000000Z  WARN another day\n",
+    )
+    .unwrap();
+    let got = support::rolling::log_around(
+        &log,
+        "2026-01-02T03:04:05.000000Z",
+        std::time::Duration::from_millis(500),
+        std::time::Duration::from_millis(100),
+    );
+    assert_eq!(got.len(), 2, "{got:?}");
+    assert!(got[0].ends_with("gave up absorbing") && got[1].ends_with("just after"));
+}

@@ -23,7 +23,7 @@ const ADMIN_RS: &str = include_str!("../../src/admin.rs");
 const CARGO_TOML: &str = include_str!("../../Cargo.toml");
 
 /// The metrics every deployment exports: each must be on the dashboard.
-const MAIN_METRICS: [&str; 14] = [
+const MAIN_METRICS: [&str; 18] = [
     m::ERRORS_ABSORBED,
     m::ERRORS_PASSED_THROUGH,
     m::REROUTES,
@@ -38,6 +38,10 @@ const MAIN_METRICS: [&str; 14] = [
     m::CONNECTIONS_CLOSED,
     m::PASSED_BLIND,
     m::PRODUCE_CHECKS,
+    m::RELOADS,
+    m::NOT_ABSORBED,
+    m::BROKER_PORTS_UNBOUND,
+    m::BROKER_PORT_BIND_FAILURES,
 ];
 /// Opt-in series (`topic_labels`): the dashboard may use them, need not.
 const OPT_IN_METRICS: [&str; 2] = [m::TOPIC_ERRORS_ABSORBED, m::TOPIC_REROUTES];
@@ -1461,16 +1465,16 @@ fn k8s_sidecar_probes_and_scrape_annotations_use_the_admin_endpoint() {
     let docs = k8s_docs();
     let s = sidecar(&docs);
     let admin = s.cfg.admin.port();
-    for path in ["/healthz", "/readyz", "/metrics"] {
+    for path in ["/startupz", "/livez", "/readyz", "/metrics"] {
         assert!(
             ADMIN_RS.contains(&format!("\"{path}\"")),
             "src/admin.rs no longer serves {path}"
         );
     }
     for (probe, path, required) in [
-        ("livenessProbe", "/healthz", true),
+        ("livenessProbe", "/livez", true),
         ("readinessProbe", "/readyz", true),
-        ("startupProbe", "/readyz", false),
+        ("startupProbe", "/startupz", true),
     ] {
         let get = &s.fairlead[probe]["httpGet"];
         if !required && s.fairlead[probe].is_null() {
@@ -1578,6 +1582,90 @@ fn k8s_sidecar_is_locked_down_and_bounded() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Helm chart (rendered and validated with the real helm by tests/k8s)
+
+/// Every option fairlead has, by its config-file key: the keys `Options` serializes (what the
+/// file accepts; `config` itself is a flag only).
+fn option_keys() -> BTreeSet<String> {
+    match serde_json::to_value(Options::default()) {
+        Ok(Json::Object(m)) => m.keys().cloned().collect(),
+        other => panic!("Options serializes to a map, got {other:?}"),
+    }
+}
+
+#[test]
+fn helm_values_expose_every_option_and_no_credential() {
+    let values = yaml("helm/fairlead/values.yaml");
+    let config: BTreeSet<String> = values["config"]
+        .as_mapping()
+        .expect("docker/helm/fairlead/values.yaml: `config` is a map of fairlead's options")
+        .keys()
+        .filter_map(|k| k.as_str().map(str::to_string))
+        .collect();
+    let options = option_keys();
+    assert!(
+        options.len() > 30 && options.contains("absorb_timeout_ms"),
+        "{options:?}"
+    );
+    // The options that are credentials come from Secrets, never from values.
+    let from_secret = ["sasl_password", "sasl_oauthbearer_client_secret"];
+    assert!(from_secret.iter().all(|o| options.contains(*o)));
+    let missing: Vec<_> = options
+        .iter()
+        .filter(|o| !from_secret.contains(&o.as_str()) && !config.contains(*o))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "docker/helm/fairlead/values.yaml `config` lacks options src/config.rs has: {missing:?}"
+    );
+    let unknown: Vec<_> = config.iter().filter(|k| !options.contains(*k)).collect();
+    assert!(
+        unknown.is_empty(),
+        "docker/helm/fairlead/values.yaml `config` has keys fairlead does not know: {unknown:?}"
+    );
+    for credential in from_secret {
+        assert!(
+            !config.contains(credential),
+            "docker/helm/fairlead/values.yaml: {credential} must come from a Secret \
+             (sasl.passwordSecret, sasl.oauthClientSecret), not a value"
+        );
+    }
+    assert!(values["sasl"]["passwordSecret"]["name"].is_string());
+    assert!(values["sasl"]["oauthClientSecret"]["name"].is_string());
+
+    // Defaults never weakened: a loopback listener, the admin port the image exposes.
+    let listen: SocketAddr = values["config"]["listen"]
+        .as_str()
+        .expect("config.listen")
+        .parse()
+        .expect("config.listen is IP:PORT");
+    assert!(
+        listen.ip().is_loopback(),
+        "sidecars listen on loopback, got {listen}"
+    );
+    assert_eq!(listen.port(), listen_port());
+    let admin: SocketAddr = values["config"]["admin"].as_str().unwrap().parse().unwrap();
+    assert_eq!(admin.port(), admin_port());
+    let sc = &values["sidecar"]["securityContext"];
+    assert_eq!(sc["runAsNonRoot"].as_bool(), Some(true));
+    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
+    assert_eq!(
+        sc["runAsUser"].as_u64(),
+        Some(Dockerfile::load().user_uid() as u64)
+    );
+}
+
+#[test]
+fn helm_chart_ships_the_grafana_dashboard_unchanged() {
+    assert_eq!(
+        json("helm/fairlead/files/fairlead.json"),
+        json("grafana/dashboards/fairlead.json"),
+        "docker/helm/fairlead/files/fairlead.json is a copy of docker/grafana/dashboards/\
+         fairlead.json (a chart cannot read files outside itself): copy it again"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // All files
 
 #[test]
@@ -1585,6 +1673,10 @@ fn every_yaml_and_json_file_parses() {
     let mut parsed = Vec::new();
     let mut failures = Vec::new();
     for f in docker_files() {
+        // Helm templates are Go templates that render to YAML (tests/k8s renders them with helm).
+        if rel(&f).contains("/templates/") {
+            continue;
+        }
         let result = if is_yaml(&f) {
             yaml_docs(&f).map(|_| ())
         } else if f.extension().and_then(|e| e.to_str()) == Some("json") {
@@ -1608,6 +1700,8 @@ fn every_yaml_and_json_file_parses() {
         "docker/compose.yaml",
         "docker/prometheus.yml",
         "docker/k8s/sidecar.yaml",
+        "docker/helm/fairlead/Chart.yaml",
+        "docker/helm/fairlead/values.yaml",
         "docker/grafana/dashboards/fairlead.json",
         "docker/grafana/provisioning/datasources/prometheus.yaml",
         "docker/grafana/provisioning/dashboards/fairlead.yaml",

@@ -12,7 +12,7 @@
 //! * on 16 or 15 finds the coordinator again (its own FindCoordinator, see
 //!   `leadership::coordinators`), re-sends the client's request, byte for byte, there, and gives
 //!   the client that answer; on 14 asks the same coordinator again after a short wait; all
-//!   within `absorb_timeout_ms` (a JoinGroup, a long poll, within its rebalance timeout and a
+//!   within `coordinator_absorb_timeout_ms` (a JoinGroup, a long poll, within its rebalance timeout and a
 //!   little more, under what the clients wait for it);
 //! * replays only under the rules of `retry::decide_coordinator`; everything else passes
 //!   through, counted.
@@ -56,6 +56,21 @@ pub fn not_found_yet(hdr: &RequestHeader, frame: &Bytes) -> Option<i16> {
         .nonzero
         .into_iter()
         .find(|c| ask_again(ApiKey::FindCoordinator, *c))
+}
+
+/// Whether a forwarded answer of `api` is counted like a coordinator request's
+/// (`router::inspect`): the coordinator APIs, and FindCoordinator.
+pub fn counted(api: ApiKey) -> bool {
+    api == ApiKey::FindCoordinator || super::retry::COORDINATOR_APIS.contains(&api)
+}
+
+/// Every non-zero error code of an answer of a coordinator API or FindCoordinator.
+pub fn answer_codes(
+    api: ApiKey,
+    frame: &Bytes,
+    version: i16,
+) -> Result<Vec<i16>, crate::codec::message::MessageError> {
+    apis::codes(api, frame, version).map(|c| c.nonzero)
 }
 
 /// Why a coordinator request cannot be answered.
@@ -177,7 +192,15 @@ impl Job {
                 Step::GiveUp => break codes,
             };
             debug!(api = ?self.api, key = self.inspected.key.id.as_str(), node = target, ?failure, "replaying to the coordinator");
-            reply = self.send_again(target).await;
+            match self.send_again(target).await {
+                Some(again) => reply = again,
+                // No connection of the client's identity reaches the coordinator: the answer
+                // in hand is the client's (`identity`).
+                None => {
+                    metrics::not_absorbed(metrics::NotAbsorbed::NoConnectionAsClient);
+                    break codes;
+                }
+            }
             replayed = true;
         };
         self.conclude(reply, codes, absorb)
@@ -289,25 +312,26 @@ impl Job {
         }
     }
 
-    /// Sends the client's request again, to `target`, on the client connection's own
-    /// connection there, and waits for the answer.
-    async fn send_again(&mut self, target: i32) -> Result<Bytes, Failure> {
-        if target != self.node {
-            metrics::rerouted(self.api as i16, 1);
-        }
-        self.node = target;
-        let rx = match self.cluster.upstream_in(&self.reroutes, self.node).await {
+    /// Sends the client's request again, to `target`, on a connection that may carry the
+    /// client's requests, and waits for the answer. None: no such connection reaches `target`.
+    async fn send_again(&mut self, target: i32) -> Option<Result<Bytes, Failure>> {
+        let rx = match self.cluster.upstream_in(&self.reroutes, target).await {
             Ok(up) => {
                 let rx = up.send(self.frame.clone(), true).ok().flatten();
                 self.up = Some(up);
                 rx
             }
+            Err(UpstreamError::NotAsClient { .. }) => return None,
             Err(e) => {
-                debug!(api = ?self.api, node = self.node, error = %e, "coordinator unreachable");
+                debug!(api = ?self.api, node = target, error = %e, "coordinator unreachable");
                 None
             }
         };
-        self.wait(rx).await
+        if target != self.node {
+            metrics::rerouted(self.api as i16, 1);
+        }
+        self.node = target;
+        Some(self.wait(rx).await)
     }
 
     /// One answer, within the budget's time to answer (past it the connection is abandoned:
@@ -420,13 +444,13 @@ async fn take_lane(lanes: &Lanes, lane: &LaneKey, node: i32, up: Arc<Upstream>) 
     chosen.into_iter().next().flatten().unwrap_or(up)
 }
 
-/// The request's time: `absorb_timeout_ms`, and a JoinGroup (a long poll) within its
+/// The request's time: `coordinator_absorb_timeout_ms`, and a JoinGroup (a long poll) within its
 /// rebalance timeout and JOIN_GRACE.
 fn budget(cfg: &Config, api: ApiKey, inspected: &Inspected, started: Instant) -> Budget {
     let budget = Budget::new(
         started,
         inspected.broker_wait,
-        cfg.absorb_timeout,
+        cfg.coordinator_absorb_timeout,
         None,
         cfg.retry_backoff,
     );

@@ -14,7 +14,10 @@ use crate::codec::message::{decode_response, encode_request_with_header};
 use crate::leadership::refresh::Trigger;
 use crate::leadership::TopicRef;
 use crate::metrics;
-use crate::router::retry::{self, decide, is_leadership_code, Decision, Failure, ProduceFacts};
+use crate::router::retry::{
+    self, decide, is_leadership_code, is_retried_code, Decision, Failure, ProduceFacts,
+    NOT_ENOUGH_REPLICAS,
+};
 use crate::upstream::{ReplyRx, UpstreamError};
 
 /// What the first answers gave.
@@ -126,7 +129,7 @@ impl<A: RoutedApi> Job<A> {
     /// What the retry rules say about every partition without a usable answer.
     fn decisions(&self) -> Vec<(usize, Decision)> {
         let mut todo = Vec::new();
-        for (i, part) in self.parts.iter().enumerate() {
+        for (i, part) in self.parts.iter().enumerate().filter(|(_, p)| !p.unroutable) {
             let failure = match (part.failure, part.code()) {
                 (Some(f), _) => f,
                 (None, Some(code)) if code != 0 => Failure::Code(code),
@@ -141,6 +144,17 @@ impl<A: RoutedApi> Job<A> {
                 },
                 partition_recovering: match (&self.lanes, &part.lane) {
                     (Some(lanes), Some(k)) => lanes.recovering(k),
+                    _ => false,
+                },
+                // Asked only where it decides (a non-idempotent batch refused for want of
+                // replicas), and answered by holding the lane: nothing sent later may reach
+                // the leader before its re-send.
+                alone: match (&self.lanes, &part.lane) {
+                    (Some(lanes), Some(k))
+                        if !part.idempotent && failure == Failure::Code(NOT_ENOUGH_REPLICAS) =>
+                    {
+                        lanes.hold_if_alone(k)
+                    }
                     _ => false,
                 },
             });
@@ -245,7 +259,14 @@ impl<A: RoutedApi> Job<A> {
         A::for_replay(&mut replay_envelope);
         let mut inflight = Vec::with_capacity(groups.len());
         for (node, idx) in groups {
-            let rx = self.send_replay(node, &idx, &replay_envelope).await?;
+            let Some(rx) = self.send_replay(node, &idx, &replay_envelope).await? else {
+                // No connection of the client's identity reaches `node`: the partitions keep
+                // the answers they have (`identity`).
+                for i in &idx {
+                    self.parts[*i].unroutable = true;
+                }
+                continue;
+            };
             for i in &idx {
                 self.parts[*i].node = node;
             }
@@ -286,9 +307,7 @@ impl<A: RoutedApi> Job<A> {
             }
             self.record(resp, &idx, envelope);
             for i in &idx {
-                let ok = self.parts[*i]
-                    .code()
-                    .is_some_and(|c| !is_leadership_code(c));
+                let ok = self.parts[*i].code().is_some_and(|c| !is_retried_code(c));
                 let outcome = if ok {
                     metrics::Replay::Ok
                 } else {
@@ -319,13 +338,15 @@ impl<A: RoutedApi> Job<A> {
         }
     }
 
-    /// Sends the partitions `idx` to `node` on the client connection's own connection there.
+    /// Sends the partitions `idx` to `node` on a connection that may carry the client's
+    /// requests; the answer comes on the receiver (None: not sent). `None` when no such
+    /// connection reaches `node`.
     async fn send_replay(
         &self,
         node: i32,
         idx: &[usize],
         replay_envelope: &A::Req,
-    ) -> Result<Option<ReplyRx>, JobError> {
+    ) -> Result<Option<Option<ReplyRx>>, JobError> {
         let rerouted = idx.iter().filter(|i| self.parts[**i].node != node).count();
         if rerouted > 0 {
             metrics::rerouted(A::KEY as i16, rerouted);
@@ -343,13 +364,17 @@ impl<A: RoutedApi> Job<A> {
         .map_err(|e| JobError::Undecodable(e.to_string()))?;
         let rx = match self.cluster.upstream_in(&self.reroutes, node).await {
             Ok(up) => up.send(frame.freeze(), true).ok().flatten(),
+            Err(UpstreamError::NotAsClient { .. }) => {
+                debug!(api = ?A::KEY, node, "no connection as the client reaches the replay target");
+                return Ok(None);
+            }
             Err(e) => {
                 debug!(api = ?A::KEY, node, error = %e, "replay target unreachable");
                 None
             }
         };
         debug!(api = ?A::KEY, node, partitions = idx.len(), waited_ms = self.budget.elapsed().as_millis() as u64, "replaying");
-        Ok(rx)
+        Ok(Some(rx))
     }
 
     fn fail(&mut self, idx: &[usize], f: Failure) {
@@ -445,15 +470,18 @@ impl<A: RoutedApi> Job<A> {
                 continue;
             };
             let code = A::error_code(&p);
+            let first = part.first_code.is_none();
+            if code != 0 {
+                part.first_code.get_or_insert(code);
+            }
             if is_leadership_code(code) {
-                if part.first_code.is_none() {
+                if first {
                     self.cluster.incidents.error_seen(
                         &self.cluster.leadership,
                         &part.topic,
                         partition,
                     );
                 }
-                part.first_code.get_or_insert(code);
                 if let Some((leader, epoch)) = A::leader_hint(&p) {
                     self.cluster
                         .learn_leader(&part.topic, partition, leader, epoch);

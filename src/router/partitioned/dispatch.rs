@@ -67,7 +67,7 @@ impl<A: RoutedApi> Job<A> {
             .collect();
         changed |= plan(cluster, &envelope, version, &mut parts, home_node).changed;
 
-        let mut targets = connect(conns, &parts).await;
+        let mut targets = connect(conns, &mut parts).await;
         let expects_response = A::expects_response(&envelope);
         if let (Some((lanes, client)), true) = (lanes, expects_response) {
             targets = take_lanes(lanes, client, &mut parts, targets).await;
@@ -114,19 +114,43 @@ impl<A: RoutedApi> Job<A> {
 }
 
 /// One connection per destination, made before anything is sent, so parts leave back to back.
-async fn connect<A: RoutedApi>(conns: Conns<'_>, parts: &[Part<A>]) -> Vec<Target> {
+/// A partition no connection of the client's identity reaches at its leader goes to the
+/// client's own broker instead, whose answer it gets (`identity`).
+async fn connect<A: RoutedApi>(conns: Conns<'_>, parts: &mut [Part<A>]) -> Vec<Target> {
+    let home_node = conns.home.node();
     let mut groups: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
     for (i, p) in parts.iter().enumerate() {
         groups.entry(p.node).or_default().push(i);
     }
-    let mut targets = Vec::with_capacity(groups.len());
+    let mut targets: Vec<Target> = Vec::with_capacity(groups.len());
+    let mut to_home = Vec::new();
     for (node, idx) in groups {
-        let up = if node == conns.home.node() {
+        let up = if node == home_node {
             Ok(conns.home.clone())
         } else {
             conns.cluster.upstream_in(conns.reroutes, node).await
         };
-        targets.push(Target { node, idx, up });
+        match up {
+            Err(UpstreamError::NotAsClient { .. }) => to_home.extend(idx),
+            up => targets.push(Target { node, idx, up }),
+        }
+    }
+    if !to_home.is_empty() {
+        for i in &to_home {
+            parts[*i].node = home_node;
+            parts[*i].unroutable = true;
+        }
+        match targets.iter_mut().find(|t| t.node == home_node) {
+            Some(t) => {
+                t.idx.extend(to_home);
+                t.idx.sort_unstable();
+            }
+            None => targets.push(Target {
+                node: home_node,
+                idx: to_home,
+                up: Ok(conns.home.clone()),
+            }),
+        }
     }
     targets
 }

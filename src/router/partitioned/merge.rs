@@ -12,7 +12,7 @@ use super::{Job, JobError, RoutedApi};
 use crate::codec::message::encode_response;
 use crate::leadership::TopicRef;
 use crate::metrics;
-use crate::router::retry::{code_without_answer, is_leadership_code};
+use crate::router::retry::code_without_answer;
 
 impl<A: RoutedApi> Job<A> {
     pub(super) fn merge(&mut self, answers: Answers<A>, replayed: bool) -> Result<Bytes, JobError> {
@@ -78,14 +78,17 @@ impl<A: RoutedApi> Job<A> {
                 Ok(a) => A::error_code(a),
                 Err(code) => *code,
             };
-            if let (Some(code), Ok(_)) = (part.first_code, f) {
-                if !is_leadership_code(final_code) {
-                    self.count_absorbed(&part.topic, part.partition(), code);
-                    absorbed += 1;
-                }
+            // Absorbed: the partition met an error and the client gets none (an error that
+            // ends in another one is counted once, as the one the client gets).
+            if let (Some(code), 0) = (part.first_code, final_code) {
+                self.count_absorbed(&part.topic, part.partition(), code);
+                absorbed += 1;
             }
             if final_code != 0 {
                 metrics::passed_through(A::KEY as i16, final_code);
+                if part.unroutable {
+                    metrics::not_absorbed(metrics::NotAbsorbed::NoConnectionAsClient);
+                }
             }
         }
         absorbed

@@ -62,6 +62,10 @@ pub trait RoutedApi: Send + Sync + 'static {
     fn build_resp(envelope: Self::Resp, parts: Vec<(TopicRef, Self::PartResp)>) -> Self::Resp;
     fn resp_partition(p: &Self::PartResp) -> i32;
     fn error_code(p: &Self::PartResp) -> i16;
+    /// The answer's top-level error code, if the API has one (Fetch).
+    fn envelope_code(_resp: &Self::Resp) -> i16 {
+        0
+    }
     /// Folds another sub-response's top-level fields into the merged one (throttle = max, ...).
     fn merge_envelope(into: &mut Self::Resp, from: &Self::Resp);
     /// A response for a partition that got no answer.
@@ -169,10 +173,13 @@ struct Part<A: RoutedApi> {
     answer: Option<A::PartResp>,
     /// Why it has no usable answer (None: answered, or not sent yet).
     failure: Option<Failure>,
-    /// The first leadership error it met, for metrics.
+    /// The first error it met, for metrics (absorbed if it ends without one).
     first_code: Option<i16>,
     /// Produce: the leader's log proved the last attempt's batch was not written.
     unwritten: bool,
+    /// No connection of the client's identity reaches its leader (`identity`): it keeps the
+    /// answer of the broker it went to.
+    unroutable: bool,
 }
 
 impl<A: RoutedApi> Part<A> {
@@ -189,6 +196,7 @@ impl<A: RoutedApi> Part<A> {
             failure: None,
             first_code: None,
             unwritten: false,
+            unroutable: false,
         }
     }
 

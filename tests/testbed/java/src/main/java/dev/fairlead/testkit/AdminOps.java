@@ -26,7 +26,10 @@ import org.apache.kafka.clients.admin.NewPartitionReassignment;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.OffsetSpec;
 import org.apache.kafka.clients.admin.PartitionReassignment;
+import org.apache.kafka.clients.admin.ScramCredentialInfo;
+import org.apache.kafka.clients.admin.ScramMechanism;
 import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.clients.admin.UserScramCredentialUpsertion;
 import org.apache.kafka.common.ElectionType;
 import org.apache.kafka.common.KafkaFuture;
 import org.apache.kafka.common.Node;
@@ -195,6 +198,7 @@ final class AdminOps {
                 case "end-offsets": r = endOffsets(args, deadline); break;
                 case "coordinators": r = coordinators(args, deadline); break;
                 case "group-offsets": r = groupOffsets(args, deadline); break;
+                case "scram-upsert": r = scramUpsert(args, deadline); break;
                 default: throw new OpException("unknown op: " + op);
             }
             if (!r.containsKey("elapsed_ms")) {
@@ -226,6 +230,21 @@ final class AdminOps {
     }
 
     // ---------------------------------------------------------------- ops
+
+    /** Creates a SCRAM user or sets its password: {"user", "password", "mechanism"?}. */
+    private Map<String, Object> scramUpsert(Map<String, Object> args, long deadline) throws Exception {
+        String user = reqString(args, "user");
+        String password = reqString(args, "password");
+        Object mech = args.getOrDefault("mechanism", "SCRAM-SHA-512");
+        ScramMechanism m = ScramMechanism.fromMechanismName(String.valueOf(mech));
+        if (m == ScramMechanism.UNKNOWN) {
+            throw new OpException("unknown SCRAM mechanism " + mech);
+        }
+        int iterations = (int) optLong(args, "iterations", 4096);
+        get(admin.alterUserScramCredentials(List.of(new UserScramCredentialUpsertion(
+            user, new ScramCredentialInfo(m, iterations), password))).all(), deadline);
+        return ok();
+    }
 
     private Map<String, Object> createTopic(Map<String, Object> args, long deadline) throws Exception {
         String topic = reqString(args, "topic");
