@@ -516,7 +516,17 @@ impl ClientProc {
         options: &[(&str, &str)],
         props: &[(&str, &str)],
     ) -> ClientProc {
-        Self::producer_spawn(kind, dir, run_id, bootstrap, topic, rate, options, props, &[])
+        Self::producer_spawn(
+            kind,
+            dir,
+            run_id,
+            bootstrap,
+            topic,
+            rate,
+            options,
+            props,
+            &[],
+        )
     }
 
     /// A producer whose process gets these environment variables too (e.g. JDK_JAVA_OPTIONS
