@@ -1716,7 +1716,7 @@ async fn serve(node: i32, conn: u64, socket: TcpStream, script: Arc<Mutex<Script
 // ---------------------------------------------------------------------------------------------
 
 /// A magic-2 record batch, uncompressed, CreateTime. `producer_id` -1 makes it non-idempotent
-/// (sequence -1); otherwise records carry sequences from `base_sequence` on.
+/// (pass base sequence -1); otherwise records carry sequences from `base_sequence` on.
 pub fn batch(producer_id: i64, base_sequence: i32, values: &[&str]) -> Bytes {
     let records: Vec<Record> = values
         .iter()
@@ -1730,11 +1730,10 @@ pub fn batch(producer_id: i64, base_sequence: i32, values: &[&str]) -> Bytes {
             producer_epoch: if producer_id >= 0 { 0 } else { -1 },
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: if producer_id >= 0 {
-                base_sequence + i as i32
-            } else {
-                -1
-            },
+            // kafka-protocol's encoder starts a new batch wherever offset - sequence changes;
+            // a produce request carries one batch (the broker refuses more), so keep it
+            // constant. Only the first record's sequence is written: the base sequence.
+            sequence: base_sequence.wrapping_add(i as i32),
             timestamp: 1_700_000_000_000 + i as i64,
             key: None,
             value: Some(Bytes::copy_from_slice(v.as_bytes())),

@@ -500,7 +500,33 @@ impl ClientProc {
         rate: u32,
         props: &[(&str, &str)],
     ) -> ClientProc {
-        Self::producer_with_env(kind, dir, run_id, bootstrap, topic, rate, props, &[])
+        Self::producer_spawn(kind, dir, run_id, bootstrap, topic, rate, &[], props, &[])
+    }
+
+    /// A producer given driver options besides the client's properties (`("id-header", "id")`
+    /// passes `--id-header id`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn producer_with(
+        kind: ClientKind,
+        dir: &Path,
+        run_id: &str,
+        bootstrap: &str,
+        topic: &str,
+        rate: u32,
+        options: &[(&str, &str)],
+        props: &[(&str, &str)],
+    ) -> ClientProc {
+        Self::producer_spawn(
+            kind,
+            dir,
+            run_id,
+            bootstrap,
+            topic,
+            rate,
+            options,
+            props,
+            &[],
+        )
     }
 
     /// A producer whose process gets these environment variables too (e.g. JDK_JAVA_OPTIONS
@@ -513,6 +539,21 @@ impl ClientProc {
         bootstrap: &str,
         topic: &str,
         rate: u32,
+        props: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> ClientProc {
+        Self::producer_spawn(kind, dir, run_id, bootstrap, topic, rate, &[], props, env)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn producer_spawn(
+        kind: ClientKind,
+        dir: &Path,
+        run_id: &str,
+        bootstrap: &str,
+        topic: &str,
+        rate: u32,
+        options: &[(&str, &str)],
         props: &[(&str, &str)],
         env: &[(&str, &str)],
     ) -> ClientProc {
@@ -531,6 +572,9 @@ impl ClientProc {
             &rate.to_string(),
         ]);
         c.arg("--acked").arg(&data).arg("--summary").arg(&summary);
+        for (k, v) in options {
+            c.args([format!("--{k}"), v.to_string()]);
+        }
         for (k, v) in props {
             c.args(["--prop", &format!("{k}={v}")]);
         }
@@ -545,6 +589,21 @@ impl ClientProc {
         bootstrap: &str,
         topics: &[&str],
         group: Option<&str>,
+        props: &[(&str, &str)],
+    ) -> ClientProc {
+        Self::consumer_with(kind, dir, name, bootstrap, topics, group, &[], props)
+    }
+
+    /// A consumer given driver options besides the client's properties (see `producer_with`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn consumer_with(
+        kind: ClientKind,
+        dir: &Path,
+        name: &str,
+        bootstrap: &str,
+        topics: &[&str],
+        group: Option<&str>,
+        options: &[(&str, &str)],
         props: &[(&str, &str)],
     ) -> ClientProc {
         let summary = dir.join(format!("{name}.summary.json"));
@@ -566,6 +625,9 @@ impl ClientProc {
             .arg(&data)
             .arg("--summary")
             .arg(&summary);
+        for (k, v) in options {
+            c.args([format!("--{k}"), v.to_string()]);
+        }
         for (k, v) in props {
             c.args(["--prop", &format!("{k}={v}")]);
         }

@@ -23,7 +23,7 @@ const MIN_RECORD: usize = 7;
 /// reads it: the decoder reserves room for the batch's record count, and for each record's
 /// header count, before reading a single record. A batch of an uncompressed producer is walked
 /// record by record; a compressed one can only be judged once decompressed: pass the
-/// decompressed bytes to [`records`] (`RecordBatchDecoder::decode_with_custom_compression`
+/// decompressed bytes to [`record_shapes`] (`RecordBatchDecoder::decode_with_custom_compression`
 /// lets the caller do that). Other magics pass: the decoder refuses them without allocating.
 pub fn record_batch(records: &[u8]) -> Result<(), Implausible> {
     let field = "record batch";
@@ -46,7 +46,12 @@ pub fn record_batch(records: &[u8]) -> Result<(), Implausible> {
         Some(end) if end >= BATCH_HEADER && end <= records.len() => {
             let attributes = i16::from_be_bytes([records[21], records[22]]);
             if attributes & 0x07 == 0 {
-                records_after_header(&records[BATCH_HEADER..end], &BatchHeader::of(records))
+                records_after_header(
+                    &records[BATCH_HEADER..end],
+                    &BatchHeader::of(records),
+                    &mut |_| {},
+                )
+                .map(|_| ())
             } else {
                 Ok(())
             }
@@ -85,19 +90,42 @@ impl BatchHeader {
     }
 }
 
+/// What `RecordBatchDecoder` does not give back of a record, for a comparison that must see all
+/// of it: the attributes byte (read and dropped), how many headers the record holds (the decoder
+/// keeps them in a map by key, so two headers with one key come back as one), and how many bytes
+/// the record's length covers after its last header (never read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordShape {
+    pub attributes: i8,
+    pub headers: usize,
+    pub unread: usize,
+}
+
 /// Checks the records in `data`, the (decompressed) record bytes of a batch with `header`: every
 /// record length, key, value and header count must be backed by bytes, and every offset and
 /// timestamp delta must fit when added to the batch's base (the decoder adds them unchecked,
-/// which panics in a build with overflow checks).
-pub fn records(data: &[u8], header: &BatchHeader) -> Result<(), Implausible> {
-    records_after_header(data, header)
+/// which panics in a build with overflow checks). Gives the shape of each record, and how many
+/// bytes of `data` follow the last one (the decoder never reads them either). A negative record
+/// count, which the decoder refuses, gives no records.
+pub fn record_shapes(
+    data: &[u8],
+    header: &BatchHeader,
+) -> Result<(Vec<RecordShape>, usize), Implausible> {
+    let mut shapes = Vec::new();
+    let end = records_after_header(data, header, &mut |s| shapes.push(s))?;
+    Ok((shapes, data.len() - end))
 }
 
-fn records_after_header(data: &[u8], header: &BatchHeader) -> Result<(), Implausible> {
+/// Walks the records, handing each one's shape to `each`; returns where the last one ends.
+fn records_after_header(
+    data: &[u8],
+    header: &BatchHeader,
+    each: &mut dyn FnMut(RecordShape),
+) -> Result<usize, Implausible> {
     let mut w = Walker::new(data, 0, false);
     // A negative count: the decoder refuses it before reserving anything.
     let Ok(count) = usize::try_from(header.count) else {
-        return Ok(());
+        return Ok(0);
     };
     if count > data.len() / MIN_RECORD {
         return Err(w.too_long("record count", 0, count as u64));
@@ -107,7 +135,7 @@ fn records_after_header(data: &[u8], header: &BatchHeader) -> Result<(), Implaus
         let at = w.at;
         w.skip(size, "record length")?;
         let mut r = Walker::new(&data[at..at + size], 0, false);
-        r.fixed(1, "record attributes")?;
+        let [attributes] = r.array::<1>("record attributes")?;
         let delta_at = at + r.at;
         let delta = r.varlong("timestamp delta")?;
         if header.first_timestamp.checked_add(delta).is_none() {
@@ -140,8 +168,13 @@ fn records_after_header(data: &[u8], header: &BatchHeader) -> Result<(), Implaus
                 r.skip(n, field)?;
             }
         }
+        each(RecordShape {
+            attributes: attributes as i8,
+            headers,
+            unread: r.left(),
+        });
     }
-    Ok(())
+    Ok(w.at)
 }
 
 impl Walker<'_> {

@@ -33,8 +33,9 @@
 //! the crate fails a test until the tables are updated.
 //!
 //! Record batches have the same hazard one level down (`RecordBatchDecoder` reserves room for a
-//! batch's record count and each record's header count): [`record_batch`] and [`records`] check
-//! them for the one place fairlead decodes records, `router::written`.
+//! batch's record count and each record's header count): [`record_batch`] and [`record_shapes`]
+//! check them for the one place fairlead decodes records, `router::written`, and the latter
+//! tells that place what the decoder reads of each record but does not give back.
 
 //!
 //! The parts: [`schema`] holds the message tables, `walker` walks a body along one, and
@@ -46,7 +47,7 @@ mod walker;
 
 use kafka_protocol::messages::ApiKey;
 
-pub use batch::{record_batch, records, BatchHeader};
+pub use batch::{record_batch, record_shapes, BatchHeader, RecordShape};
 use schema::SCHEMAS;
 use walker::Walker;
 

@@ -538,6 +538,47 @@ fn batch(compression: kafka_protocol::records::Compression) -> Vec<u8> {
 
 use kafka_protocol::protocol::StrBytes;
 
+/// The check alone, without the shapes.
+fn records(data: &[u8], header: &BatchHeader) -> Result<(), Implausible> {
+    record_shapes(data, header).map(|_| ())
+}
+
+#[test]
+fn record_shapes_are_what_the_decoder_drops() {
+    let at0 = |count| BatchHeader {
+        count,
+        base_offset: 0,
+        first_timestamp: 0,
+    };
+    // attributes 5, deltas 0, null key and value, 2 headers ("a" = null, "a" = ""), 1 byte more;
+    // then attributes 0, no headers; then 2 bytes after the last record.
+    let one = [5u8, 0, 0, 1, 1, 4, 2, b'a', 1, 2, b'a', 0, 9];
+    let two = [0u8, 0, 2, 1, 1, 0];
+    let mut data = vec![(one.len() as u8) << 1];
+    data.extend(one);
+    data.push((two.len() as u8) << 1);
+    data.extend(two);
+    data.extend([7, 7]);
+    let (shapes, after) = record_shapes(&data, &at0(2)).unwrap();
+    assert_eq!(
+        shapes,
+        vec![
+            RecordShape {
+                attributes: 5,
+                headers: 2,
+                unread: 1
+            },
+            RecordShape {
+                attributes: 0,
+                headers: 0,
+                unread: 0
+            }
+        ]
+    );
+    assert_eq!(after, 2);
+    assert_eq!(record_shapes(&data, &at0(-1)), Ok((vec![], data.len())));
+}
+
 #[test]
 fn record_batches_are_checked_before_the_decoder_reserves_room() {
     use kafka_protocol::compression::{Decompressor, Gzip};

@@ -30,6 +30,8 @@ import org.slf4j.LoggerFactory;
 /**
  * consume: reads topics (as a group member with --group, else by assigning every partition from the
  * beginning), writes every record to the consumed file and checks duplicates and ordering per producer run.
+ * With --id-header H a record's "ID:seq" is the value of its last header H rather than its key (for
+ * producers that send equal keys, see produce --id-header).
  *
  * <p>Definitions, per record with key "ID:seq" read at (topic, partition, offset):
  * <ul>
@@ -44,7 +46,7 @@ import org.slf4j.LoggerFactory;
  */
 final class ConsumeCmd {
     static final Set<String> OPTIONS = Set.of(
-        "bootstrap", "topic", "consumed", "summary", "group", "drain-timeout");
+        "bootstrap", "topic", "consumed", "summary", "group", "drain-timeout", "id-header");
 
     private static final Logger LOG = LoggerFactory.getLogger("testkit.consume");
     private static final Duration POLL = Duration.ofMillis(200);
@@ -56,6 +58,8 @@ final class ConsumeCmd {
     private final String summaryFile;
     private final String group;
     private final double drainTimeoutSec;
+    /** Where a record's ID:seq is, when not in its key. */
+    private final String idHeader;
     private final Properties props;
 
     // counters
@@ -87,6 +91,7 @@ final class ConsumeCmd {
         summaryFile = o.required("summary");
         group = o.get("group", null);
         drainTimeoutSec = o.getDouble("drain-timeout", 60);
+        idHeader = o.get("id-header", null);
 
         props = new Properties();
         props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
@@ -264,7 +269,12 @@ final class ConsumeCmd {
 
     private void handle(ConsumerRecord<byte[], byte[]> r, BufferedWriter out) throws java.io.IOException {
         consumed++;
-        String key = r.key() == null ? null : new String(r.key(), StandardCharsets.UTF_8);
+        byte[] idBytes = r.key();
+        if (idHeader != null) {
+            org.apache.kafka.common.header.Header h = r.headers().lastHeader(idHeader);
+            idBytes = h == null ? null : h.value();
+        }
+        String key = idBytes == null ? null : new String(idBytes, StandardCharsets.UTF_8);
         out.write(r.topic());
         out.write(' ');
         out.write(Integer.toString(r.partition()));

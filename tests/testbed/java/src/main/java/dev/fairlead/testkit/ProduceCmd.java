@@ -28,11 +28,16 @@ import org.slf4j.LoggerFactory;
 /**
  * produce: sends "ID:seq" records at a fixed rate, seq % P to partition P, and records every ack.
  *
+ * <p>With --key and --value every record has that same key and value (as heartbeats or status events
+ * do); with --id-header the record's "ID:seq" also travels in a header of that name, so the records can
+ * still be told apart.
+ *
  * <p>Acked file: "partition seq offset" per acknowledged record. Summary: see {@link #summary}.
  */
 final class ProduceCmd {
     static final Set<String> OPTIONS = Set.of(
-        "bootstrap", "topic", "run-id", "acked", "summary", "rate", "size", "count", "duration", "partitions");
+        "bootstrap", "topic", "run-id", "acked", "summary", "rate", "size", "count", "duration", "partitions",
+        "key", "value", "id-header");
 
     private static final Logger LOG = LoggerFactory.getLogger("testkit.produce");
 
@@ -49,6 +54,11 @@ final class ProduceCmd {
     private final long count;
     private final double durationSec;
     private final int partitionsOpt;
+    /** Every record's key and value when set, instead of its ID:seq. */
+    private final byte[] fixedKey;
+    private final byte[] fixedValue;
+    /** The header that carries each record's ID:seq, when set. */
+    private final String idHeader;
     private final Properties props;
 
     private final AtomicLong acked = new AtomicLong();
@@ -77,6 +87,11 @@ final class ProduceCmd {
             throw new UsageException("--partitions out of range: " + p);
         }
         partitionsOpt = (int) p;
+        String k = o.get("key", null);
+        fixedKey = k == null ? null : k.getBytes(StandardCharsets.UTF_8);
+        String v = o.get("value", null);
+        fixedValue = v == null ? null : v.getBytes(StandardCharsets.UTF_8);
+        idHeader = o.get("id-header", null);
 
         props = new Properties();
         props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
@@ -191,12 +206,16 @@ final class ProduceCmd {
 
     private void send(KafkaProducer<byte[], byte[]> producer, long seq, int partitions) {
         String id = runId + ":" + seq;
-        byte[] key = id.getBytes(StandardCharsets.UTF_8);
-        byte[] value = value(id);
+        byte[] key = fixedKey != null ? fixedKey : id.getBytes(StandardCharsets.UTF_8);
+        byte[] value = fixedValue != null ? fixedValue : value(id);
         int partition = (int) (seq % partitions);
         AckCallback cb = new AckCallback(seq);
         try {
-            producer.send(new ProducerRecord<>(topic, partition, key, value), cb);
+            ProducerRecord<byte[], byte[]> record = new ProducerRecord<>(topic, partition, key, value);
+            if (idHeader != null) {
+                record.headers().add(idHeader, id.getBytes(StandardCharsets.UTF_8));
+            }
+            producer.send(record, cb);
         } catch (Exception e) {
             // Thrown synchronously (the callback was not called): count it here, keep going.
             cb.onCompletion(null, e);
