@@ -16,7 +16,9 @@
 //! one upstream connection carrying them. A new batch for the same node joins the lane's
 //! connection (same connection, same order), whichever client connection it came from. A batch
 //! for another node waits until the lane is empty: everything earlier answered, or replayed and
-//! answered. A producer is identified by its address and client id.
+//! answered. A producer is identified by its address and client id, and in SASL passthrough by
+//! its principal too: a lane's connection carries one principal's authority, and only that
+//! principal's batches may join it (issue 23).
 //!
 //! Two more holds keep the order where the broker cannot: while a batch of the lane is being
 //! replayed, new batches wait; and for a short while after the partition's leader changed
@@ -44,7 +46,8 @@ pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum LaneKey {
-    /// A producer's partition; the producer is "<client ip>/<client id>", across its
+    /// A producer's partition; the producer is "<client ip>/<client id>" (with its principal in
+    /// SASL passthrough: `session::ClientName`), across its
     /// connections.
     Partition {
         client: Arc<str>,

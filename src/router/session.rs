@@ -43,7 +43,8 @@ pub struct Session {
     /// Unique per client connection: the lanes of its coordinator requests are its own.
     pub connection: u64,
     pub home: Home,
-    /// "<client ip>/<client id>": a producer, for its partitions' order (see `lanes`).
+    /// "<client ip>/<client id>" (and its principal in passthrough): a producer, for its
+    /// partitions' order (see `lanes`).
     name: Mutex<ClientName>,
     /// Whose authority its requests carry, and the connections to other brokers that may carry
     /// them (see `identity`).
@@ -173,17 +174,20 @@ impl Session {
         let mut authority = self.authority.lock().unwrap();
         let Outcome::Authenticated(p) = outcome else {
             *authority = Authority::anonymous();
+            self.name.lock().unwrap().authenticated(None);
             return;
         };
         // KIP-368: re-authentication may not change the principal.
         if let Identity::Client(before) = &authority.identity {
             if before.name != p.name || before.mechanism != p.mechanism {
                 *authority = Authority::anonymous();
+                self.name.lock().unwrap().authenticated(None);
                 return;
             }
         }
         let key = (p.mechanism.name().to_string(), p.name.clone());
         self.lenders.register(&key, &home);
+        self.name.lock().unwrap().authenticated(Some(&key));
         debug!(
             principal = p.name.as_str(),
             mechanism = p.mechanism.name(),
@@ -373,30 +377,52 @@ impl Home {
 }
 
 /// Who a producer is, for per-producer ordering: its address and client id, computed once per
-/// connection (and again if the client id changes).
+/// connection (and again if the client id changes). In SASL passthrough, its principal too: a
+/// batch joins the connection its producer's lane is using (`lanes`), and two clients of one
+/// address and client id that authenticated as different principals are not one producer: one's
+/// batch on the other's connection would be written with the other's authority (issue 23).
 struct ClientName {
     ip: String,
+    /// The principal the broker authenticated the client as (passthrough).
+    principal: Option<String>,
     client_id: Vec<u8>,
     name: Arc<str>,
 }
 
 impl ClientName {
     fn new(ip: String) -> Self {
-        let name: Arc<str> = format!("{ip}/").into();
-        ClientName {
+        let mut n = ClientName {
             ip,
+            principal: None,
             client_id: Vec::new(),
-            name,
-        }
+            name: Arc::from(""),
+        };
+        n.rename();
+        n
     }
 
     fn of(&mut self, frame: &[u8], hdr: &RequestHeader) -> Arc<str> {
         let id = client_id(frame, hdr).unwrap_or_default();
         if id != self.client_id.as_slice() {
             self.client_id = id.to_vec();
-            self.name = format!("{}/{}", self.ip, String::from_utf8_lossy(id)).into();
+            self.rename();
         }
         self.name.clone()
+    }
+
+    /// The client authenticated as `principal` (None: it is anonymous again).
+    fn authenticated(&mut self, principal: Option<&PrincipalKey>) {
+        self.principal = principal.map(|(mechanism, name)| format!("{mechanism}:{name}"));
+        self.rename();
+    }
+
+    fn rename(&mut self) {
+        let id = String::from_utf8_lossy(&self.client_id);
+        self.name = match &self.principal {
+            None => format!("{}/{id}", self.ip),
+            Some(p) => format!("{}/{id} as {p}", self.ip),
+        }
+        .into();
     }
 }
 
@@ -407,4 +433,31 @@ fn client_id<'a>(frame: &'a [u8], hdr: &RequestHeader) -> Option<&'a [u8]> {
     let at = crate::codec::LEN_PREFIX + 8;
     let len = i16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
     frame.get(at + 2..at + 2 + usize::try_from(len).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(principal: Option<(&str, &str)>) -> Arc<str> {
+        let mut n = ClientName::new("10.0.0.1".into());
+        n.client_id = b"app".to_vec();
+        n.rename();
+        n.authenticated(
+            principal
+                .map(|(m, u)| (m.to_string(), u.to_string()))
+                .as_ref(),
+        );
+        n.name.clone()
+    }
+
+    #[test]
+    fn two_principals_of_one_address_and_client_id_are_two_producers() {
+        assert_eq!(&*named(None), "10.0.0.1/app");
+        let alice = named(Some(("SCRAM-SHA-512", "alice")));
+        assert_ne!(alice, named(Some(("SCRAM-SHA-512", "bob"))));
+        assert_ne!(alice, named(None));
+        // Another connection of the same principal is the same producer.
+        assert_eq!(alice, named(Some(("SCRAM-SHA-512", "alice"))));
+    }
 }
