@@ -133,7 +133,8 @@ impl Answer {
 /// Who sent a request.
 #[derive(Clone, Copy)]
 pub struct Client<'a> {
-    /// "<client ip>/<client id>": a producer, for its partitions' order (see `lanes`).
+    /// "<client ip>/<client id>" (and its principal in passthrough): a producer, for its
+    /// partitions' order (see `lanes`).
     pub name: &'a Arc<str>,
     /// The client connection, for the order of its coordinator requests.
     pub connection: u64,

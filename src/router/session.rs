@@ -43,7 +43,8 @@ pub struct Session {
     /// Unique per client connection: the lanes of its coordinator requests are its own.
     pub connection: u64,
     pub home: Home,
-    /// "<client ip>/<client id>": a producer, for its partitions' order (see `lanes`).
+    /// "<client ip>/<client id>" (and its principal in passthrough): a producer, for its
+    /// partitions' order (see `lanes`).
     name: Mutex<ClientName>,
     /// Whose authority its requests carry, and the connections to other brokers that may carry
     /// them (see `identity`).
@@ -379,7 +380,10 @@ impl Home {
 }
 
 /// Who a producer is, for per-producer ordering: its address and client id, computed once per
-/// connection (and again if the client id changes).
+/// connection (and again if the client id changes). In SASL passthrough, its principal too: a
+/// batch joins the connection its producer's lane is using (`lanes`), and two clients of one
+/// address and client id that authenticated as different principals are not one producer: one's
+/// batch on the other's connection would be written with the other's authority (issue 23).
 struct ClientName {
     ip: String,
     client_id: Vec<u8>,
@@ -433,4 +437,27 @@ fn client_id<'a>(frame: &'a [u8], hdr: &RequestHeader) -> Option<&'a [u8]> {
     let at = crate::codec::LEN_PREFIX + 8;
     let len = i16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]);
     frame.get(at + 2..at + 2 + usize::try_from(len).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(principal: Option<(&str, &str)>) -> Arc<str> {
+        let mut n = ClientName::new("10.0.0.1".into());
+        n.client_id = b"app".to_vec();
+        n.rename();
+        n.set_principal(principal.map_or(String::new(), |(m, u)| format!("{m}:{u}")));
+        n.name.clone()
+    }
+
+    #[test]
+    fn two_principals_of_one_address_and_client_id_are_two_producers() {
+        assert_eq!(&*named(None), "10.0.0.1/app");
+        let alice = named(Some(("SCRAM-SHA-512", "alice")));
+        assert_ne!(alice, named(Some(("SCRAM-SHA-512", "bob"))));
+        assert_ne!(alice, named(None));
+        // Another connection of the same principal is the same producer.
+        assert_eq!(alice, named(Some(("SCRAM-SHA-512", "alice"))));
+    }
 }
