@@ -1,7 +1,10 @@
-//! The one function that decides whether a partition that came back with an error is re-sent.
+//! Every re-send decision: whether a partition or a coordinator request that came back with an
+//! error is sent again, and where (`decide`, `decide_coordinator`, `resend_forwarded`,
+//! `ask_again`).
 //!
-//! Every rule here is a protocol fact from PROTOCOL-NOTES.md, and each has a test below and an
-//! end-to-end test against a real broker (tests/replay_rules.rs):
+//! Every rule here is a protocol fact (the project's protocol notes, with their sources, are
+//! cited per rule), and each has a test below and an end-to-end test against a real broker
+//! (tests/cluster/replay_rules.rs):
 //!
 //! * NOT_LEADER_OR_FOLLOWER (6) and FENCED_LEADER_EPOCH (74) mean "ask the current leader".
 //!   Reads are always safe to re-send. A produce is safe to re-send when its batches are
