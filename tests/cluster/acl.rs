@@ -417,11 +417,14 @@ fn real_clients_act_only_as_themselves(mechanism: &str) {
     };
     // (a) alice may not write B: refused, though sent to a broker that does not lead B.
     assert!(refused_all(&alice_b), "alice's produce to B\n{ctx}");
+    // Whether a real client's send reaches a port that does not lead B depends on timing the
+    // test does not control: the broker refuses alice on B before it looks at leadership, so
+    // neither she nor fairlead learns of B's moves from her answers, only from fairlead's own
+    // refreshes (seen: 110 and 182 such sends in two runs, 0 in another). The raw test above
+    // sends to a non-leader port on purpose; here the count is reported, and what is asserted
+    // holds either way: nothing of alice's is ever written to B.
     let b_rerouted = fairlead.metric("fairlead_topic_reroutes_total", &[("topic", b.as_str())]);
-    assert!(
-        b_rerouted > 0.0,
-        "none of alice's produce to B went to a broker that did not lead it\n{ctx}"
-    );
+    println!("alice's produce to B routed away from the port it was sent to: {b_rerouted}");
     let b_end = admin.call(json!({"op": "end-offsets", "topic": b}))["offsets"]["0"]
         .as_i64()
         .unwrap();
