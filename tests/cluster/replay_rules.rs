@@ -562,22 +562,43 @@ fn a_produce_without_enough_in_sync_replicas_is_refused_before_the_append() {
     let _chaos = support::chaos_lock();
     let mut admin = admin();
     let (t, roles, paused) = starved_topic(&mut admin, "starved");
-    let resp: ProduceResponse = Raw::connect(broker(roles.leader)).call(
-        ApiKey::Produce,
-        9,
-        &raw::produce(&t, 0, raw::batch(&["x"], -1, -1, -1), -1, 5000),
-    );
-    let p = &resp.responses[0].partition_responses[0];
-    assert_eq!(
-        (p.error_code, p.base_offset),
-        (19, -1),
-        "NOT_ENOUGH_REPLICAS, before the append"
-    );
+    // The leader's own in-sync set can trail the metadata that shows the follower gone (seen
+    // once: an append, then REQUEST_TIMED_OUT): such an attempt is written down and the next
+    // one made, each with its own value, until the leader refuses one.
+    let mut c = Raw::connect(broker(roles.leader));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut earlier = Vec::new();
+    let refused = loop {
+        let value = format!("x{}", earlier.len());
+        let resp: ProduceResponse = c.call(
+            ApiKey::Produce,
+            9,
+            &raw::produce(&t, 0, raw::batch(&[&value], -1, -1, -1), -1, 1000),
+        );
+        let p = &resp.responses[0].partition_responses[0];
+        if (p.error_code, p.base_offset) == (19, -1) {
+            break value;
+        }
+        assert!(
+            p.error_code == 7 && std::time::Instant::now() < deadline,
+            "NOT_ENOUGH_REPLICAS, before the append: got {:?}",
+            (p.error_code, p.base_offset)
+        );
+        earlier.push(value);
+    };
     drop(paused);
     admin.wait_healthy(&[&t]);
+    let log: Vec<String> = read_log(broker(roles.leader), &t)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
     assert!(
-        read_log(broker(roles.leader), &t).is_empty(),
-        "nothing was appended: a re-send cannot duplicate it"
+        !log.contains(&refused),
+        "the refused batch was not appended (a re-send cannot duplicate it): {log:?}"
+    );
+    assert!(
+        log.iter().all(|v| earlier.contains(v)),
+        "only the attempts answered after an append are in the log: {log:?} {earlier:?}"
     );
 }
 
