@@ -76,18 +76,25 @@ pub struct Plan {
     pub feed_rate: u32,
 }
 
+fn bounces() -> usize {
+    std::env::var("FAIRLEAD_ROLLING_BOUNCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(5)
+}
+
 impl Plan {
-    /// Five bounces, alternating SIGKILL and graceful stop.
+    /// Five bounces (FAIRLEAD_ROLLING_BOUNCES), alternating SIGKILL and graceful stop.
     pub fn new(name: &str) -> Plan {
         Plan {
             name: name.to_string(),
-            bounces: vec![
-                Bounce::Kill,
-                Bounce::Stop,
-                Bounce::Kill,
-                Bounce::Stop,
-                Bounce::Kill,
-            ],
+            // FAIRLEAD_ROLLING_BOUNCES shortens a run (make test's time budget); five by default.
+            bounces: [Bounce::Kill, Bounce::Stop]
+                .into_iter()
+                .cycle()
+                .take(bounces())
+                .collect(),
             down: Duration::from_secs(3),
             settle: Duration::from_secs(4),
             feed_rate: 40,
