@@ -170,20 +170,23 @@ impl RoutedApi for Produce {
 }
 
 /// The producer id and epoch of the first record batch (magic 2), read from its header:
-/// producerId i64 @43, producerEpoch i16 @51. `all_batches_idempotent` checks the rest.
+/// producerId, producerEpoch. `all_batches_idempotent` checks the rest.
 pub fn first_producer(records: &Bytes) -> Option<(i64, i16)> {
-    let b = records.get(..53)?;
-    let id = i64::from_be_bytes(b[43..51].try_into().ok()?);
-    let epoch = i16::from_be_bytes(b[51..53].try_into().ok()?);
-    (b[16] == 2 && id >= 0).then_some((id, epoch))
+    let b = records.get(..PRODUCER_EPOCH + 2)?;
+    let id = i64::from_be_bytes(b[PRODUCER_ID..PRODUCER_ID + 8].try_into().ok()?);
+    let epoch = i16::from_be_bytes(b[PRODUCER_EPOCH..PRODUCER_EPOCH + 2].try_into().ok()?);
+    (b[MAGIC] == 2 && id >= 0).then_some((id, epoch))
 }
+
+// Offsets in a record batch header (KIP-98 layout), read without decoding the batch.
+const MAGIC: usize = 16;
+const PRODUCER_ID: usize = 43;
+const PRODUCER_EPOCH: usize = 51;
 
 /// True when every record batch carries a producer id (magic 2 batches of an idempotent or
 /// transactional producer). Reads only the batch headers:
 /// baseOffset i64 @0, batchLength i32 @8, magic i8 @16, producerId i64 @43 (KIP-98 layout).
 pub fn all_batches_idempotent(records: &Bytes) -> bool {
-    const MAGIC: usize = 16;
-    const PRODUCER_ID: usize = 43;
     const HEADER: usize = 61;
     let mut off = 0;
     let mut batches = 0;
