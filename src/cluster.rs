@@ -47,7 +47,7 @@ impl Cluster {
             security,
             as_client: None,
         };
-        let leadership = Arc::new(Leadership::new());
+        let leadership = Arc::new(Leadership::with_limits(cfg.metadata_scope));
         let pool = Arc::new(Pool::new(upstream_cfg.clone()));
         let refresher = Refresher::new(
             leadership.clone(),
@@ -97,9 +97,11 @@ impl Cluster {
         Ok(r)
     }
 
-    /// A Metadata response on its way to a client: free information.
-    pub fn learn_metadata(&self, resp: &MetadataResponse) {
-        let (added, changes) = self.leadership.apply_metadata(resp);
+    /// A Metadata response on its way to a client: free information, about the topics fairlead
+    /// tracks and those the client `asked` for by name (an answer for every topic does not make
+    /// fairlead track every topic).
+    pub fn learn_metadata(&self, resp: &MetadataResponse, asked: &dyn Fn(&str) -> bool) {
+        let (added, changes) = self.leadership.apply_metadata(resp, asked);
         self.after_update(&added, &changes);
     }
 

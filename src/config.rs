@@ -143,6 +143,12 @@ pub struct Options {
     pub retry_backoff_ms: Option<u64>,
     #[arg(long, env = "FAIRLEAD_METADATA_MAX_AGE_MS")]
     pub metadata_max_age_ms: Option<u64>,
+    /// At most this many topics tracked (and asked for in fairlead's own Metadata requests).
+    #[arg(long, env = "FAIRLEAD_METADATA_MAX_TOPICS")]
+    pub metadata_max_topics: Option<usize>,
+    /// A topic or coordinator no client used for this long is forgotten.
+    #[arg(long, env = "FAIRLEAD_METADATA_FORGET_AFTER_MS")]
+    pub metadata_forget_after_ms: Option<u64>,
     #[arg(long, env = "FAIRLEAD_STARTUP_TIMEOUT_MS")]
     pub startup_timeout_ms: Option<u64>,
     /// /clusterz reports the cluster stale past this metadata age (readiness does not).
@@ -268,6 +274,23 @@ fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9464";
 
+/// What fairlead tracks: the topics its clients use, at most `max_topics`, each forgotten
+/// `forget_after` its last use (see `leadership::scope`).
+#[derive(Debug, Clone, Copy)]
+pub struct MetadataScope {
+    pub max_topics: usize,
+    pub forget_after: Duration,
+}
+
+impl Default for MetadataScope {
+    fn default() -> MetadataScope {
+        MetadataScope {
+            max_topics: 10_000,
+            forget_after: Duration::from_secs(600),
+        }
+    }
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -283,7 +306,7 @@ pub struct Config {
     pub max_connections_set: bool,
     pub max_in_flight_per_connection: usize,
     /// Threads that run connections: 1 (the default) is a single-threaded runtime, which for a
-    /// sidecar's traffic costs the least CPU (no cross-thread wake-ups; BENCHMARKS.md); 0 means
+    /// sidecar's traffic costs the least CPU (no cross-thread wake-ups; benches/HISTORY.md); 0 means
     /// one per CPU.
     pub worker_threads: usize,
     pub connect_timeout: Duration,
@@ -295,6 +318,7 @@ pub struct Config {
     pub coordinator_absorb_timeout: Duration,
     pub retry_backoff: Duration,
     pub metadata_max_age: Duration,
+    pub metadata_scope: MetadataScope,
     pub startup_timeout: Duration,
     pub ready_max_metadata_age: Duration,
     pub drain_timeout: Duration,
@@ -434,6 +458,10 @@ pub fn resolve(file: Options, flags: Options) -> Result<Config, ConfigError> {
         coordinator_absorb_timeout: times.coordinator_absorb,
         retry_backoff: times.retry_backoff,
         metadata_max_age: times.metadata_max_age,
+        metadata_scope: MetadataScope {
+            max_topics: limits.metadata_max_topics,
+            forget_after: times.metadata_forget_after,
+        },
         startup_timeout: times.startup,
         ready_max_metadata_age: times.ready_max_metadata_age,
         drain_timeout: times.drain,
@@ -565,6 +593,7 @@ struct Limits {
     max_connections_set: bool,
     max_in_flight: usize,
     worker_threads: usize,
+    metadata_max_topics: usize,
 }
 
 fn limits(o: &Options) -> Result<Limits, ConfigError> {
@@ -586,7 +615,15 @@ fn limits(o: &Options) -> Result<Limits, ConfigError> {
     )?;
     let worker_threads = o.worker_threads.unwrap_or(1);
     range("worker_threads", worker_threads as u64, 0, 1024)?;
+    let metadata_max_topics = o.metadata_max_topics.unwrap_or(10_000);
+    range(
+        "metadata_max_topics",
+        metadata_max_topics as u64,
+        1,
+        1_000_000,
+    )?;
     Ok(Limits {
+        metadata_max_topics,
         max_frame_bytes,
         max_connections,
         max_connections_set: o.max_connections.is_some(),
@@ -602,6 +639,7 @@ struct Timeouts {
     coordinator_absorb: Duration,
     retry_backoff: Duration,
     metadata_max_age: Duration,
+    metadata_forget_after: Duration,
     startup: Duration,
     ready_max_metadata_age: Duration,
     drain: Duration,
@@ -635,6 +673,13 @@ fn timeouts(o: &Options) -> Result<Timeouts, ConfigError> {
             30_000,
             100,
             24 * HOUR,
+        )?,
+        metadata_forget_after: ms(
+            "metadata_forget_after_ms",
+            o.metadata_forget_after_ms,
+            600_000,
+            1_000,
+            7 * 24 * HOUR,
         )?,
         startup: ms("startup_timeout_ms", o.startup_timeout_ms, 30_000, 0, HOUR)?,
         ready_max_metadata_age: ms(

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     init_logging(cfg.log_format, &cfg.log_level);
     // One thread by default: a sidecar carries one application's traffic, and a single-threaded
     // runtime spends about a fifth less CPU per request than a work-stealing one, whose workers
-    // wake each other across threads on every hop (measured in BENCHMARKS.md).
+    // wake each other across threads on every hop (benches/HISTORY.md, "the runtime change").
     let mut builder = match cfg.worker_threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {

@@ -29,6 +29,9 @@ pub const NOT_ABSORBED: &str = "fairlead_errors_not_absorbed_total";
 pub const RELOADS: &str = "fairlead_reloads_total";
 pub const BROKER_PORTS_UNBOUND: &str = "fairlead_broker_ports_unbound";
 pub const BROKER_PORT_BIND_FAILURES: &str = "fairlead_broker_port_bind_failures_total";
+pub const TOPICS_TRACKED: &str = "fairlead_topics_tracked";
+pub const TOPICS_REFUSED: &str = "fairlead_topics_refused_total";
+pub const TOPICS_FORGOTTEN: &str = "fairlead_topics_forgotten_total";
 /// Opt-in (`topic_labels`): the same counts per topic.
 pub const TOPIC_ERRORS_ABSORBED: &str = "fairlead_topic_errors_absorbed_total";
 pub const TOPIC_REROUTES: &str = "fairlead_topic_reroutes_total";
@@ -334,6 +337,18 @@ fn describe() {
     metrics::describe_gauge!(CLIENT_CONNECTIONS, "Open client connections");
     metrics::describe_gauge!(UPSTREAM_CONNECTIONS, "Open connections to brokers, by node");
     metrics::describe_gauge!(
+        TOPICS_TRACKED,
+        "Topics fairlead keeps leadership for (the ones its clients use)"
+    );
+    metrics::describe_counter!(
+        TOPICS_REFUSED,
+        "Topics not tracked because metadata_max_topics were (their errors pass through)"
+    );
+    metrics::describe_counter!(
+        TOPICS_FORGOTTEN,
+        "Topics dropped after no client used them for metadata_forget_after_ms"
+    );
+    metrics::describe_gauge!(
         BROKER_PORTS_UNBOUND,
         "Brokers in the cluster whose port fairlead cannot listen on (not given to clients meanwhile)"
     );
@@ -381,6 +396,9 @@ fn zero_series() {
     gauge!(CLIENT_CONNECTIONS).set(0.0);
     gauge!(BROKER_PORTS_UNBOUND).set(0.0);
     counter!(BROKER_PORT_BIND_FAILURES).absolute(0);
+    gauge!(TOPICS_TRACKED).set(0.0);
+    counter!(TOPICS_REFUSED).absolute(0);
+    counter!(TOPICS_FORGOTTEN).absolute(0);
 }
 
 /// The hot paths' handles: one counter per byte direction, one histogram per API key.
@@ -488,4 +506,16 @@ pub fn broker_port_bind_failed() {
 
 pub fn broker_ports_unbound(n: usize) {
     gauge!(BROKER_PORTS_UNBOUND).set(n as f64);
+}
+
+pub fn topics_tracked(n: usize) {
+    gauge!(TOPICS_TRACKED).set(n as f64);
+}
+
+pub fn topic_refused() {
+    counter!(TOPICS_REFUSED).increment(1);
+}
+
+pub fn topics_forgotten(n: usize) {
+    counter!(TOPICS_FORGOTTEN).increment(n as u64);
 }

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::admin::{self, Readiness};
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::leadership::refresh::{RefreshError, Trigger};
+use crate::leadership::scope::now_ms;
 use crate::listener;
 use crate::ports::{self, Ports};
 use crate::router::Router;
@@ -263,6 +264,10 @@ async fn periodic_refresh(cluster: Arc<Cluster>, mut shutdown: watch::Receiver<b
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.changed() => return,
+        }
+        let forgotten = cluster.leadership.forget_unused(now_ms());
+        if forgotten > 0 {
+            debug!(topics = forgotten, "forgot topics no client used");
         }
         // Only if nothing refreshed in the meantime.
         if cluster

@@ -20,6 +20,7 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::debug;
 
 use super::refresh::negotiate;
+use super::scope::{now_ms, Stamp};
 use super::Leadership;
 use crate::upstream::pool::Pool;
 use crate::upstream::RequestError;
@@ -90,16 +91,27 @@ pub struct Known {
     pub learned_at: SystemTime,
 }
 
-/// The coordinators fairlead has learned.
+/// The coordinators fairlead has learned, each with when a request last used it (entries no
+/// request used for `metadata_forget_after_ms` are dropped: see `super::scope`).
 #[derive(Default)]
 pub struct Coordinators {
-    known: DashMap<CoordinatorKey, Known>,
+    known: DashMap<CoordinatorKey, (Known, Stamp)>,
     stamps: AtomicU64,
 }
 
 impl Coordinators {
     pub fn get(&self, key: &CoordinatorKey) -> Option<Known> {
-        self.known.get(key).map(|k| *k)
+        self.known.get(key).map(|e| {
+            e.1.touch(now_ms());
+            e.0
+        })
+    }
+
+    /// Drops the coordinators no request used within `after` of `now` ([`now_ms`]).
+    pub fn forget_unused(&self, now: u64, after: Duration) {
+        let after = after.as_millis() as u64;
+        self.known
+            .retain(|_, (_, used)| now.saturating_sub(used.get()) < after);
     }
 
     /// Records that `node` coordinates `key` (the latest answer wins). Returns the stamp.
@@ -110,7 +122,7 @@ impl Coordinators {
             stamp,
             learned_at: SystemTime::now(),
         };
-        if let Some(old) = self.known.insert(key.clone(), known) {
+        if let Some((old, _)) = self.known.insert(key.clone(), (known, Stamp::at(now_ms()))) {
             if old.node != node {
                 debug!(
                     key_type = key.kind.label(),
@@ -128,7 +140,7 @@ impl Coordinators {
     pub fn snapshot(&self) -> BTreeMap<CoordinatorKey, Known> {
         self.known
             .iter()
-            .map(|e| (e.key().clone(), *e.value()))
+            .map(|e| (e.key().clone(), e.value().0))
             .collect()
     }
 }

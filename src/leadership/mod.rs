@@ -2,13 +2,15 @@
 //! each broker is.
 //!
 //! Fed by fairlead's own Metadata requests ([`refresh`]), by Metadata responses passing through to
-//! clients, and by KIP-951 `CurrentLeader` hints in Produce and Fetch responses. Every update is
+//! clients, and by KIP-951 `CurrentLeader` hints in Produce and Fetch responses; only for the
+//! topics fairlead's clients use ([`scope`]). Every update is
 //! epoch-guarded: an older leader epoch never overwrites a newer one, so a stale Metadata answer
 //! from a lagging broker cannot route traffic back to a former leader.
 
 pub mod coordinators;
 pub mod incidents;
 pub mod refresh;
+pub mod scope;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +24,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::metrics;
+use scope::{now_ms, Scope, Stamp};
 
 /// How a request or response names a topic: by name, or by id (Fetch v13+, Produce v13+).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -68,6 +71,8 @@ pub struct PartitionState {
 pub struct TopicState {
     pub id: Uuid,
     pub partitions: Vec<Option<PartitionState>>,
+    /// When a client last used the topic ([`scope::now_ms`]).
+    pub used: Stamp,
 }
 
 /// One leadership change that an update caused.
@@ -132,11 +137,23 @@ pub struct Leadership {
     last_metadata: RwLock<Option<Instant>>,
     /// Which broker coordinates each consumer group and transactional id.
     pub coordinators: coordinators::Coordinators,
+    /// Topics wanted but not known yet, and the bounds of what is tracked.
+    scope: Scope,
+    /// `topics.len()`, kept beside it for the gauge (reading the map's length while an entry
+    /// of it is held would deadlock).
+    tracked: std::sync::atomic::AtomicUsize,
 }
 
 impl Leadership {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    pub fn with_limits(limits: scope::Limits) -> Self {
+        Leadership {
+            scope: Scope::new(limits),
+            ..Self::default()
+        }
     }
 
     pub fn generation(&self) -> u64 {
@@ -176,6 +193,7 @@ impl Leadership {
     pub fn route_of(&self, topic: &TopicRef, partition: i32, home: i32) -> Option<Route> {
         let look = |name: &str| -> Option<Route> {
             let t = self.topics.get(name)?;
+            t.used.touch(now_ms());
             let p = t
                 .partitions
                 .get(usize::try_from(partition).ok()?)?
@@ -313,7 +331,17 @@ impl Leadership {
         let idx = usize::try_from(partition).ok()?;
         let mut t = match self.topics.get_mut(topic) {
             Some(t) => t,
-            None => self.topics.entry(topic.to_string()).or_default(),
+            None if self.topics.len() >= self.scope.limits.max_topics => {
+                metrics::topic_refused();
+                return None;
+            }
+            None => self.topics.entry(topic.to_string()).or_insert_with(|| {
+                metrics::topics_tracked(self.tracked.fetch_add(1, Ordering::Relaxed) + 1);
+                TopicState {
+                    used: Stamp::at(now_ms()),
+                    ..TopicState::default()
+                }
+            }),
         };
         if !topic_id.is_nil() && t.id != topic_id {
             if !t.id.is_nil() {
@@ -374,8 +402,15 @@ impl Leadership {
     }
 
     /// Applies a Metadata response (fairlead's own or one passing through to a client).
+    /// Topics fairlead tracks are updated, and a topic the cluster says does not exist is
+    /// dropped; a topic not tracked yet is learned only if `learn_new` says so (fairlead's own
+    /// answers: every topic, it asked for them; a client's: the topics it asked for by name).
     /// Returns the brokers not known before and the leadership changes it caused.
-    pub fn apply_metadata(&self, resp: &MetadataResponse) -> (Vec<i32>, Vec<LeaderChange>) {
+    pub fn apply_metadata(
+        &self,
+        resp: &MetadataResponse,
+        learn_new: &dyn Fn(&str) -> bool,
+    ) -> (Vec<i32>, Vec<LeaderChange>) {
         let added = self.set_brokers(resp.brokers.iter().map(|b| Broker {
             id: b.node_id.0,
             host: b.host.to_string(),
@@ -387,9 +422,16 @@ impl Leadership {
             let Some(name) = t.name.as_ref() else {
                 continue;
             };
-            if t.error_code != 0 {
+            if t.error_code == UNKNOWN_TOPIC_OR_PARTITION {
+                self.forget_topic(name.as_str());
                 continue;
             }
+            if t.error_code != 0
+                || !(self.topics.contains_key(name.as_str()) || learn_new(name.as_str()))
+            {
+                continue;
+            }
+            self.scope.answered(name.as_str());
             // A topic's metadata lists every partition, 0..n-1: an index outside that is a
             // broken response, and must not size the partition table (2^31 slots abort).
             let count = t.partitions.len();
@@ -425,7 +467,66 @@ impl Leadership {
         }
         (added, changes)
     }
+
+    /// A request named a partition of `topic` whose leader fairlead does not know: whether to
+    /// refresh for it now (see [`Scope::want`]). Topics named by id are only learned from
+    /// Metadata answers (a refresh cannot ask for an id fairlead has no name for).
+    pub fn want(&self, topic: &TopicRef) -> bool {
+        let TopicRef::Name(n) = topic else {
+            return false;
+        };
+        let tracked = (!self.topics.contains_key(n.as_str())).then(|| self.topics.len());
+        self.scope.want(n.as_str(), tracked, now_ms())
+    }
+
+    /// The topics fairlead's own Metadata requests name: every tracked and wanted topic.
+    pub fn scope_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.topics.iter().map(|e| e.key().clone()).collect();
+        names.extend(
+            self.scope
+                .wanted_names()
+                .filter(|w| !self.topics.contains_key(w)),
+        );
+        names
+    }
+
+    /// Whether fairlead tracks `topic`, or a request asked for it.
+    pub fn in_scope(&self, topic: &str) -> bool {
+        self.topics.contains_key(topic) || self.scope.is_wanted(topic)
+    }
+
+    /// Drops the topics no client used within `forget_after`, the wanted topics no request
+    /// asked for again, and the coordinators no request used. Returns the topics dropped.
+    pub fn forget_unused(&self, now: u64) -> usize {
+        let unused: Vec<String> = self
+            .topics
+            .iter()
+            .filter(|t| self.scope.unused(t.used.get(), now))
+            .map(|t| t.key().clone())
+            .collect();
+        for name in &unused {
+            self.forget_topic(name);
+        }
+        self.scope.forget_wanted(now);
+        self.coordinators
+            .forget_unused(now, self.scope.limits.forget_after);
+        metrics::topics_forgotten(unused.len());
+        unused.len()
+    }
+
+    fn forget_topic(&self, name: &str) {
+        self.scope.answered(name);
+        if let Some((_, t)) = self.topics.remove(name) {
+            if !t.id.is_nil() {
+                self.topic_names.remove(&t.id);
+            }
+            metrics::topics_tracked(self.tracked.fetch_sub(1, Ordering::Relaxed) - 1);
+        }
+    }
 }
+
+/// A topic-level Metadata error: the topic does not exist (deleted, or never created).
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 #[cfg(test)]
 mod tests {
@@ -447,6 +548,92 @@ mod tests {
         // unknown epochs do not overwrite known ones
         assert!(upd(&l, 3, -1).is_none());
         assert_eq!(l.leader("t", 0).unwrap().node, 2);
+    }
+
+    fn answer(topics: &[(&str, i16)]) -> MetadataResponse {
+        use kafka_protocol::messages::metadata_response::{
+            MetadataResponsePartition, MetadataResponseTopic,
+        };
+        use kafka_protocol::messages::{BrokerId, TopicName};
+        MetadataResponse::default().with_topics(
+            topics
+                .iter()
+                .enumerate()
+                .map(|(i, (name, error))| {
+                    MetadataResponseTopic::default()
+                        .with_name(Some(TopicName((*name).to_string().into())))
+                        .with_topic_id(Uuid::from_u128(i as u128 + 1))
+                        .with_error_code(*error)
+                        .with_partitions(if *error == 0 {
+                            vec![MetadataResponsePartition::default()
+                                .with_leader_id(BrokerId(1))
+                                .with_leader_epoch(3)]
+                        } else {
+                            vec![]
+                        })
+                })
+                .collect(),
+        )
+    }
+
+    fn names(l: &Leadership) -> Vec<String> {
+        l.topics_snapshot().into_keys().collect()
+    }
+
+    #[test]
+    fn an_answer_teaches_tracked_topics_and_those_asked_for_only() {
+        let l = Leadership::new();
+        upd(&l, 1, 1); // "t" is tracked
+        let r = answer(&[("t", 0), ("asked", 0), ("other", 0)]);
+        l.apply_metadata(&r, &|n| n == "asked");
+        assert_eq!(names(&l), ["asked", "t"]);
+        assert_eq!(l.leader("t", 0), Some(Leader { node: 1, epoch: 3 }));
+        assert!(l.leader("other", 0).is_none());
+    }
+
+    #[test]
+    fn a_topic_the_cluster_says_does_not_exist_is_dropped() {
+        let l = Leadership::new();
+        l.apply_metadata(&answer(&[("t", 0)]), &|_| true);
+        let id = l.topic_id("t").unwrap();
+        l.apply_metadata(&answer(&[("t", UNKNOWN_TOPIC_OR_PARTITION)]), &|_| true);
+        assert!(names(&l).is_empty());
+        assert!(l.topic_name(&id).is_none());
+    }
+
+    #[test]
+    fn unused_topics_are_forgotten_and_used_ones_kept() {
+        let l = Leadership::with_limits(scope::Limits {
+            max_topics: 10,
+            forget_after: std::time::Duration::from_millis(100),
+        });
+        l.apply_metadata(&answer(&[("used", 0), ("idle", 0)]), &|_| true);
+        let idle_id = l.topic_id("idle").unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        let used = TopicRef::Name("used".into());
+        assert!(l.route_of(&used, 0, 1).is_some());
+        assert_eq!(l.forget_unused(now_ms()), 1);
+        assert_eq!(names(&l), ["used"]);
+        assert!(l.topic_name(&idle_id).is_none());
+        assert_eq!(l.scope_names(), ["used"]);
+    }
+
+    #[test]
+    fn no_more_than_max_topics_are_tracked() {
+        let l = Leadership::with_limits(scope::Limits {
+            max_topics: 2,
+            forget_after: std::time::Duration::from_secs(60),
+        });
+        l.apply_metadata(&answer(&[("a", 0), ("b", 0), ("c", 0)]), &|_| true);
+        assert_eq!(names(&l), ["a", "b"]);
+        assert!(
+            !l.want(&TopicRef::Name("d".into())),
+            "no room for a wanted topic"
+        );
+        assert!(
+            l.want(&TopicRef::Name("a".into())),
+            "a tracked topic's unknown partition may still refresh"
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! fairlead's own Metadata requests: single-flight and generation-guarded.
+//! fairlead's own Metadata requests: single-flight and generation-guarded, naming only the
+//! topics fairlead's clients use (see `super::scope`).
 //!
 //! A leader change typically makes many requests fail at once (every in-flight produce for
 //! every moved partition, on every client connection). Each failure calls
@@ -10,8 +11,9 @@ use std::sync::atomic::{AtomicI16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, MetadataResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use tracing::{debug, warn};
@@ -85,7 +87,8 @@ impl Refresher {
         }
         metrics::metadata_refresh(trigger);
         let resp = self.fetch().await?;
-        let (new_brokers, changes) = self.leadership.apply_metadata(&resp);
+        // Every topic of the answer was asked for (see `fetch_from`).
+        let (new_brokers, changes) = self.leadership.apply_metadata(&resp, &|_| true);
         self.leadership.bump_generation();
         debug!(
             trigger = trigger.label(),
@@ -108,6 +111,8 @@ impl Refresher {
         let targets = self
             .leadership
             .ask_order(&self.bootstrap, self.leadership.generation());
+        // The topics in use only: what fairlead asks must not grow with the cluster.
+        let topics: Arc<[String]> = self.leadership.scope_names().into();
         let tried = targets.len();
         let mut pending = targets.into_iter();
         let mut running = tokio::task::JoinSet::new();
@@ -115,13 +120,14 @@ impl Refresher {
         let mut refused = false;
         loop {
             if let Some((node, addr)) = pending.next() {
-                let (pool, timeout, version) = (
+                let (pool, timeout, version, topics) = (
                     self.pool.clone(),
                     self.timeout,
                     self.metadata_version.clone(),
+                    topics.clone(),
                 );
                 running.spawn(async move {
-                    let r = fetch_from(&pool, node, &addr, timeout, &version).await;
+                    let r = fetch_from(&pool, node, &addr, timeout, &version, &topics).await;
                     (node, addr, r)
                 });
             } else if running.is_empty() {
@@ -158,6 +164,7 @@ async fn fetch_from(
     addr: &str,
     timeout: Duration,
     version_cache: &AtomicI16,
+    topics: &[String],
 ) -> Result<MetadataResponse, RequestError> {
     let up = pool.get(node, addr).await?;
     let mut version = version_cache.load(Ordering::Relaxed);
@@ -165,8 +172,17 @@ async fn fetch_from(
         version = negotiate(&up, ApiKey::Metadata, PREFERRED_METADATA_VERSION, timeout).await?;
         version_cache.store(version, Ordering::Relaxed);
     }
+    let named = topics
+        .iter()
+        .map(|t| {
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(t.clone()))))
+        })
+        .collect();
+    // An empty list asks for brokers only, from v1 on (v0 read it as "every topic").
+    let topics = (version >= 1).then_some(named);
     let req = MetadataRequest::default()
-        .with_topics(None)
+        .with_topics(topics)
         .with_allow_auto_topic_creation(false);
     up.request(ApiKey::Metadata, version, &req, timeout).await
 }

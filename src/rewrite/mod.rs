@@ -13,10 +13,12 @@
 pub mod api_versions;
 pub mod brokers;
 
+use std::collections::HashSet;
+
 use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, DescribeClusterResponse, FindCoordinatorRequest, FindCoordinatorResponse,
-    MetadataResponse, ShareAcknowledgeResponse, ShareFetchResponse,
+    MetadataRequest, MetadataResponse, ShareAcknowledgeResponse, ShareFetchResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use tracing::debug;
@@ -59,6 +61,20 @@ fn learn_coordinators(
     }
 }
 
+/// The topics a client's Metadata request names (none when it asks for every topic, or when
+/// the request does not decode: fairlead then learns only about topics it already tracks).
+fn asked_topics(hdr: &RequestHeader, request: &Bytes) -> HashSet<String> {
+    hdr.body_offset
+        .and_then(|at| {
+            decode_body::<MetadataRequest>(request, at, ApiKey::Metadata, hdr.api_version).ok()
+        })
+        .and_then(|r| r.topics)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.name.map(|n| n.0.to_string()))
+        .collect()
+}
+
 /// Whether responses of this API are decoded on the forward path.
 pub fn inspects(key: Option<ApiKey>) -> bool {
     matches!(
@@ -92,7 +108,8 @@ pub fn response(
             let mut r: MetadataResponse = decode_response(&frame, key, v)?;
             // Learned first: fairlead routes by the brokers' own answer, and a broker it
             // hears of here gets its port before the client hears of it.
-            cluster.learn_metadata(&r);
+            let asked = asked_topics(hdr, request);
+            cluster.learn_metadata(&r, &|t| asked.contains(t));
             brokers::metadata(&cluster.advertised(), &mut r);
             for t in &r.topics {
                 if t.error_code != 0 {

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use kafka_protocol::messages::create_acls_request::AclCreation;
 use kafka_protocol::messages::{
     ApiKey, CreateAclsRequest, CreateAclsResponse, DescribeAclsRequest, DescribeAclsResponse,
-    MetadataRequest, MetadataResponse, ProduceResponse, SaslAuthenticateRequest,
-    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+    MetadataResponse, ProduceResponse, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
@@ -116,8 +116,8 @@ fn allow(topic: &str, grants: &[(&str, &[i8])]) {
 }
 
 /// A client of fairlead's port for broker `node` that authenticates with PLAIN (None: not at
-/// all) and asks for metadata, as clients do. Returns it and the SaslAuthenticate code.
-fn client(fairlead: &Fairlead, node: i32, user: Option<(&str, &str)>) -> (Raw, i16) {
+/// all) and asks for `topic`'s metadata, as clients do. Returns it and the SaslAuthenticate code.
+fn client(fairlead: &Fairlead, node: i32, user: Option<(&str, &str)>, topic: &str) -> (Raw, i16) {
     let addr = format!("127.0.0.1:{}", fairlead.listen_port as i32 + 1 + node);
     let mut c = Raw::connect(&addr);
     let mut code = 0;
@@ -138,11 +138,7 @@ fn client(fairlead: &Fairlead, node: i32, user: Option<(&str, &str)>) -> (Raw, i
         if code != 0 {
             return (c, code);
         }
-        let _: MetadataResponse = c.call(
-            ApiKey::Metadata,
-            12,
-            &MetadataRequest::default().with_topics(None),
-        );
+        let _: MetadataResponse = c.call(ApiKey::Metadata, 12, &raw::metadata_for(&[topic]));
     }
     (c, code)
 }
@@ -224,7 +220,7 @@ fn passthrough_reroutes_only_as_the_client_itself() {
     };
     // bob may describe the topic but not write it: sent to a broker that does not lead it,
     // his produce is refused exactly as it would be on the leader.
-    let (mut bob, code) = client(&fairlead, other, Some(("bob", "bob-secret")));
+    let (mut bob, code) = client(&fairlead, other, Some(("bob", "bob-secret")), &t);
     assert_eq!(code, 0);
     assert_eq!(
         produce(&mut bob, "from-bob"),
@@ -233,7 +229,7 @@ fn passthrough_reroutes_only_as_the_client_itself() {
         support::tail(&fairlead.log, 3000)
     );
     // alice may: rerouted as alice, and written.
-    let (mut alice, code) = client(&fairlead, other, Some(("alice", "alice-secret")));
+    let (mut alice, code) = client(&fairlead, other, Some(("alice", "alice-secret")), &t);
     assert_eq!(code, 0);
     assert_eq!(
         produce(&mut alice, "from-alice"),
@@ -243,7 +239,7 @@ fn passthrough_reroutes_only_as_the_client_itself() {
     );
     // A client that never authenticated: its request goes to the broker it chose, which
     // refuses it (the SASL listener closes a connection that skips authentication).
-    let (mut nobody, _) = client(&fairlead, other, None);
+    let (mut nobody, _) = client(&fairlead, other, None, &t);
     nobody.send(
         ApiKey::Produce,
         9,

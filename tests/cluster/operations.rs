@@ -489,12 +489,17 @@ fn json_logs_and_status_table() {
     let mut admin = Admin::connect(&cluster.bootstrap);
     let topic = support::unique("status");
     admin.create_topic(&topic, 3, 3);
-    // fairlead learns of the topic from its next refresh: ask through it.
+    // fairlead tracks the topics its clients use: ask for it by name through fairlead, as a
+    // client about to use it does (an answer for every topic would not make it tracked).
     let mut c = support::raw::Raw::connect(&fairlead.bootstrap);
     let _: kafka_protocol::messages::MetadataResponse = c.call(
         kafka_protocol::messages::ApiKey::Metadata,
         12,
-        &kafka_protocol::messages::MetadataRequest::default().with_topics(None),
+        &kafka_protocol::messages::MetadataRequest::default().with_topics(Some(vec![
+            kafka_protocol::messages::metadata_request::MetadataRequestTopic::default().with_name(
+                Some(kafka_protocol::messages::TopicName(topic.clone().into())),
+            ),
+        ])),
     );
     let out = fairlead_bin()
         .args(["status", "--admin", &fairlead.admin])

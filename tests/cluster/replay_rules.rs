@@ -77,11 +77,8 @@ fn produce_while_leadership_moves(
 ) -> (i16, i64) {
     let mut client = Raw::connect(addr);
     // Metadata first, as clients do (fairlead learns the topic).
-    let _: kafka_protocol::messages::MetadataResponse = client.call(
-        ApiKey::Metadata,
-        12,
-        &kafka_protocol::messages::MetadataRequest::default().with_topics(None),
-    );
+    let _: kafka_protocol::messages::MetadataResponse =
+        client.call(ApiKey::Metadata, 12, &raw::metadata_for(&[topic]));
     // A first record with acks=all: both followers are replicating before the test starts.
     let warm: ProduceResponse = Raw::connect(broker(roles.leader)).call(
         ApiKey::Produce,
@@ -434,11 +431,8 @@ fn through_fairlead_a_fetch_replayed_to_a_frozen_leader_is_answered_with_nothing
         fairlead.listen_port as i32 + 1 + roles.leader
     );
     let mut client = Raw::connect(&via_leader);
-    let md: kafka_protocol::messages::MetadataResponse = client.call(
-        ApiKey::Metadata,
-        12,
-        &kafka_protocol::messages::MetadataRequest::default().with_topics(None),
-    );
+    let md: kafka_protocol::messages::MetadataResponse =
+        client.call(ApiKey::Metadata, 12, &raw::metadata_for(&[&t]));
     // The epoch the client knows, as a modern client sends it: the old leader, now a follower,
     // fences it (74) rather than serve the fetch as a follower may since KIP-392.
     let epoch = md
@@ -622,11 +616,8 @@ fn through_fairlead_not_enough_replicas_is_absorbed_and_written_once() {
     );
     let value = support::unique("starved-value");
     let mut c = Raw::connect(&via_leader);
-    let _: kafka_protocol::messages::MetadataResponse = c.call(
-        ApiKey::Metadata,
-        12,
-        &kafka_protocol::messages::MetadataRequest::default().with_topics(None),
-    );
+    let _: kafka_protocol::messages::MetadataResponse =
+        c.call(ApiKey::Metadata, 12, &raw::metadata_for(&[&t]));
     let corr = c.send(
         ApiKey::Produce,
         9,

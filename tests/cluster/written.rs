@@ -514,11 +514,8 @@ fn a_truncated_heartbeat_is_not_taken_for_the_equal_one_written_at_its_offset() 
             "127.0.0.1:{}",
             fairlead.listen_port as i32 + 1 + roles.leader
         ));
-        let _: kafka_protocol::messages::MetadataResponse = client.call(
-            ApiKey::Metadata,
-            12,
-            &kafka_protocol::messages::MetadataRequest::default().with_topics(None),
-        );
+        let _: kafka_protocol::messages::MetadataResponse =
+            client.call(ApiKey::Metadata, 12, &raw::metadata_for(&[&t]));
         let checks = |r: &str| fairlead.metric(CHECKS, &[("result", r)]);
         let not_written_before = checks("not_written");
 

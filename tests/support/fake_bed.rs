@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use fairlead::config::Config;
 use fairlead::server::Server;
-use kafka_protocol::messages::{ApiKey, RequestHeader};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    ApiKey, MetadataRequest, MetadataResponse, RequestHeader, TopicName,
+};
 use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -61,7 +64,39 @@ impl Bed {
         Bed::start_with(setup, |_| {}).await
     }
 
+    /// The bed, after a client asked Metadata for every topic of the script by name, as real
+    /// clients do before they use a topic: fairlead tracks them from then on (it tracks only
+    /// the topics its clients use, see `leadership::scope`).
     pub async fn start_with(
+        setup: impl FnOnce(&mut Script),
+        tweak: impl FnOnce(&mut Config),
+    ) -> Bed {
+        let bed = Bed::start_cold(setup, tweak).await;
+        let names: Vec<String> = bed
+            .fake
+            .script()
+            .topics
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
+        if !names.is_empty() {
+            let req = MetadataRequest::default().with_topics(Some(
+                names
+                    .into_iter()
+                    .map(|n| {
+                        MetadataRequestTopic::default()
+                            .with_name(Some(TopicName(StrBytes::from_string(n))))
+                    })
+                    .collect(),
+            ));
+            let mut c = bed.client(None).await;
+            let _: MetadataResponse = c.call(ApiKey::Metadata, 12, &req).await;
+        }
+        bed
+    }
+
+    /// The bed with no client yet: fairlead knows the brokers and no topic.
+    pub async fn start_cold(
         setup: impl FnOnce(&mut Script),
         tweak: impl FnOnce(&mut Config),
     ) -> Bed {

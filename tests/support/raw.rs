@@ -159,3 +159,18 @@ pub fn produce(
                 .with_index(partition)
                 .with_records(Some(records))])])
 }
+
+/// Metadata for these topics by name, as a client about to use them asks (fairlead tracks the
+/// topics its clients name; an ask for every topic does not make it track them all).
+pub fn metadata_for(topics: &[&str]) -> kafka_protocol::messages::MetadataRequest {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    kafka_protocol::messages::MetadataRequest::default().with_topics(Some(
+        topics
+            .iter()
+            .map(|t| {
+                MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(t.to_string()))))
+            })
+            .collect(),
+    ))
+}

@@ -23,7 +23,7 @@ const ADMIN_RS: &str = include_str!("../../src/admin.rs");
 const CARGO_TOML: &str = include_str!("../../Cargo.toml");
 
 /// The metrics every deployment exports: each must be on the dashboard.
-const MAIN_METRICS: [&str; 18] = [
+const MAIN_METRICS: [&str; 21] = [
     m::ERRORS_ABSORBED,
     m::ERRORS_PASSED_THROUGH,
     m::REROUTES,
@@ -42,6 +42,9 @@ const MAIN_METRICS: [&str; 18] = [
     m::NOT_ABSORBED,
     m::BROKER_PORTS_UNBOUND,
     m::BROKER_PORT_BIND_FAILURES,
+    m::TOPICS_TRACKED,
+    m::TOPICS_REFUSED,
+    m::TOPICS_FORGOTTEN,
 ];
 /// Opt-in series (`topic_labels`): the dashboard may use them, need not.
 const OPT_IN_METRICS: [&str; 2] = [m::TOPIC_ERRORS_ABSORBED, m::TOPIC_REROUTES];

@@ -34,8 +34,9 @@ pub(super) fn plan<A: RoutedApi>(
             .route_of(&part.topic, part.partition(), home_node)
             .filter(|r| r.leader >= 0)
         else {
-            // Unknown here: the client's broker answers for it while fairlead learns about it.
-            unknown = true;
+            // Unknown here: the client's broker answers for it while fairlead learns about it
+            // (a refresh at most once per topic per second: see `leadership::scope`).
+            unknown |= leadership.want(&part.topic);
             part.node = home_node;
             continue;
         };
