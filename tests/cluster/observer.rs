@@ -729,6 +729,73 @@ fn an_undecodable_response_is_counted_and_still_forwarded() {
     assert!(report.contains("Metadata (3): 1"), "{report}");
 }
 
+/// A record batch of `producer_id` (-1: not idempotent), as a Produce request carries it.
+fn producer_batch(producer_id: i64, value: &str) -> Bytes {
+    let record = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch: if producer_id < 0 { -1 } else { 0 },
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: if producer_id < 0 { -1 } else { 0 },
+        timestamp: 0,
+        key: None,
+        value: Some(Bytes::copy_from_slice(value.as_bytes())),
+        headers: Default::default(),
+    };
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, [&record], &options).unwrap();
+    buf.freeze()
+}
+
+/// The observer names the producers whose batches each connection carried: what tells a test
+/// whether two producers' batches shared a broker connection behind fairlead.
+#[test]
+fn producing_connections_name_the_producer_ids_of_their_batches() {
+    if bed::skip_without_testbed() {
+        return;
+    }
+    // acks=0: the fake broker reads the three requests and answers none.
+    let (addr, server) = fake_broker(3, |_| Vec::new());
+    let observer = Observer::start(&addr).unwrap();
+    let mut client = Client::connect(&observer.bootstrap());
+    let two_partitions = ProduceRequest::default()
+        .with_acks(0)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(topic_name("t"))
+            .with_partition_data(vec![
+                PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(producer_batch(4711, "a"))),
+                PartitionProduceData::default()
+                    .with_index(1)
+                    .with_records(Some(producer_batch(4711, "b"))),
+            ])]);
+    client.send(&two_partitions, 9);
+    let mut other = produce("t", 0, 0, "plain");
+    other.topic_data[0].partition_data[0].records = Some(producer_batch(4712, "c"));
+    client.send(&other, 9);
+    client.send(&produce("t", 0, 0, "plain"), 9);
+    // Once the fake has read all three (and seen the connection close), the observer has noted
+    // them: it does so before forwarding.
+    drop(client);
+    server.join().unwrap();
+
+    let conns = observer.producing_connections();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    let expected: BTreeMap<i64, u64> = [(-1, 1), (4711, 2), (4712, 1)].into();
+    assert_eq!(conns[0].producers, expected, "{conns:?}");
+    assert_eq!(conns[0].upstream, addr);
+}
+
 #[test]
 fn api_versions_are_capped_to_what_the_observer_can_decode() {
     if bed::skip_without_testbed() {

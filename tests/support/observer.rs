@@ -29,12 +29,18 @@
 //! them: counted as `fetch_gaps`, which strict tests assert is zero. Counted there too: an
 //! answer whose batches all end before the offset asked for (an answer to some other request),
 //! and one whose batch leader epochs go down (no log looks like that).
+//!
+//! Put between fairlead and the brokers (fairlead bootstraps from it), it sees fairlead's own
+//! broker connections: for each one it keeps the producer ids of the Produce batches it carried
+//! ([`Observer::producing_connections`]), which is how a test sees whether two producers'
+//! batches ever shared a broker connection.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::{self, Display, Write as _};
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -90,6 +96,7 @@ impl Observer {
             routes: Mutex::default(),
             stats: Mutex::default(),
             started: std::time::Instant::now(),
+            next_connection: AtomicU64::new(0),
         });
         let bootstrap = shared.listen(upstreams)?;
         Ok(Observer {
@@ -208,6 +215,12 @@ impl Observer {
         self.shared.stats().timeline.iter().cloned().collect()
     }
 
+    /// Every connection that carried Produce batches, in the order they were accepted, with
+    /// the producer ids of its batches (-1: batches of a producer that is not idempotent).
+    pub fn producing_connections(&self) -> Vec<ProducingConnection> {
+        self.shared.stats().producing.values().cloned().collect()
+    }
+
     /// A human summary, for test failure messages.
     pub fn report(&self) -> String {
         let routes: BTreeMap<String, SocketAddr> = lock(&self.shared.routes)
@@ -279,6 +292,18 @@ impl Drop for Observer {
     }
 }
 
+/// One connection through the observer that carried Produce requests (see
+/// [`Observer::producing_connections`]).
+#[derive(Debug, Clone)]
+pub struct ProducingConnection {
+    /// Connections are numbered in the order the observer accepted them.
+    pub serial: u64,
+    /// The broker it went to.
+    pub upstream: String,
+    /// Producer id -> how many batches of that producer it carried.
+    pub producers: BTreeMap<i64, u64>,
+}
+
 /// One response that carried a non-zero error code (see [`Observer::error_timeline`]).
 #[derive(Debug, Clone)]
 pub struct ErrorEvent {
@@ -342,6 +367,8 @@ struct Shared {
     stats: Mutex<Stats>,
     /// For the times in coordinator samples.
     started: std::time::Instant,
+    /// The serial of the next connection accepted.
+    next_connection: AtomicU64,
 }
 
 #[derive(Default)]
@@ -367,6 +394,9 @@ struct Stats {
     fetch_gap_samples: VecDeque<String>,
     /// Responses with a non-zero error code, in order (bounded, see `error_timeline`).
     timeline: VecDeque<ErrorEvent>,
+    /// Connections that carried Produce batches, by serial (one entry per connection: tests
+    /// make few).
+    producing: BTreeMap<u64, ProducingConnection>,
 }
 
 /// A request waiting for its response: its API, version and, for a Fetch, the offset asked for
@@ -611,6 +641,35 @@ impl Shared {
             Err(reason) => {
                 self.record_undecodable(key, format!("{} v{version}: {reason}", api_name(key)));
                 frame
+            }
+        }
+    }
+
+    /// Notes the producer ids of a Produce request's batches against its connection (an
+    /// undecodable request is left to the response side, which counts it).
+    fn record_producers(&self, serial: u64, upstream: &str, frame: &Bytes, version: i16) {
+        let mut buf = frame.clone();
+        let Ok(request) = decode_request_header_from_buffer(&mut buf)
+            .and_then(|_| messages::ProduceRequest::decode(&mut buf, version))
+        else {
+            return;
+        };
+        let mut stats = self.stats();
+        let conn = stats
+            .producing
+            .entry(serial)
+            .or_insert_with(|| ProducingConnection {
+                serial,
+                upstream: upstream.to_owned(),
+                producers: BTreeMap::new(),
+            });
+        for t in &request.topic_data {
+            for p in &t.partition_data {
+                for b in p.records.as_deref().map(batch_headers).unwrap_or_default() {
+                    if let Some(id) = b.producer_id {
+                        *conn.producers.entry(id).or_default() += 1;
+                    }
+                }
             }
         }
     }
@@ -1242,6 +1301,7 @@ async fn proxy(client: TcpStream, upstreams: Vec<Upstream>, shared: Arc<Shared>)
         Ok(addr) => addr.to_string(),
         Err(_) => "?".to_owned(),
     };
+    let serial = shared.next_connection.fetch_add(1, Ordering::Relaxed);
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     // correlation id -> (api key, api version) of requests still waiting for their response.
@@ -1250,7 +1310,7 @@ async fn proxy(client: TcpStream, upstreams: Vec<Upstream>, shared: Arc<Shared>)
     let (upstream_read, upstream_write) = upstream.into_split();
     // Whichever side ends first (close, error, oversized frame) ends both: the sockets drop here.
     tokio::select! {
-        _ = forward_requests(client_read, upstream_write, &in_flight) => {}
+        _ = forward_requests(client_read, upstream_write, &in_flight, &shared, (serial, &label)) => {}
         _ = forward_responses(upstream_read, client_write, &in_flight, &shared, &label) => {
             let unanswered = !lock(&in_flight).is_empty();
             let mut stats = shared.stats();
@@ -1264,6 +1324,8 @@ async fn forward_requests(
     mut from: impl AsyncRead + Unpin,
     mut to: impl AsyncWrite + Unpin,
     in_flight: &Mutex<HashMap<i32, Pending>>,
+    shared: &Shared,
+    (serial, upstream): (u64, &str),
 ) -> io::Result<()> {
     while let Some(frame) = read_frame(&mut from).await? {
         if frame.len() < 8 {
@@ -1272,6 +1334,9 @@ async fn forward_requests(
         let key = i16::from_be_bytes([frame[0], frame[1]]);
         let version = i16::from_be_bytes([frame[2], frame[3]]);
         let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+        if key == ApiKey::Produce as i16 {
+            shared.record_producers(serial, upstream, &frame, version);
+        }
         if expects_response(key, version, &frame) {
             let fetch_offsets = (key == ApiKey::Fetch as i16)
                 .then(|| fetch_offsets(&frame, version))
@@ -1364,6 +1429,7 @@ struct BatchHeader {
     /// base + last offset delta, when the header is complete enough to say.
     last: Option<i64>,
     epoch: Option<i32>,
+    producer_id: Option<i64>,
 }
 
 fn batch_headers(records: &[u8]) -> Vec<BatchHeader> {
@@ -1380,12 +1446,13 @@ fn batch_headers(records: &[u8]) -> Vec<BatchHeader> {
     let mut out = Vec::new();
     let mut at = 0usize;
     // base offset (8), length (4), partition leader epoch (4), magic (1), crc (4),
-    // attributes (2), last offset delta (4)
+    // attributes (2), last offset delta (4), base timestamp (8), max timestamp (8), producer id
     while let (Some(base), Some(length)) = (be_i64(at), be_i32(at + 8)) {
         out.push(BatchHeader {
             base,
             last: be_i32(at + 23).map(|d| base + i64::from(d)),
             epoch: be_i32(at + 12),
+            producer_id: be_i64(at + 43),
         });
         if length <= 0 {
             break;

@@ -287,6 +287,10 @@ final class ProduceCmd {
         m.put("record_send_total", Util.metric(metrics, "producer-metrics", "record-send-total"));
         m.put("record_retry_total", Util.metric(metrics, "producer-metrics", "record-retry-total"));
         m.put("record_error_total", Util.metric(metrics, "producer-metrics", "record-error-total"));
+        // Produce round trips (ms), as the client measured them: windowed by the client (two samples
+        // of 30 s), so they cover the last minute of a run.
+        m.put("request_latency_avg", Util.metric(metrics, "producer-metrics", "request-latency-avg"));
+        m.put("request_latency_max", Util.metric(metrics, "producer-metrics", "request-latency-max"));
         m.put("elapsed_ms", 0L);
         m.put("client_version", Util.clientVersion());
         m.put("partitions", partitions);
