@@ -196,7 +196,9 @@ def parse_metadata_v12(payload):
             leader = r.take(">i")
             r.take(">i")  # epoch
             for _ in range(3):  # replicas, isr, offline
-                r.o += 4 * (r.uvarint() - 1)
+                # Read the length first: `r.o += f()` loads r.o before f advances it.
+                count = r.uvarint() - 1
+                r.o += 4 * count
             r.skip_tags()
             leaders[idx] = leader
         r.take(">i")  # topic authorized operations
