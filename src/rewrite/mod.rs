@@ -12,11 +12,12 @@
 
 pub mod api_versions;
 pub mod brokers;
+pub mod metadata;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, DescribeClusterResponse, FindCoordinatorRequest, FindCoordinatorResponse,
-    MetadataResponse, ShareAcknowledgeResponse, ShareFetchResponse,
+    ShareAcknowledgeResponse, ShareFetchResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use tracing::debug;
@@ -25,7 +26,19 @@ use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::codec::message::{decode_body, decode_response, encode_response, MessageError};
 use crate::leadership::coordinators::{CoordinatorKey, KeyType};
-use crate::metrics;
+
+/// Why a response could not be rewritten (it is then not relayed: see `router::forward`).
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// A Metadata answer refused by the walk that rewrites it ([`metadata`]).
+    #[error("Metadata v{version}: {source}")]
+    Metadata {
+        version: i16,
+        source: metadata::Malformed,
+    },
+}
 
 /// A FindCoordinator answer names the coordinator of each key the request asked about (v0-3:
 /// one key, named only in the request; v4+: each key named in the answer).
@@ -81,7 +94,7 @@ pub fn response(
     hdr: &RequestHeader,
     request: &Bytes,
     frame: Bytes,
-) -> Result<Bytes, MessageError> {
+) -> Result<Bytes, RewriteError> {
     let Some(key) = hdr.known.filter(|k| inspects(Some(*k))) else {
         return Ok(frame);
     };
@@ -89,28 +102,16 @@ pub fn response(
     let corr = hdr.correlation_id;
     match key {
         ApiKey::Metadata => {
-            let mut r: MetadataResponse = decode_response(&frame, key, v)?;
-            // Learned first: fairlead routes by the brokers' own answer, and a broker it
-            // hears of here gets its port before the client hears of it.
-            cluster.learn_metadata(&r);
-            brokers::metadata(&cluster.advertised(), &mut r);
-            for t in &r.topics {
-                if t.error_code != 0 {
-                    metrics::passed_through(key as i16, t.error_code);
-                }
-                for p in &t.partitions {
-                    if p.error_code != 0 {
-                        metrics::passed_through(key as i16, p.error_code);
-                    }
-                }
-            }
-            encode_response(&r, key, v, corr)
+            // Every topic of an answer is learned, for now: which topics fairlead tracks is
+            // being changed (issue 20, part 1), and this predicate with it.
+            let want = |_: &str| true;
+            metadata::rewrite(cluster, &frame, v, corr, want)
         }
         ApiKey::FindCoordinator => {
             let mut r: FindCoordinatorResponse = decode_response(&frame, key, v)?;
             learn_coordinators(cluster, hdr, request, &r);
             brokers::find_coordinator(&cluster.advertised(), v, &mut r);
-            encode_response(&r, key, v, corr)
+            Ok(encode_response(&r, key, v, corr)?)
         }
         ApiKey::DescribeCluster => {
             let mut r: DescribeClusterResponse = decode_response(&frame, key, v)?;
@@ -121,16 +122,16 @@ pub fn response(
                 debug!("DescribeCluster for controllers passed through unchanged");
                 return Ok(frame);
             }
-            encode_response(&r, key, v, corr)
+            Ok(encode_response(&r, key, v, corr)?)
         }
-        ApiKey::ApiVersions => api_versions::cap(&frame, v, corr),
+        ApiKey::ApiVersions => Ok(api_versions::cap(&frame, v, corr)?),
         ApiKey::ShareFetch => {
             let mut r: ShareFetchResponse = decode_response(&frame, key, v)?;
             if r.node_endpoints.is_empty() {
                 return Ok(frame);
             }
             cluster.rewrite_endpoints(&mut r.node_endpoints);
-            encode_response(&r, key, v, corr)
+            Ok(encode_response(&r, key, v, corr)?)
         }
         ApiKey::ShareAcknowledge => {
             let mut r: ShareAcknowledgeResponse = decode_response(&frame, key, v)?;
@@ -138,7 +139,7 @@ pub fn response(
                 return Ok(frame);
             }
             cluster.rewrite_endpoints(&mut r.node_endpoints);
-            encode_response(&r, key, v, corr)
+            Ok(encode_response(&r, key, v, corr)?)
         }
         _ => Ok(frame),
     }
