@@ -322,6 +322,9 @@ pub fn walk(
         learned.brokers.push(c.broker(frame, v)?);
     }
     let brokers_span = start..c.at;
+    // The splice writes the brokers array anew, as the decoding path does: how the broker
+    // wrote it does not matter.
+    c.canonical = true;
 
     if v >= 2 {
         c.string("cluster_id", true)?;

@@ -481,12 +481,35 @@ fn a_frame_not_in_canonical_form_is_not_spliced() {
         assert!(by_decoding(&frame, 12, 7, &a).is_ok(), "{what}");
     }
     // In order, the same tags are spliced as they came.
-    let frame = with(&f, PARTITION_TAGS_AT, 1, &[2, 3, 1, 0xaa, 5, 0]);
-    let w = walk_all(&frame, 12).unwrap();
+    let in_order = with(&f, PARTITION_TAGS_AT, 1, &[2, 3, 1, 0xaa, 5, 0]);
+    let w = walk_all(&in_order, 12).unwrap();
     assert_eq!(
         splice(&w, &a, 7),
-        Some(by_decoding(&frame, 12, 7, &a).unwrap())
+        Some(by_decoding(&in_order, 12, 7, &a).unwrap())
     );
+
+    // The brokers array is written anew either way: how the broker wrote it does not matter.
+    let mut r = decoded(&f, 12);
+    r.brokers = vec![MetadataResponseBroker::default()
+        .with_node_id(BrokerId(1))
+        .with_host("k".into())];
+    let f = frame(&r, 12);
+    let host_at = BROKERS_AT + 1 + 4;
+    assert_eq!(&f[host_at..host_at + 2], &[2, b'k']);
+    for (what, frame) in [
+        (
+            "a host length longer than needed",
+            with(&f, host_at, 1, &[0x82, 0x00]),
+        ),
+        (
+            "broker tags out of order",
+            with(&f, host_at + 2 + 4 + 1, 1, &[2, 5, 0, 3, 1, 0xbb]),
+        ),
+    ] {
+        let w = walk_all(&frame, 12).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let out = splice(&w, &a, 7).unwrap_or_else(|| panic!("{what}: not spliced"));
+        assert_eq!(out, by_decoding(&frame, 12, 7, &a).unwrap(), "{what}");
+    }
 }
 
 /// The header's tagged fields are not the client's business: both paths drop them.
