@@ -444,8 +444,13 @@ pub fn absorbed(api_key: i16, code: i16) {
 }
 
 pub fn passed_through(api_key: i16, code: i16) {
+    passed_through_times(api_key, code, 1);
+}
+
+/// `code` passed to a client `n` times (one answer naming it for many partitions).
+pub fn passed_through_times(api_key: i16, code: i16, n: u64) {
     counter!(ERRORS_PASSED_THROUGH, "api" => api_name(api_key), "code" => code.to_string())
-        .increment(1);
+        .increment(n);
 }
 
 pub fn rerouted(api_key: i16, n: usize) {

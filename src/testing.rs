@@ -40,6 +40,13 @@ pub mod api_versions {
     pub use crate::rewrite::api_versions::{cap, inspected, is_inspected, max_supported};
 }
 
+/// Metadata answers rewritten by walking and splicing them (`rewrite::metadata`).
+pub mod metadata {
+    pub use crate::rewrite::metadata::{
+        by_decoding, rewrite_decoded, splice, walk, Malformed, Walk,
+    };
+}
+
 /// A passthrough client's OAUTHBEARER token, read from its initial response (`security::oauth`).
 pub mod oauth {
     pub use crate::security::oauth::{parse_initial_response, ClientToken, SUB_CLAIM};

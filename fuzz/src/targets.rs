@@ -18,9 +18,9 @@ use tokio::io::{AsyncRead, ReadBuf};
 use fairlead::config::Config;
 use fairlead::testing::{
     api_versions, decode_body, decode_response, encode_request_with_header, encode_response,
-    expects_response, parse_request, rewrite_response, safe_to_resend, Cluster, DeleteRecords,
-    Fetch, FrameReader, ListOffsets, OffsetsForLeaderEpoch, Produce, RequestHeader, RoutedApi,
-    TopicRef,
+    expects_response, metadata, parse_request, rewrite_response, safe_to_resend, Cluster,
+    DeleteRecords, Fetch, FrameReader, ListOffsets, OffsetsForLeaderEpoch, Produce, RequestHeader,
+    RoutedApi, TopicRef,
 };
 
 /// Largest frame the `frame` target's reader accepts (the real default is 100 MiB; small keeps
@@ -275,7 +275,10 @@ pub fn rewrite(data: &[u8]) {
         body_offset: None,
     };
     let cluster = cluster();
-    let _ = rewrite_response(&cluster, &hdr, &Bytes::new(), frame.clone());
+    let got = rewrite_response(&cluster, &hdr, &Bytes::new(), frame.clone());
+    if key == ApiKey::Metadata {
+        metadata_paths_agree(&frame, v, got.as_ref().map_err(|e| e.to_string()));
+    }
     if key == ApiKey::ApiVersions {
         cap_keeps_its_promises(&frame, v);
     }
@@ -320,6 +323,22 @@ pub fn cap_keeps_its_promises(frame: &Bytes, v: i16) {
         }
     }
     assert!(kept.next().is_none(), "cap invented an API");
+}
+
+/// A Metadata answer through `rewrite_response` (walked, learned from, spliced: fairlead's
+/// `rewrite::metadata`) comes out as the decoding path makes it (decoded, learned from by a
+/// cluster of its own, rewritten, encoded), and is refused where the decoding path refuses it.
+fn metadata_paths_agree(frame: &Bytes, v: i16, spliced: Result<&Bytes, String>) {
+    let fresh = cluster();
+    let decoding = decode_response::<MetadataResponse>(frame, ApiKey::Metadata, v).and_then(|r| {
+        fresh.learn_metadata(&r, &|_| true);
+        metadata::rewrite_decoded(r, v, 7, &fresh.advertised())
+    });
+    match (spliced, decoding) {
+        (Ok(a), Ok(b)) => assert_eq!(a, &b, "the splice and the decoding path give other bytes"),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("the paths disagree: rewrite_response {a:?}, decoding {b:?}"),
+    }
 }
 
 /// Metadata responses make fairlead bind a port for every broker they name (`learn_metadata`

@@ -12,13 +12,14 @@
 
 pub mod api_versions;
 pub mod brokers;
+pub mod metadata;
 
 use std::collections::HashSet;
 
 use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, DescribeClusterResponse, FindCoordinatorRequest, FindCoordinatorResponse,
-    MetadataRequest, MetadataResponse, ShareAcknowledgeResponse, ShareFetchResponse,
+    MetadataRequest, ShareAcknowledgeResponse, ShareFetchResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use tracing::debug;
@@ -27,7 +28,19 @@ use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::codec::message::{decode_body, decode_response, encode_response, MessageError};
 use crate::leadership::coordinators::{CoordinatorKey, KeyType};
-use crate::metrics;
+
+/// Why a response could not be rewritten (it is then not relayed: see `router::forward`).
+#[derive(Debug, thiserror::Error)]
+pub enum RewriteError {
+    #[error(transparent)]
+    Message(#[from] MessageError),
+    /// A Metadata answer refused by the walk that rewrites it ([`metadata`]).
+    #[error("Metadata v{version}: {source}")]
+    Metadata {
+        version: i16,
+        source: metadata::Malformed,
+    },
+}
 
 /// A FindCoordinator answer names the coordinator of each key the request asked about (v0-3:
 /// one key, named only in the request; v4+: each key named in the answer).
@@ -97,7 +110,7 @@ pub fn response(
     hdr: &RequestHeader,
     request: &Bytes,
     frame: Bytes,
-) -> Result<Bytes, MessageError> {
+) -> Result<Bytes, RewriteError> {
     let Some(key) = hdr.known.filter(|k| inspects(Some(*k))) else {
         return Ok(frame);
     };
@@ -105,29 +118,18 @@ pub fn response(
     let corr = hdr.correlation_id;
     match key {
         ApiKey::Metadata => {
-            let mut r: MetadataResponse = decode_response(&frame, key, v)?;
-            // Learned first: fairlead routes by the brokers' own answer, and a broker it
-            // hears of here gets its port before the client hears of it.
+            // Learned from: the topics fairlead tracks (or wants), and those this client
+            // asked for by name (an answer for every topic does not make fairlead track them).
             let asked = asked_topics(hdr, request);
-            cluster.learn_metadata(&r, &|t| asked.contains(t));
-            brokers::metadata(&cluster.advertised(), &mut r);
-            for t in &r.topics {
-                if t.error_code != 0 {
-                    metrics::passed_through(key as i16, t.error_code);
-                }
-                for p in &t.partitions {
-                    if p.error_code != 0 {
-                        metrics::passed_through(key as i16, p.error_code);
-                    }
-                }
-            }
-            encode_response(&r, key, v, corr)
+            let learn_new = |t: &str| asked.contains(t);
+            let want = |t: &str| learn_new(t) || cluster.leadership.in_scope(t);
+            metadata::rewrite(cluster, &frame, v, corr, want, &learn_new)
         }
         ApiKey::FindCoordinator => {
             let mut r: FindCoordinatorResponse = decode_response(&frame, key, v)?;
             learn_coordinators(cluster, hdr, request, &r);
             brokers::find_coordinator(&cluster.advertised(), v, &mut r);
-            encode_response(&r, key, v, corr)
+            Ok(encode_response(&r, key, v, corr)?)
         }
         ApiKey::DescribeCluster => {
             let mut r: DescribeClusterResponse = decode_response(&frame, key, v)?;
@@ -138,16 +140,16 @@ pub fn response(
                 debug!("DescribeCluster for controllers passed through unchanged");
                 return Ok(frame);
             }
-            encode_response(&r, key, v, corr)
+            Ok(encode_response(&r, key, v, corr)?)
         }
-        ApiKey::ApiVersions => api_versions::cap(&frame, v, corr),
+        ApiKey::ApiVersions => Ok(api_versions::cap(&frame, v, corr)?),
         ApiKey::ShareFetch => {
             let mut r: ShareFetchResponse = decode_response(&frame, key, v)?;
             if r.node_endpoints.is_empty() {
                 return Ok(frame);
             }
             cluster.rewrite_endpoints(&mut r.node_endpoints);
-            encode_response(&r, key, v, corr)
+            Ok(encode_response(&r, key, v, corr)?)
         }
         ApiKey::ShareAcknowledge => {
             let mut r: ShareAcknowledgeResponse = decode_response(&frame, key, v)?;
@@ -155,7 +157,7 @@ pub fn response(
                 return Ok(frame);
             }
             cluster.rewrite_endpoints(&mut r.node_endpoints);
-            encode_response(&r, key, v, corr)
+            Ok(encode_response(&r, key, v, corr)?)
         }
         _ => Ok(frame),
     }

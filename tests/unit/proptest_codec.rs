@@ -10,6 +10,8 @@
 //! * ApiVersions `cap` never raises a maximum and never touches an API fairlead does not inspect.
 //! * A frame claiming a huge array is refused before decoding, without allocating; without the
 //!   guard the same frame aborts the process (shown in a child process under `ulimit -v`).
+//! * The Metadata walk (`rewrite::metadata`) allocates nothing per topic or partition it does
+//!   not learn, and refuses a huge partition count without allocating for it.
 //!
 //! Tests that may abort the process (a regression) run their body in a child process: the
 //! test binary re-runs itself with `FAIRLEAD_CHILD` naming the body, so an abort fails one test
@@ -44,6 +46,7 @@ use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Enc
 use proptest::prelude::*;
 use tokio::io::{AsyncRead, ReadBuf};
 
+use fairlead::testing::metadata;
 use fairlead::testing::sanity::{self, Direction, Implausible};
 use fairlead::testing::{
     api_versions, decode_body, decode_response, encode_response, parse_request, Fetch, FrameReader,
@@ -469,6 +472,7 @@ static ALLOCATOR: Counting = Counting;
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
     static COUNT: Cell<u64> = const { Cell::new(0) };
+    static BYTES: Cell<u64> = const { Cell::new(0) };
 }
 
 unsafe impl GlobalAlloc for Counting {
@@ -477,6 +481,7 @@ unsafe impl GlobalAlloc for Counting {
         let _ = COUNTING.try_with(|c| {
             if c.get() {
                 let _ = COUNT.try_with(|n| n.set(n.get() + 1));
+                let _ = BYTES.try_with(|n| n.set(n.get() + layout.size() as u64));
             }
         });
         System.alloc(layout)
@@ -488,6 +493,7 @@ unsafe impl GlobalAlloc for Counting {
 
 fn allocations_during<R>(f: impl FnOnce() -> R) -> (R, u64) {
     COUNT.with(|n| n.set(0));
+    BYTES.with(|n| n.set(0));
     COUNTING.with(|c| c.set(true));
     let r = f();
     COUNTING.with(|c| c.set(false));
@@ -539,6 +545,94 @@ fn a_genuine_frame_is_walked_without_allocating() {
         allocations_during(|| sanity::check(&body, ApiKey::Produce, 3, Direction::Request));
     assert_eq!(got, Ok(()));
     assert_eq!(allocations, 0);
+}
+
+/// A Metadata v12 answer of 3 brokers and `topics` topics of 10 partitions, RF 3.
+fn metadata_frame(topics: usize) -> Bytes {
+    use kafka_protocol::messages::metadata_response::{
+        MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+    };
+    use kafka_protocol::messages::MetadataResponse;
+    let r = MetadataResponse::default()
+        .with_brokers(
+            (1..=3)
+                .map(|n| {
+                    MetadataResponseBroker::default()
+                        .with_node_id(BrokerId(n))
+                        .with_host(StrBytes::from_string(format!("kafka-{n}")))
+                        .with_port(9092)
+                })
+                .collect(),
+        )
+        .with_controller_id(BrokerId(1))
+        .with_topics(
+            (0..topics)
+                .map(|t| {
+                    MetadataResponseTopic::default()
+                        .with_name(Some(StrBytes::from_string(format!("t{t}")).into()))
+                        .with_partitions(
+                            (0..10)
+                                .map(|p| {
+                                    let r: Vec<BrokerId> =
+                                        (0..3).map(|i| BrokerId((p + i) % 3 + 1)).collect();
+                                    MetadataResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_leader_id(r[0])
+                                        .with_isr_nodes(r.clone())
+                                        .with_replica_nodes(r)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+    encode_response(&r, ApiKey::Metadata, 12, 7).unwrap()
+}
+
+/// The Metadata walk (`rewrite::metadata`) allocates for the brokers and its own few sets, never
+/// per topic or partition: 10,000 partitions cost what 10 do.
+#[test]
+fn a_metadata_answer_is_walked_without_allocating_per_partition() {
+    let (small, big) = (metadata_frame(1), metadata_frame(1000));
+    let (w, few) = allocations_during(|| metadata::walk(&small, 12, |_| false));
+    assert!(w.is_ok());
+    let (w, many) = allocations_during(|| metadata::walk(&big, 12, |_| false));
+    assert!(w.is_ok());
+    assert_eq!(few, many, "allocations for 10 and 10,000 partitions");
+    // What the counter sees once topics are decoded: it counts.
+    let (_, learning) = allocations_during(|| metadata::walk(&big, 12, |_| true));
+    assert!(learning > 10_000, "{learning}");
+}
+
+proptest! {
+    /// A partition count raised past the bytes that follow is refused without allocating for it
+    /// (a few small allocations for the brokers read before it).
+    #[test]
+    fn a_huge_metadata_partition_count_is_refused_without_allocating(count in 1000u32..) {
+        let f = metadata_frame(1);
+        // v12: header 9, throttle 4, brokers, cluster_id 1, controller 4, topics 1, then the
+        // topic: error 2, name "t0" 3, id 16, is_internal 1, and the partition count.
+        let brokers = metadata::walk(&f, 12, |_| false).unwrap().learned.brokers.len();
+        assert_eq!(brokers, 3);
+        let at = f.windows(3).position(|w| w == [3, b't', b'0']).unwrap() + 3 + 16 + 1;
+        assert_eq!(f[at], 11, "10 partitions, compact");
+        let mut count_bytes = Vec::new();
+        let mut c = count;
+        while c >= 0x80 {
+            count_bytes.push(c as u8 | 0x80);
+            c >>= 7;
+        }
+        count_bytes.push(c as u8);
+        let damaged = Bytes::from([&f[..at], &count_bytes[..], &f[at + 1..]].concat());
+        let (got, allocations) = allocations_during(|| metadata::walk(&damaged, 12, |_| false));
+        prop_assert!(
+            matches!(got, Err(metadata::Malformed::TooLong { field: "partitions", .. })),
+            "{:?}",
+            got.map(|_| ())
+        );
+        let bytes = BYTES.with(Cell::get);
+        prop_assert!(allocations < 10 && bytes < 4096, "{} allocations, {} bytes", allocations, bytes);
+    }
 }
 
 /// Runs the test named `child` in a child process of this test binary, with its address space
