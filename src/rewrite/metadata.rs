@@ -136,13 +136,24 @@ impl Default for Nodes {
 }
 
 impl Nodes {
+    #[inline]
     fn insert(&mut self, id: i32) {
         match usize::try_from(id) {
-            Ok(i) if i < 64 * 64 => self.low[i / 64] |= 1 << (i % 64),
-            _ => {
-                self.high.insert(id);
+            Ok(i) if i < 64 * 64 => {
+                // Set only when not set yet: the leaders repeat, and a store on every partition
+                // would make each partition wait for the last one's.
+                let (word, bit) = (i / 64, 1 << (i % 64));
+                if self.low[word] & bit == 0 {
+                    self.low[word] |= bit;
+                }
             }
+            _ => self.insert_high(id),
         }
+    }
+
+    #[inline(never)]
+    fn insert_high(&mut self, id: i32) {
+        self.high.insert(id);
     }
 
     fn all(&self, f: impl FnMut(i32) -> bool) -> bool {
@@ -320,7 +331,9 @@ pub fn walk(
     // Bounded by the frame: a broker takes at least `min_broker` bytes of it.
     learned.brokers.reserve_exact(n);
     for _ in 0..n {
-        learned.brokers.push(c.broker(frame, v)?);
+        let (broker, after) = c.broker(frame, v)?;
+        learned.brokers.push(broker);
+        c = after;
     }
     let brokers_span = start..c.at;
     // The splice writes the brokers array anew, as the decoding path does: how the broker
@@ -341,6 +354,8 @@ pub fn walk(
 
     let mut leaders = Nodes::default();
     let mut errors = BTreeMap::new();
+    // The last partition's layout: the next one most likely has the same (see `Shape`).
+    let mut shape: Option<Shape> = None;
     let topics = c.count("topics", min_topic(v))?;
     for _ in 0..topics {
         let start = c.at;
@@ -359,26 +374,38 @@ pub fn walk(
         }
         let partitions = c.count("partitions", min_partition(v))?;
         for _ in 0..partitions {
-            let code = c.i16("error_code")?;
+            let start = c.at;
+            let known = shape.filter(|s| s.fits(c.b, start));
+            // error_code, partition_index, leader_id (and leader_epoch from v7), checked at once.
+            let (code, leader) = if v >= 7 {
+                let [e0, e1, _, _, _, _, l0, l1, l2, l3, _, _, _, _] = c.bytes("partition")?;
+                ([e0, e1], [l0, l1, l2, l3])
+            } else {
+                let [e0, e1, _, _, _, _, l0, l1, l2, l3] = c.bytes("partition")?;
+                ([e0, e1], [l0, l1, l2, l3])
+            };
+            let (code, leader) = (i16::from_be_bytes(code), i32::from_be_bytes(leader));
             if code != 0 {
                 *errors.entry(code).or_insert(0) += 1;
             }
-            c.skip(4, "partition_index")?;
-            let leader = c.i32("leader_id")?;
             if leader >= 0 {
                 leaders.insert(leader);
             }
-            if v >= 7 {
-                c.skip(4, "leader_epoch")?;
+            if let Some(s) = known {
+                c.at = start + s.size;
+                continue;
             }
-            c.int32s("replica_nodes")?;
-            c.int32s("isr_nodes")?;
-            if v >= 5 {
-                c.int32s("offline_replicas")?;
-            }
+            let replicas = c.int32s("replica_nodes")?;
+            let isr = c.int32s("isr_nodes")?;
+            let offline = if v >= 5 {
+                c.int32s("offline_replicas")?
+            } else {
+                0
+            };
             if flexible {
                 c.tagged()?;
             }
+            shape = Shape::new(v, [replicas, isr, offline]).filter(|s| s.size == c.at - start);
         }
         if v >= 8 {
             c.skip(4, "topic_authorized_operations")?;
@@ -448,6 +475,65 @@ fn decode_topic(
     }
 }
 
+/// Where a partition's array lengths are and what they say, for partitions whose replica, ISR
+/// and offline replica counts are given, and its size: the partitions of an answer mostly share
+/// one layout (one replication factor, every replica in sync). A partition is checked against
+/// the last one's layout first: then its end is known before its lengths are read, so the walk
+/// does not wait on each length in turn (measured: ~40% of the walk).
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// Offset in the partition and expected value of each array length (compact: N+1 in one
+    /// byte; else N as an INT32).
+    lens: [(usize, u32); 3],
+    arrays: usize,
+    flexible: bool,
+    size: usize,
+}
+
+impl Shape {
+    fn new(v: i16, counts: [usize; 3]) -> Option<Shape> {
+        let flexible = v >= FLEXIBLE;
+        let arrays = if v >= 5 { 3 } else { 2 };
+        let mut at = if v >= 7 { 14 } else { 10 };
+        let mut lens = [(0, 0); 3];
+        for (len, n) in lens.iter_mut().zip(counts).take(arrays) {
+            let encoded = if flexible {
+                // Lengths of one byte only: longer varints may be written more ways than one.
+                u32::try_from(n + 1).ok().filter(|e| *e < 0x80)?
+            } else {
+                u32::try_from(n).ok()?
+            };
+            *len = (at, encoded);
+            at += if flexible { 1 } else { 4 } + 4 * n;
+        }
+        if flexible {
+            at += 1; // no tagged fields
+        }
+        Some(Shape {
+            lens,
+            arrays,
+            flexible,
+            size: at,
+        })
+    }
+
+    /// Whether the partition at `at` of `b` has this layout: every byte of it in the frame,
+    /// each length as expected, no tagged fields. What the full reading of it would find.
+    #[inline]
+    fn fits(&self, b: &[u8], at: usize) -> bool {
+        let Some(p) = b.get(at..at + self.size) else {
+            return false;
+        };
+        let lens = &self.lens[..self.arrays];
+        if self.flexible {
+            lens.iter().all(|&(off, n)| u32::from(p[off]) == n) && p[self.size - 1] == 0
+        } else {
+            lens.iter()
+                .all(|&(off, n)| p[off..off + 4] == n.to_be_bytes())
+        }
+    }
+}
+
 /// The fewest bytes an element can take: array counts are checked against them, so a count
 /// the frame cannot hold is refused before anything is reserved for it.
 fn min_broker(v: i16) -> usize {
@@ -471,6 +557,7 @@ fn min_partition(v: i16) -> usize {
 }
 
 /// Reads a frame in place. Every read checks the bytes left; `at` never passes the end.
+#[derive(Clone, Copy)]
 struct Cursor<'a> {
     b: &'a [u8],
     at: usize,
@@ -481,10 +568,12 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline]
     fn left(&self) -> usize {
         self.b.len() - self.at
     }
 
+    #[inline]
     fn bytes<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], Malformed> {
         let Some(bytes) = self.b[self.at..].first_chunk::<N>() else {
             return Err(Malformed::Truncated { field, at: self.at });
@@ -493,14 +582,17 @@ impl<'a> Cursor<'a> {
         Ok(*bytes)
     }
 
+    #[inline]
     fn i16(&mut self, field: &'static str) -> Result<i16, Malformed> {
         self.bytes(field).map(i16::from_be_bytes)
     }
 
+    #[inline]
     fn i32(&mut self, field: &'static str) -> Result<i32, Malformed> {
         self.bytes(field).map(i32::from_be_bytes)
     }
 
+    #[inline]
     fn skip(&mut self, n: usize, field: &'static str) -> Result<(), Malformed> {
         if n > self.left() {
             return Err(Malformed::Truncated { field, at: self.at });
@@ -511,27 +603,43 @@ impl<'a> Cursor<'a> {
 
     /// An unsigned varint read as kafka-protocol reads it: at most five bytes, the bits beyond
     /// 32 dropped. Not canonical unless it is the shortest encoding of its value.
+    #[inline]
     fn uvarint(&mut self, field: &'static str) -> Result<u32, Malformed> {
+        match self.b.get(self.at) {
+            Some(&b) if b < 0x80 => {
+                self.at += 1;
+                Ok(u32::from(b))
+            }
+            _ => {
+                let (value, after) = self.long_uvarint(field)?;
+                *self = after;
+                Ok(value)
+            }
+        }
+    }
+
+    /// The slow paths take the cursor by value and give it back, so that the hot loop's cursor
+    /// never has its address taken and stays in registers (measured: a third of the walk).
+    #[inline(never)]
+    fn long_uvarint(mut self, field: &'static str) -> Result<(u32, Cursor<'a>), Malformed> {
         let start = self.at;
         let mut value: u32 = 0;
         for i in 0..5 {
             let [b] = self.bytes(field)?;
             value |= u32::from(b & 0x7f) << (i * 7);
             if b < 0x80 {
-                if i == 0 {
-                    return Ok(value);
-                }
                 break;
             }
         }
         let read = self.at - start;
         // A fifth byte carries 4 bits; more (or a continuation bit) is lost on reading.
         self.canonical &= read == uvarint_len(value) && (read < 5 || self.b[self.at - 1] <= 0x0f);
-        Ok(value)
+        Ok((value, self))
     }
 
     /// A length prefix: compact (N+1, 0 = null) when flexible, else INT16 for strings and
     /// INT32 for arrays (-1 = null). `None` for null.
+    #[inline]
     fn length(&mut self, field: &'static str, wide: bool) -> Result<Option<usize>, Malformed> {
         let at = self.at;
         let n: i64 = if self.flexible {
@@ -549,6 +657,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A string, checked to be UTF-8 (as kafka-protocol checks it). `None` for null.
+    #[inline]
     fn string(
         &mut self,
         field: &'static str,
@@ -572,31 +681,44 @@ impl<'a> Cursor<'a> {
     }
 
     /// A non-nullable array's element count, each element taking at least `min` bytes.
+    #[inline]
     fn count(&mut self, field: &'static str, min: usize) -> Result<usize, Malformed> {
         let at = self.at;
         let n = self
             .length(field, true)?
             .ok_or(Malformed::Null { field, at })?;
-        if n > self.left() / min {
+        if n.saturating_mul(min) > self.left() {
             return Err(self.too_long(field, at, n));
         }
         Ok(n)
     }
 
-    /// An int32 array, skipped.
-    fn int32s(&mut self, field: &'static str) -> Result<(), Malformed> {
+    /// An int32 array, skipped; its length.
+    #[inline]
+    fn int32s(&mut self, field: &'static str) -> Result<usize, Malformed> {
         let n = self.count(field, 4)?;
         self.at += n * 4;
-        Ok(())
+        Ok(n)
     }
 
     /// A tagged field section: Metadata answers define no tagged fields, so all are skipped.
+    #[inline]
     fn tagged(&mut self) -> Result<(), Malformed> {
+        if self.b.get(self.at) == Some(&0) {
+            self.at += 1;
+            return Ok(());
+        }
+        *self = self.tagged_fields()?;
+        Ok(())
+    }
+
+    #[inline(never)]
+    fn tagged_fields(mut self) -> Result<Cursor<'a>, Malformed> {
         const FIELD: &str = "tagged fields";
         let at = self.at;
         let n = self.uvarint(FIELD)? as usize;
         if n == 0 {
-            return Ok(());
+            return Ok(self);
         }
         // A tagged field takes at least two bytes (tag, size).
         if n > self.left() / 2 {
@@ -620,7 +742,7 @@ impl<'a> Cursor<'a> {
             }
             self.at += size;
         }
-        Ok(())
+        Ok(self)
     }
 
     fn too_long(&self, field: &'static str, at: usize, len: usize) -> Malformed {
@@ -633,8 +755,12 @@ impl<'a> Cursor<'a> {
     }
 
     /// One broker, read into the struct kafka-protocol would decode (strings and tagged fields
-    /// as slices of `frame`).
-    fn broker(&mut self, frame: &Bytes, v: i16) -> Result<MetadataResponseBroker, Malformed> {
+    /// as slices of `frame`). By value, as the slow paths above.
+    fn broker(
+        mut self,
+        frame: &Bytes,
+        v: i16,
+    ) -> Result<(MetadataResponseBroker, Cursor<'a>), Malformed> {
         let node_id = self.i32("node_id")?;
         let host = self.str_bytes(frame, "host", false)?.unwrap_or_default();
         let port = self.i32("port")?;
@@ -667,7 +793,7 @@ impl<'a> Cursor<'a> {
                 t.at += size;
             }
         }
-        Ok(b)
+        Ok((b, self))
     }
 
     fn str_bytes(

@@ -51,8 +51,11 @@ fn tags() -> impl Strategy<Value = BTreeMap<i32, Bytes>> {
     ]
 }
 
-fn ids(max: usize) -> impl Strategy<Value = Vec<BrokerId>> {
-    vec((-1..NODES).prop_map(BrokerId), 0..max)
+/// Broker id lists, mostly of length `usual` (partitions of one layout, which the walk reads
+/// by a faster path: `Shape`), else of any length below `max`.
+fn ids(usual: usize, max: usize) -> impl Strategy<Value = Vec<BrokerId>> {
+    let id = (-1..NODES).prop_map(BrokerId);
+    prop_oneof![2 => vec(id.clone(), usual), 1 => vec(id, 0..max)]
 }
 
 fn partition() -> impl Strategy<Value = MetadataResponsePartition> {
@@ -61,9 +64,9 @@ fn partition() -> impl Strategy<Value = MetadataResponsePartition> {
         0..1000i32,
         -1..NODES,
         any::<i32>(),
-        ids(4),
-        ids(4),
-        ids(2),
+        ids(3, 5),
+        ids(3, 5),
+        ids(0, 2),
         tags(),
     )
         .prop_map(|(e, i, leader, epoch, replicas, isr, offline, tags)| {
@@ -91,7 +94,7 @@ fn topic(v: i16) -> impl Strategy<Value = MetadataResponseTopic> {
         name,
         any::<u128>(),
         any::<bool>(),
-        vec(partition(), 0..5),
+        vec(partition(), 0..8),
         any::<i32>(),
         tags(),
     )
