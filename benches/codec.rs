@@ -804,7 +804,7 @@ fn metadata(c: &mut Criterion<ThreadCpu>) {
         both(&mut g, case, frame.len(), 1, |b| {
             b.iter(|| {
                 let w = metadata::walk(black_box(frame), 12, |_| false).expect("walks");
-                cluster.learn_metadata(&w.learned);
+                cluster.learn_metadata(&w.learned, &|_| true);
                 metadata::splice(&w, &cluster.advertised(), 7).expect("splices")
             })
         });
@@ -819,7 +819,7 @@ fn bench_cluster(answer: &Bytes) -> std::sync::Arc<fairlead::testing::Cluster> {
     cfg.node_port_base = NODE_PORT_BASE;
     let cluster = fairlead::testing::cluster(cfg);
     let w = metadata::walk(answer, 12, |_| false).expect("walks");
-    cluster.learn_metadata(&w.learned);
+    cluster.learn_metadata(&w.learned, &|_| true);
     assert!(
         metadata::splice(&w, &cluster.advertised(), 7).is_some(),
         "a port in {}-{} is taken (see NODE_PORT_BASE)",
@@ -871,7 +871,7 @@ impl Measurement for ThreadCpu {
 /// The decoding path, as `rewrite::response` ran it for every Metadata answer before the splice.
 fn rewrite_by_decoding(cluster: &fairlead::testing::Cluster, frame: &Bytes) -> Bytes {
     let r: MetadataResponse = decode_response(frame, ApiKey::Metadata, 12).expect("decodes");
-    cluster.learn_metadata(&r);
+    cluster.learn_metadata(&r, &|_| true);
     metadata::rewrite_decoded(r, 12, 7, &cluster.advertised()).expect("rewrites")
 }
 

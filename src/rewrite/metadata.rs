@@ -167,8 +167,9 @@ impl Nodes {
 }
 
 /// Rewrites a Metadata answer for a client: learns from it (the brokers, and the topics `want`
-/// accepts; of those fairlead does not track yet, the ones `learn_new` accepts), then splices in fairlead's brokers, or takes the decoding path where the splice
-/// cannot give the same bytes.
+/// accepts; of those fairlead does not track yet, the ones `learn_new` accepts), then splices
+/// in fairlead's brokers, or takes the decoding path where the splice cannot give the same
+/// bytes.
 pub fn rewrite(
     cluster: &Cluster,
     frame: &Bytes,
