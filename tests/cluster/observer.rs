@@ -194,31 +194,7 @@ fn topic_name(name: &str) -> TopicName {
 }
 
 fn record_batch(value: &str) -> Bytes {
-    let record = Record {
-        transactional: false,
-        control: false,
-        delete_horizon: false,
-        partition_leader_epoch: -1,
-        producer_id: -1,
-        producer_epoch: -1,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as i64,
-        key: None,
-        value: Some(Bytes::copy_from_slice(value.as_bytes())),
-        headers: Default::default(),
-    };
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut buf, [&record], &options).unwrap();
-    buf.freeze()
+    producer_batch(-1, value)
 }
 
 fn produce(topic: &str, partition: i32, acks: i16, value: &str) -> ProduceRequest {
@@ -741,7 +717,10 @@ fn producer_batch(producer_id: i64, value: &str) -> Bytes {
         timestamp_type: TimestampType::Creation,
         offset: 0,
         sequence: if producer_id < 0 { -1 } else { 0 },
-        timestamp: 0,
+        timestamp: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
         key: None,
         value: Some(Bytes::copy_from_slice(value.as_bytes())),
         headers: Default::default(),
