@@ -197,6 +197,23 @@ impl Cluster {
         pool.get(node, &b.addr()).await
     }
 
+    /// [`Cluster::upstream_in`] without waiting: `None` when a connection must be opened first.
+    pub fn upstream_ready(
+        &self,
+        pool: &Pool,
+        node: i32,
+    ) -> Option<Result<Arc<Upstream>, UpstreamError>> {
+        self.prune(pool);
+        let Some(b) = self.leadership.broker(node) else {
+            return Some(Err(UpstreamError::Connect {
+                node,
+                addr: String::new(),
+                reason: "broker not in metadata".into(),
+            }));
+        };
+        pool.ready(node, &b.addr())
+    }
+
     /// Drops `pool`'s connections to brokers that left the cluster since it was last pruned.
     fn prune(&self, pool: &Pool) {
         let version = self.leadership.brokers_version();

@@ -31,8 +31,11 @@
 //! later one for the same key that would go elsewhere waits, so an older offset commit cannot
 //! land after a newer one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::ops::Deref;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -85,6 +88,33 @@ struct Lane {
     /// A request of the lane is being sent again: later ones wait for the lane to drain, even
     /// to the same node (coordinator lanes; see [`Lanes::hold`]).
     held: bool,
+    /// Requests queued for this lane, oldest first (see [`Ticket`]): one goes only when every
+    /// request queued before it has gone or given up, so a later batch never overtakes an
+    /// earlier one that is waiting, even when it could join the lane's connection at once.
+    queue: VecDeque<u64>,
+}
+
+impl Lane {
+    fn new(node: i32) -> Lane {
+        Lane {
+            in_flight: 0,
+            node,
+            upstream: None,
+            recovering: false,
+            held: false,
+            queue: VecDeque::new(),
+        }
+    }
+
+    /// Whether request `id`, first in this lane's queue, may go to `node` now.
+    fn clear_for(&self, id: u64, node: i32, alone: bool) -> bool {
+        self.queue.front() == Some(&id)
+            && (self.in_flight == 0
+                || (!alone
+                    && !self.held
+                    && self.node == node
+                    && self.upstream.as_ref().is_some_and(|u| u.usable())))
+    }
 }
 
 /// A batch that wants to go out: its lane, the node it goes to, and the connection it would use.
@@ -97,57 +127,97 @@ pub struct Want {
     pub alone: bool,
 }
 
+/// A lane a request takes: a [`Want`] whose connection is chosen when the lane is granted.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub key: LaneKey,
+    pub node: i32,
+    pub alone: bool,
+}
+
 #[derive(Default)]
 pub struct Lanes {
     lanes: Mutex<HashMap<LaneKey, Lane>>,
     released: Notify,
+    next_ticket: AtomicU64,
+}
+
+/// A request's place in the queues of its lanes, taken in request order on the client
+/// connection's reader (`partitioned::dispatch`) and kept until the lanes are granted or the
+/// ticket is dropped: the reader can go on reading while the request waits, and no later
+/// request of the same lanes goes first. Dropped before it is granted, it leaves the queues.
+pub struct Ticket<L: Deref<Target = Lanes> = Arc<Lanes>> {
+    lanes: L,
+    id: u64,
+    claims: Vec<Claim>,
+    granted: bool,
 }
 
 impl Lanes {
+    /// Queues a request for `claims`' lanes, behind every request queued before it.
+    pub fn enqueue(self: &Arc<Self>, claims: Vec<Claim>) -> Ticket {
+        Ticket::new(self.clone(), claims)
+    }
+
     /// Waits until every batch can go without overtaking an earlier batch of its lane, counts
     /// them in flight, and returns the connection each must use (the lane's own when it is
     /// already sending to that node). The bool says whether it had to wait.
     pub async fn acquire(&self, wanted: Vec<Want>) -> (Vec<Option<Arc<Upstream>>>, bool) {
-        let mut waited = false;
-        loop {
-            let notified = self.released.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let mut lanes = self.lanes.lock().unwrap();
-                let clear = wanted.iter().all(|w| match lanes.get(&w.key) {
-                    None => true,
-                    Some(l) => {
-                        l.in_flight == 0
-                            || (!w.alone
-                                && !l.held
-                                && l.node == w.node
-                                && l.upstream.as_ref().is_some_and(|u| u.usable()))
-                    }
-                });
-                if clear {
-                    let mut chosen = Vec::with_capacity(wanted.len());
-                    for w in wanted {
-                        let l = lanes.entry(w.key).or_insert(Lane {
-                            in_flight: 0,
-                            node: w.node,
-                            upstream: None,
-                            recovering: false,
-                            held: false,
-                        });
-                        if l.in_flight == 0 {
-                            l.node = w.node;
-                            l.upstream = w.upstream;
-                        }
-                        l.in_flight += 1;
-                        chosen.push(l.upstream.clone());
-                    }
-                    return (chosen, waited);
-                }
-            }
-            waited = true;
-            notified.await;
+        let (claims, ups): (Vec<Claim>, Vec<(i32, Option<Arc<Upstream>>)>) = wanted
+            .into_iter()
+            .map(|w| {
+                let claim = Claim {
+                    key: w.key,
+                    node: w.node,
+                    alone: w.alone,
+                };
+                (claim, (w.node, w.upstream))
+            })
+            .unzip();
+        let upstream_of = |node: i32| {
+            ups.iter()
+                .find(|(n, _)| *n == node)
+                .and_then(|(_, u)| u.clone())
+        };
+        let ticket = Ticket::new(self, claims);
+        match ticket.take(upstream_of, None).await {
+            Ok(granted) => granted,
+            Err(Expired) => unreachable!("no deadline"),
         }
+    }
+
+    /// Grants request `id` its lanes if each is free for it (it is first in the lane's queue,
+    /// and the lane is empty or it may join the lane's connection): counts its batches in
+    /// flight and returns the connection each must use.
+    fn grant(
+        &self,
+        id: u64,
+        claims: &[Claim],
+        upstream_of: impl Fn(i32) -> Option<Arc<Upstream>>,
+    ) -> Option<Vec<Option<Arc<Upstream>>>> {
+        let mut map = self.lanes.lock().unwrap();
+        let clear = claims.iter().all(|c| {
+            map.get(&c.key)
+                .is_some_and(|l| l.clear_for(id, c.node, c.alone))
+        });
+        if !clear {
+            return None;
+        }
+        let mut chosen = Vec::with_capacity(claims.len());
+        for c in claims {
+            let l = map.get_mut(&c.key).expect("queued lane");
+            l.queue.retain(|t| *t != id);
+            if l.in_flight == 0 {
+                l.node = c.node;
+                l.upstream = upstream_of(c.node);
+            }
+            l.in_flight += 1;
+            chosen.push(l.upstream.clone());
+        }
+        drop(map);
+        // The next request queued on these lanes may now go too (it may join the connection).
+        self.released.notify_waiters();
+        Some(chosen)
     }
 
     /// One batch of each of these lanes is resolved.
@@ -157,7 +227,14 @@ impl Lanes {
             if let Some(l) = lanes.get_mut(k) {
                 l.in_flight = l.in_flight.saturating_sub(1);
                 if l.in_flight == 0 {
-                    lanes.remove(k);
+                    if l.queue.is_empty() {
+                        lanes.remove(k);
+                    } else {
+                        // Drained: what held it is over; the next request starts it afresh.
+                        l.upstream = None;
+                        l.recovering = false;
+                        l.held = false;
+                    }
                 }
             }
         }
@@ -213,6 +290,97 @@ impl Lanes {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// A ticket's lanes were not granted before its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired;
+
+impl<L: Deref<Target = Lanes>> Ticket<L> {
+    fn new(lanes: L, claims: Vec<Claim>) -> Ticket<L> {
+        let id = lanes.next_ticket.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut map = lanes.lanes.lock().unwrap();
+            for c in &claims {
+                map.entry(c.key.clone())
+                    .or_insert_with(|| Lane::new(c.node))
+                    .queue
+                    .push_back(id);
+            }
+        }
+        Ticket {
+            lanes,
+            id,
+            claims,
+            granted: false,
+        }
+    }
+
+    /// The lanes, if every one can be taken now: each batch counted in flight, with the
+    /// connection it must use (the lane's own when it is already sending to that node, else
+    /// `upstream_of(node)`).
+    pub fn try_take(
+        &mut self,
+        upstream_of: impl Fn(i32) -> Option<Arc<Upstream>>,
+    ) -> Option<Vec<Option<Arc<Upstream>>>> {
+        let chosen = self.lanes.grant(self.id, &self.claims, upstream_of)?;
+        self.granted = true;
+        Some(chosen)
+    }
+
+    /// The node each claim now goes to, in claim order (connecting may change it).
+    pub fn retarget(&mut self, nodes: impl Iterator<Item = i32>) {
+        for (c, node) in self.claims.iter_mut().zip(nodes) {
+            c.node = node;
+        }
+    }
+
+    /// Waits for the lanes (see [`Ticket::try_take`]) until `deadline`. The bool says whether it
+    /// had to wait.
+    pub async fn take(
+        mut self,
+        upstream_of: impl Fn(i32) -> Option<Arc<Upstream>>,
+        deadline: Option<Instant>,
+    ) -> Result<(Vec<Option<Arc<Upstream>>>, bool), Expired> {
+        let mut waited = false;
+        loop {
+            let notified = self.lanes.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if let Some(chosen) = self.lanes.grant(self.id, &self.claims, &upstream_of) {
+                self.granted = true;
+                return Ok((chosen, waited));
+            }
+            waited = true;
+            match deadline {
+                None => notified.await,
+                Some(d) => {
+                    if tokio::time::timeout_at(d.into(), notified).await.is_err() {
+                        return Err(Expired);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl<L: Deref<Target = Lanes>> Drop for Ticket<L> {
+    fn drop(&mut self) {
+        if self.granted {
+            return;
+        }
+        let mut map = self.lanes.lanes.lock().unwrap();
+        for c in &self.claims {
+            if let Some(l) = map.get_mut(&c.key) {
+                l.queue.retain(|t| *t != self.id);
+                if l.in_flight == 0 && l.queue.is_empty() {
+                    map.remove(&c.key);
+                }
+            }
+        }
+        drop(map);
+        self.lanes.released.notify_waiters();
     }
 }
 
@@ -314,5 +482,67 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(waited);
+    }
+
+    fn claim(client: &str, p: i32, node: i32) -> Claim {
+        Claim {
+            key: key(client, p),
+            node,
+            alone: false,
+        }
+    }
+
+    /// Issue 20, item 5: the reader queues a request and reads on. A later request of the lane
+    /// that could join the lane's connection at once still waits for the earlier one queued
+    /// for another node; a ticket dropped unfinished leaves the queue.
+    #[tokio::test]
+    async fn tickets_go_in_the_order_they_were_queued() {
+        let lanes = Arc::new(Lanes::default());
+        let (a, _la) = upstream().await;
+        let (b, _lb) = upstream().await;
+        let on = |up: &Arc<Upstream>| {
+            let up = up.clone();
+            move |_| Some(up.clone())
+        };
+        // x/0 in flight to node 1 on a.
+        let mut first = lanes.enqueue(vec![claim("x", 0, 1)]);
+        assert!(first.try_take(on(&a)).is_some());
+        // Queued for node 2: waits for the lane to drain.
+        let mut second = lanes.enqueue(vec![claim("x", 0, 2)]);
+        assert!(second.try_take(on(&b)).is_none());
+        // Queued after it for node 1: could join a, but must not overtake the second.
+        let mut third = lanes.enqueue(vec![claim("x", 0, 1), claim("x", 1, 1)]);
+        assert!(third.try_take(on(&a)).is_none());
+        // x/1 alone: queued behind the third, which claims it too.
+        let mut fourth = lanes.enqueue(vec![claim("x", 1, 1)]);
+        assert!(
+            fourth.try_take(on(&a)).is_none(),
+            "x/1 is queued behind the third request"
+        );
+        // Another producer's lane is not held by x's queues.
+        let mut other = lanes.enqueue(vec![claim("y", 0, 1)]);
+        assert!(other.try_take(on(&a)).is_some());
+        lanes.release(&[key("y", 0)]);
+        drop(fourth);
+        lanes.release(&[key("x", 0)]);
+        let (c, waited) = second.take(on(&b), None).await.unwrap();
+        assert!(!waited);
+        assert_eq!(c[0].as_ref().unwrap().id(), b.id());
+        // The third now waits for the second's batch (node 2) to drain.
+        assert!(third.try_take(on(&a)).is_none());
+        let expired = lanes
+            .enqueue(vec![claim("x", 0, 2)])
+            .take(on(&b), Some(Instant::now() + Duration::from_millis(30)))
+            .await;
+        assert_eq!(
+            expired.unwrap_err(),
+            Expired,
+            "behind the third, past its deadline"
+        );
+        lanes.release(&[key("x", 0)]);
+        let (c, _) = third.take(on(&a), None).await.unwrap();
+        assert!(c.iter().all(|u| u.as_ref().unwrap().id() == a.id()));
+        lanes.release(&[key("x", 0), key("x", 1)]);
+        assert!(lanes.is_empty(), "nothing queued or in flight is left");
     }
 }

@@ -285,6 +285,16 @@ async fn dispatch<A: RoutedApi>(
                     Unanswerable(e.to_string())
                 })
             })),
+            Dispatched::Deferred(task) => Outcome::Job(Box::pin(async move {
+                let job = task.await.map_err(|e| {
+                    metrics::connection_closed(metrics::Closed::MergeFailed);
+                    Unanswerable(format!("a deferred request's task failed: {e}"))
+                })?;
+                job.complete().await.map_err(|e| {
+                    metrics::connection_closed(metrics::Closed::MergeFailed);
+                    Unanswerable(e.to_string())
+                })
+            })),
             Dispatched::NoResponse => Outcome::NoResponse,
             Dispatched::Forward => Outcome::Forward,
         },

@@ -76,6 +76,20 @@ impl Pool {
         Ok(up)
     }
 
+    /// A connection to `node` at `addr` that can be had without waiting: `Some(Ok)` one is
+    /// open, `Some(Err)` none may be had (no connection of the principal to lend), `None` one
+    /// must be opened first (see [`Pool::get`]).
+    pub fn ready(&self, node: i32, addr: &str) -> Option<Result<Arc<Upstream>, UpstreamError>> {
+        if let Source::Borrow(lenders, principal) = &self.source {
+            return Some(
+                lenders
+                    .lend(principal, node, addr)
+                    .ok_or(UpstreamError::NotAsClient { node }),
+            );
+        }
+        self.live(node, addr).map(Ok)
+    }
+
     /// The current connection to `node` if it is open and still points at `addr`.
     pub fn live(&self, node: i32, addr: &str) -> Option<Arc<Upstream>> {
         let conns = self.conns.lock().unwrap();

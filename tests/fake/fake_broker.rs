@@ -1640,6 +1640,98 @@ async fn replays_keep_partition_order_and_later_batches_wait_for_them() {
     );
 }
 
+/// Issue 20, item 5: while a partition is being absorbed, its client connection keeps reading.
+/// R2, for the partition whose batch R1 is being replayed, waits for that replay (per-partition
+/// order); R3, the connection's next request, for another partition, goes to its broker at once
+/// instead of waiting behind R2. The answers still leave in request order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_being_absorbed_holds_up_none_of_the_connections_other_requests() {
+    // How long node 1 sits on R1 before answering NOT_LEADER_OR_FOLLOWER.
+    const HOLD_MS: u64 = 1500;
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.produce(
+            1,
+            "t",
+            0,
+            ProduceAnswer::error(6, -1).delayed(Duration::from_millis(HOLD_MS)),
+        );
+    })
+    .await;
+    let mut c = bed.client(Some(1)).await;
+    let c1 = c
+        .send(
+            ApiKey::Produce,
+            9,
+            &produce(-1, &[("t", 0, idempotent(0, &["r1"]))]),
+        )
+        .await;
+    bed.fake
+        .wait_for("R1 at node 1", Duration::from_secs(5), |r| {
+            r.iter().any(|r| r.node == 1 && r.api_key == 0)
+        })
+        .await;
+    bed.move_leader("t", 0, 2, 6);
+    let mut other = bed.client(None).await;
+    let _: MetadataResponse = other
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+    assert_eq!(
+        bed.server.cluster.leadership.leader("t", 0).map(|l| l.node),
+        Some(2)
+    );
+
+    let c2 = c
+        .send(
+            ApiKey::Produce,
+            9,
+            &produce(-1, &[("t", 0, idempotent(1, &["r2"]))]),
+        )
+        .await;
+    let c3 = c
+        .send(
+            ApiKey::Produce,
+            9,
+            &produce(-1, &[("u", 0, fake::batch(4711, 0, &["r3"]))]),
+        )
+        .await;
+    bed.fake
+        .wait_for("R3 at node 2", Duration::from_secs(5), |r| {
+            r.iter()
+                .any(|r| r.node == 2 && r.api_key == 0 && produce_v(r)[0].0 == "u")
+        })
+        .await;
+    let n1 = bed.fake.client_requests(1, ApiKey::Produce);
+    let r1_answered = n1[0].at + Duration::from_millis(HOLD_MS);
+    let n2 = bed.fake.client_requests(2, ApiKey::Produce);
+    let r3 = n2.iter().find(|r| produce_v(r)[0].0 == "u").unwrap();
+    assert!(
+        r3.at < r1_answered,
+        "R3 reached its broker {:?} after R1 did: it waited behind R2, held for R1's replay",
+        r3.at - n1[0].at
+    );
+
+    for want in [c1, c2, c3] {
+        let (corr, r): (i32, ProduceResponse) =
+            decode_response(&c.recv().await, ApiKey::Produce, 9);
+        assert_eq!(corr, want, "answers in request order");
+        assert_eq!(produce_results(&r)[0].2, 0, "request {want} succeeded");
+    }
+    let t0: Vec<i32> = bed
+        .fake
+        .client_requests(2, ApiKey::Produce)
+        .iter()
+        .filter(|r| produce_v(r)[0].0 == "t")
+        .map(|r| fake::base_sequence(&produce_v(r)[0].2))
+        .collect();
+    assert_eq!(t0, vec![0, 1], "node 2 got R1's replay, then R2");
+    assert_eq!(n1.len(), 1, "R2 never went to the old leader");
+}
+
 /// Issue 20: two applications in one pod (the same address, the same client id, as librdkafka's
 /// "rdkafka" or two JVMs' "producer-1") are two producers, not one: an idempotent producer's
 /// lane is its producer id and epoch. B's batch for the partition A is being replayed for goes

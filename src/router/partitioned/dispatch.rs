@@ -1,29 +1,43 @@
 //! Dispatch: decode a request, plan where each partition goes, take the produce lanes, connect,
-//! and send one sub-request per destination, all before the next request of the connection is
-//! read. A request that all goes to the client's own broker unchanged is sent as the client's
-//! own bytes.
+//! and send one sub-request per destination. A request that all goes to the client's own broker
+//! unchanged is sent as the client's own bytes.
+//!
+//! The client connection's reader runs dispatch, so it must not wait there: while one partition
+//! is being absorbed, the connection's other requests keep flowing (issue 20). What dispatch
+//! decides on the reader, in request order, is the plan and each produce batch's place in its
+//! lanes' queues (`lanes::Ticket`). When the lanes are free and every connection is open, the
+//! request is sent at once, there; otherwise ("deferred") a task waits for the lanes (until the
+//! request's deadline) and for the connections, then sends it, and the writer waits for that
+//! task as for any answer. Only per-partition order (the lanes) and the order of the answers (the
+//! writer) hold a request back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::plan::plan;
 use super::{Conns, Job, Part, RoutedApi, Sent};
+use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::codec::message::{decode_body, encode_request_with_header};
 use crate::codec::LEN_PREFIX;
 use crate::metrics;
-use crate::router::lanes::{LaneKey, Lanes, Producer, Want};
-use crate::router::retry::Budget;
+use crate::router::lanes::{Claim, Expired, LaneKey, Lanes, Producer, Ticket};
+use crate::router::retry::{Budget, Failure};
+use crate::upstream::pool::Pool;
 use crate::upstream::{Upstream, UpstreamError};
 
 /// What dispatch did with a request.
 pub enum Dispatched<A: RoutedApi> {
     /// Routed and sent: complete it on the writer side.
     Job(Box<Job<A>>),
+    /// Waiting for its lanes or a connection; sent by the task, which then yields the job.
+    Deferred(JoinHandle<Box<Job<A>>>),
     /// Sent, and no response will come (acks=0 produce).
     NoResponse,
     /// Not decodable or not routable: forward the frame untouched on the home connection.
@@ -37,19 +51,71 @@ struct Target {
     up: Result<Arc<Upstream>, UpstreamError>,
 }
 
+/// A request decoded and planned, not sent yet: everything its sends and its job need, owned,
+/// so a deferred one can move to its own task.
+struct Planned<A: RoutedApi> {
+    cluster: Arc<Cluster>,
+    ticks: Arc<Notify>,
+    home: Arc<Upstream>,
+    reroutes: Arc<Pool>,
+    version: i16,
+    correlation_id: i32,
+    header: Bytes,
+    envelope: A::Req,
+    parts: Vec<Part<A>>,
+    /// The client's frame, while it may go out unchanged.
+    frame: Bytes,
+    changed: bool,
+    expects_response: bool,
+    /// Produce: the lanes (released when the job completes), this request's place in them
+    /// until granted, and each part's lane key.
+    lanes: Option<Arc<Lanes>>,
+    ticket: Option<Ticket>,
+    keys: Vec<LaneKey>,
+    generation: u64,
+    budget: Budget,
+}
+
 impl<A: RoutedApi> Job<A> {
-    /// Decodes, routes and sends a request. `frame` is the client's whole frame; `lanes` the
-    /// produce lanes and the producer's name (Produce only).
+    /// Decodes, routes and sends a request, or defers the sending (see the module header).
+    /// `frame` is the client's whole frame; `lanes` the produce lanes and the producer's name
+    /// (Produce only).
     pub async fn dispatch(
         conns: Conns<'_>,
         lanes: Option<(&Arc<Lanes>, &Arc<str>)>,
         frame: Bytes,
         hdr: &RequestHeader,
     ) -> Result<Dispatched<A>, UpstreamError> {
-        let version = hdr.api_version;
-        let Some((req, body_offset)) = decode_routable::<A>(&frame, hdr) else {
+        let Some(mut planned) = Planned::<A>::new(conns, lanes, frame, hdr) else {
             return Ok(Dispatched::Forward);
         };
+        if !planned.expects_response {
+            // acks=0: nothing to hold the writer with, and its sends keep the client's order.
+            let targets = connect(conns, &mut planned.parts).await;
+            planned.send(targets);
+            return Ok(Dispatched::NoResponse);
+        }
+        let now = connect_now(conns, &mut planned.parts);
+        if let Some(targets) = now {
+            match planned.take_lanes_now(targets) {
+                Ok(targets) => return Ok(Dispatched::Job(Box::new(planned.send(targets)))),
+                Err(targets) => return Ok(Dispatched::Deferred(planned.defer(Some(targets)))),
+            }
+        }
+        Ok(Dispatched::Deferred(planned.defer(None)))
+    }
+}
+
+impl<A: RoutedApi> Planned<A> {
+    /// None: the request is forwarded untouched (not decodable, or not routable).
+    fn new(
+        conns: Conns<'_>,
+        lanes: Option<(&Arc<Lanes>, &Arc<str>)>,
+        frame: Bytes,
+        hdr: &RequestHeader,
+    ) -> Option<Planned<A>> {
+        let version = hdr.api_version;
+        let (req, body_offset) = decode_routable::<A>(&frame, hdr)?;
         let started = Instant::now();
         let Conns {
             cluster,
@@ -66,29 +132,15 @@ impl<A: RoutedApi> Job<A> {
             .map(|(topic, req)| Part::new(topic, req, home_node))
             .collect();
         changed |= plan(cluster, &envelope, version, &mut parts, home_node).changed;
-
-        let mut targets = connect(conns, &mut parts).await;
         let expects_response = A::expects_response(&envelope);
-        if let (Some((lanes, client)), true) = (lanes, expects_response) {
-            targets = take_lanes(lanes, client, &mut parts, targets).await;
-        }
-
-        let header = frame.slice(LEN_PREFIX..body_offset);
-        let single_home =
-            targets.len() == 1 && targets[0].up.as_ref().is_ok_and(|u| u.id() == home.id());
-        let original = (single_home && !changed).then_some(frame);
-        let request = Request {
-            header: &header,
-            envelope: &envelope,
-            parts: &parts,
-            version,
-            original: &original,
-            expects_response,
+        let (lanes, ticket, keys) = match (lanes, expects_response) {
+            (Some((lanes, client)), true) => {
+                let keys = lane_keys(client, &parts);
+                let ticket = lanes.enqueue(claims(&keys, &parts));
+                (Some(lanes.clone()), Some(ticket), keys)
+            }
+            _ => (None, None, Vec::new()),
         };
-        let sent = targets.into_iter().map(|t| send(t, &request)).collect();
-        if !expects_response {
-            return Ok(Dispatched::NoResponse);
-        }
         let budget = Budget::new(
             started,
             A::broker_wait(&envelope),
@@ -96,43 +148,242 @@ impl<A: RoutedApi> Job<A> {
             A::hold_limit(&envelope),
             cluster.cfg.retry_backoff,
         );
-        Ok(Dispatched::Job(Box::new(Job {
+        Some(Planned {
             cluster: cluster.clone(),
             ticks: ticks.clone(),
+            home: home.clone(),
+            reroutes: reroutes.clone(),
             version,
             correlation_id: hdr.correlation_id,
-            header,
+            header: frame.slice(LEN_PREFIX..body_offset),
             envelope,
             parts,
-            sent,
-            reroutes: reroutes.clone(),
-            lanes: lanes.map(|(l, _)| l.clone()),
+            frame,
+            changed,
+            expects_response,
+            lanes,
+            ticket,
+            keys,
             generation,
             budget,
-        })))
+        })
+    }
+
+    /// The lanes if they are free now (or the request takes none); else the targets back.
+    fn take_lanes_now(&mut self, targets: Vec<Target>) -> Result<Vec<Target>, Vec<Target>> {
+        let Some(ticket) = &mut self.ticket else {
+            return Ok(targets);
+        };
+        retarget(ticket, &self.parts);
+        match ticket.try_take(upstream_of(&targets)) {
+            Some(chosen) => Ok(self.lanes_taken(chosen)),
+            None => Err(targets),
+        }
+    }
+
+    /// Waits, in its own task, for the connections and the lanes, then sends. Past the deadline
+    /// without its lanes, nothing is sent: each partition gets the error for no answer (`merge`).
+    fn defer(mut self, targets: Option<Vec<Target>>) -> JoinHandle<Box<Job<A>>> {
+        debug!(api = ?A::KEY, "request waits for its lanes or a connection; the connection reads on");
+        tokio::spawn(async move {
+            let targets = match targets {
+                Some(t) => t,
+                None => {
+                    let conns = Conns {
+                        cluster: &self.cluster,
+                        ticks: &self.ticks,
+                        home: &self.home,
+                        reroutes: &self.reroutes,
+                    };
+                    connect(conns, &mut self.parts).await
+                }
+            };
+            let Some(mut ticket) = self.ticket.take() else {
+                return Box::new(self.send(targets));
+            };
+            retarget(&mut ticket, &self.parts);
+            let deadline = self.budget.deadline();
+            match ticket.take(upstream_of(&targets), Some(deadline)).await {
+                Ok((chosen, _)) => {
+                    let targets = self.lanes_taken(chosen);
+                    Box::new(self.send(targets))
+                }
+                Err(Expired) => {
+                    warn!(api = ?A::KEY, partitions = self.parts.len(), "an earlier batch of a partition was still unresolved at the deadline: not sent");
+                    for p in &mut self.parts {
+                        p.failure = Some(Failure::NotSent);
+                    }
+                    Box::new(self.into_job(Vec::new()))
+                }
+            }
+        })
+    }
+
+    /// The lanes were granted: each part now holds its lane (released when the job completes),
+    /// and goes on the connection the lane chose.
+    fn lanes_taken(&mut self, chosen: Vec<Option<Arc<Upstream>>>) -> Vec<Target> {
+        for (p, k) in self.parts.iter_mut().zip(&self.keys) {
+            p.lane = Some(k.clone());
+        }
+        let mut regrouped: Vec<Target> = Vec::new();
+        for (i, up) in chosen.into_iter().enumerate() {
+            let node = self.parts[i].node;
+            let id = up.as_ref().map(|u| u.id());
+            match regrouped
+                .iter_mut()
+                .find(|t| t.node == node && t.up.as_ref().ok().map(|u| u.id()) == id)
+            {
+                Some(t) => t.idx.push(i),
+                None => regrouped.push(Target {
+                    node,
+                    idx: vec![i],
+                    up: up.ok_or(UpstreamError::Connect {
+                        node,
+                        addr: String::new(),
+                        reason: "no connection".into(),
+                    }),
+                }),
+            }
+        }
+        regrouped
+    }
+
+    /// Sends one sub-request per target, all back to back, and makes the job that waits for
+    /// their answers.
+    fn send(mut self, targets: Vec<Target>) -> Job<A> {
+        let single_home = targets.len() == 1
+            && targets[0]
+                .up
+                .as_ref()
+                .is_ok_and(|u| u.id() == self.home.id());
+        let original = (single_home && !self.changed).then(|| self.frame.clone());
+        let request = Request {
+            header: &self.header,
+            envelope: &self.envelope,
+            parts: &self.parts,
+            version: self.version,
+            original: &original,
+            expects_response: self.expects_response,
+        };
+        let sent = targets.into_iter().map(|t| send(t, &request)).collect();
+        self.ticket = None;
+        self.into_job(sent)
+    }
+
+    fn into_job(self, sent: Vec<Sent>) -> Job<A> {
+        Job {
+            cluster: self.cluster,
+            ticks: self.ticks,
+            version: self.version,
+            correlation_id: self.correlation_id,
+            header: self.header,
+            envelope: self.envelope,
+            parts: self.parts,
+            sent,
+            reroutes: self.reroutes,
+            lanes: self.lanes,
+            generation: self.generation,
+            budget: self.budget,
+        }
     }
 }
 
-/// One connection per destination, made before anything is sent, so parts leave back to back.
-/// A partition no connection of the client's identity reaches at its leader goes to the
-/// client's own broker instead, whose answer it gets (`identity`).
-async fn connect<A: RoutedApi>(conns: Conns<'_>, parts: &mut [Part<A>]) -> Vec<Target> {
-    let home_node = conns.home.node();
+/// Each part's lane: its producer's partition. An idempotent producer is its producer id and
+/// epoch; any other is named by the client (`lanes::Producer`).
+fn lane_keys<A: RoutedApi>(client: &Arc<str>, parts: &[Part<A>]) -> Vec<LaneKey> {
+    parts
+        .iter()
+        .map(|part| LaneKey::Partition {
+            producer: match part.producer {
+                Some((id, epoch)) => Producer::Id { id, epoch },
+                None => Producer::Named(client.clone()),
+            },
+            topic: part.topic.clone(),
+            partition: part.partition(),
+        })
+        .collect()
+}
+
+fn claims<A: RoutedApi>(keys: &[LaneKey], parts: &[Part<A>]) -> Vec<Claim> {
+    keys.iter()
+        .zip(parts)
+        .map(|(key, part)| Claim {
+            key: key.clone(),
+            node: part.node,
+            // A non-idempotent batch cannot be put back in order by the broker: right after a
+            // leader change it goes alone.
+            alone: part.settling && !part.idempotent,
+        })
+        .collect()
+}
+
+/// The nodes the parts go to now: connecting may have sent some to the client's own broker
+/// (`identity`).
+fn retarget<A: RoutedApi>(ticket: &mut Ticket, parts: &[Part<A>]) {
+    ticket.retarget(parts.iter().map(|p| p.node));
+}
+
+/// The connection each node's partitions would use when their lane is not already sending.
+fn upstream_of(targets: &[Target]) -> impl Fn(i32) -> Option<Arc<Upstream>> + Send + '_ {
+    move |node| {
+        targets
+            .iter()
+            .find(|t| t.node == node)
+            .and_then(|t| t.up.as_ref().ok().cloned())
+    }
+}
+
+/// The partitions grouped by the node they go to.
+fn by_node<A: RoutedApi>(parts: &[Part<A>]) -> BTreeMap<i32, Vec<usize>> {
     let mut groups: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
     for (i, p) in parts.iter().enumerate() {
         groups.entry(p.node).or_default().push(i);
     }
-    let mut targets: Vec<Target> = Vec::with_capacity(groups.len());
-    let mut to_home = Vec::new();
-    for (node, idx) in groups {
-        let up = if node == home_node {
+    groups
+}
+
+/// One connection per destination, made before anything is sent, so parts leave back to back.
+async fn connect<A: RoutedApi>(conns: Conns<'_>, parts: &mut [Part<A>]) -> Vec<Target> {
+    let mut resolved = Vec::new();
+    for (node, idx) in by_node(parts) {
+        let up = if node == conns.home.node() {
             Ok(conns.home.clone())
         } else {
             conns.cluster.upstream_in(conns.reroutes, node).await
         };
-        match up {
-            Err(UpstreamError::NotAsClient { .. }) => to_home.extend(idx),
-            up => targets.push(Target { node, idx, up }),
+        resolved.push(Target { node, idx, up });
+    }
+    to_home_where_not_as_client(conns, parts, resolved)
+}
+
+/// [`connect`] when every connection is open already; `None` when one must be opened.
+fn connect_now<A: RoutedApi>(conns: Conns<'_>, parts: &mut [Part<A>]) -> Option<Vec<Target>> {
+    let mut resolved = Vec::new();
+    for (node, idx) in by_node(parts) {
+        let up = if node == conns.home.node() {
+            Ok(conns.home.clone())
+        } else {
+            conns.cluster.upstream_ready(conns.reroutes, node)?
+        };
+        resolved.push(Target { node, idx, up });
+    }
+    Some(to_home_where_not_as_client(conns, parts, resolved))
+}
+
+/// A partition no connection of the client's identity reaches at its leader goes to the
+/// client's own broker instead, whose answer it gets (`identity`).
+fn to_home_where_not_as_client<A: RoutedApi>(
+    conns: Conns<'_>,
+    parts: &mut [Part<A>],
+    resolved: Vec<Target>,
+) -> Vec<Target> {
+    let home_node = conns.home.node();
+    let mut targets: Vec<Target> = Vec::with_capacity(resolved.len());
+    let mut to_home = Vec::new();
+    for t in resolved {
+        match t.up {
+            Err(UpstreamError::NotAsClient { .. }) => to_home.extend(t.idx),
+            _ => targets.push(t),
         }
     }
     if !to_home.is_empty() {
@@ -155,69 +406,6 @@ async fn connect<A: RoutedApi>(conns: Conns<'_>, parts: &mut [Part<A>]) -> Vec<T
     targets
 }
 
-/// Per-producer partition order (see `lanes`): each batch takes its lane, which may make it
-/// join the connection the lane is using, or wait for the lane to drain. Returns the targets
-/// regrouped by the connection each partition must use.
-async fn take_lanes<A: RoutedApi>(
-    lanes: &Lanes,
-    client: &Arc<str>,
-    parts: &mut [Part<A>],
-    targets: Vec<Target>,
-) -> Vec<Target> {
-    let mut wanted = Vec::with_capacity(parts.len());
-    let mut order = Vec::with_capacity(parts.len());
-    for t in &targets {
-        for &i in &t.idx {
-            let part = &mut parts[i];
-            let producer = match part.producer {
-                Some((id, epoch)) => Producer::Id { id, epoch },
-                None => Producer::Named(client.clone()),
-            };
-            let key = LaneKey::Partition {
-                producer,
-                topic: part.topic.clone(),
-                partition: part.partition(),
-            };
-            part.lane = Some(key.clone());
-            wanted.push(Want {
-                key,
-                node: t.node,
-                upstream: t.up.as_ref().ok().cloned(),
-                // A non-idempotent batch cannot be put back in order by the broker: right after
-                // a leader change it goes alone.
-                alone: part.settling && !part.idempotent,
-            });
-            order.push((t.node, i));
-        }
-    }
-    let (chosen, waited) = lanes.acquire(wanted).await;
-    if waited {
-        debug!(api = ?A::KEY, "held a batch until its partition's earlier batches were resolved");
-    }
-    let mut regrouped: Vec<Target> = Vec::with_capacity(targets.len());
-    for ((node, i), up) in order.into_iter().zip(chosen) {
-        let id = up.as_ref().map(|u| u.id());
-        match regrouped
-            .iter_mut()
-            .find(|t| t.node == node && t.up.as_ref().ok().map(|u| u.id()) == id)
-        {
-            Some(t) => t.idx.push(i),
-            None => regrouped.push(Target {
-                node,
-                idx: vec![i],
-                up: up.ok_or(UpstreamError::Connect {
-                    node,
-                    addr: String::new(),
-                    reason: "no connection".into(),
-                }),
-            }),
-        }
-    }
-    regrouped
-}
-
-/// Sends one target's partitions: the client's frame itself when it goes out unchanged
-/// (`original`), else a sub-request built from the envelope and those partitions.
 /// What every destination's sub-request is built from.
 struct Request<'a, A: RoutedApi> {
     /// The client's request header (its correlation id and client id are kept).
@@ -260,6 +448,8 @@ fn encode<A: RoutedApi>(r: &Request<'_, A>, idx: &[usize]) -> Result<Bytes, Stri
         .map_err(|e| e.to_string())
 }
 
+/// Sends one target's partitions: the client's frame itself when it goes out unchanged
+/// (`original`), else a sub-request built from the envelope and those partitions.
 fn send<A: RoutedApi>(t: Target, r: &Request<'_, A>) -> Sent {
     let Target { node, idx, up } = t;
     let used = up.as_ref().ok().cloned();

@@ -8,7 +8,9 @@
 //!
 //! * [`plan`]: where each partition goes (its leader, with the fresh leader epoch).
 //! * [`dispatch`]: decode, plan, take the produce lanes, connect, send. Runs on the connection's
-//!   reader, in request order, so the order of sends is the client's order.
+//!   reader, in request order; a request whose lanes are busy, or whose connection must be
+//!   opened, waits in its own task so the reader goes on (its place in its lanes' queues is
+//!   taken on the reader, so per partition the order of sends is the client's order).
 //! * [`absorb`]: on the connection's writer, also in request order: wait for the answers, and
 //!   re-send what the rules of `retry` allow until every partition is settled or the budget is
 //!   spent. Because completions run one at a time, the replays of a partition happen in the
@@ -253,11 +255,7 @@ pub struct Job<A: RoutedApi> {
 impl<A: RoutedApi> Job<A> {
     /// Waits for the answers, absorbs what the rules allow, and returns the response frame.
     pub async fn complete(mut self) -> Result<Bytes, JobError> {
-        let result = self.run().await;
-        if let Some(lanes) = &self.lanes {
-            lanes.release(self.parts.iter().filter_map(|p| p.lane.as_ref()));
-        }
-        result
+        self.run().await
     }
 
     async fn run(&mut self) -> Result<Bytes, JobError> {
@@ -267,6 +265,17 @@ impl<A: RoutedApi> Job<A> {
         };
         let replayed = self.absorb(&mut gathered).await?;
         self.merge(gathered, replayed)
+    }
+}
+
+/// The lanes a request holds are released when its job ends: completed, or dropped unfinished
+/// (its client connection closed, the writer aborted at the drain time). Otherwise the
+/// producer's partition would stay busy for its other connections.
+impl<A: RoutedApi> Drop for Job<A> {
+    fn drop(&mut self) {
+        if let Some(lanes) = &self.lanes {
+            lanes.release(self.parts.iter().filter_map(|p| p.lane.as_ref()));
+        }
     }
 }
 
