@@ -34,8 +34,10 @@ fn main() -> ExitCode {
     };
     init_logging(cfg.log_format, &cfg.log_level);
     // One thread by default: a sidecar carries one application's traffic, and a single-threaded
-    // runtime spends about a fifth less CPU per request than a work-stealing one, whose workers
-    // wake each other across threads on every hop (benches/HISTORY.md, "the runtime change").
+    // runtime spends less CPU per request than a work-stealing one, whose workers wake each other
+    // across threads on every hop: 7-19% less than 2 workers, as little as 1 worker, with no
+    // latency lost, also beside 200,000-partition Metadata answers (BENCHMARKS.md, 2026-12-05
+    // "runtime and floor"; benches/HISTORY.md, "the runtime change").
     let mut builder = match cfg.worker_threads {
         1 => tokio::runtime::Builder::new_current_thread(),
         n => {
