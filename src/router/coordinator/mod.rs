@@ -37,6 +37,7 @@ use crate::codec::header::RequestHeader;
 use crate::config::Config;
 use crate::leadership::coordinators::Known;
 use crate::metrics;
+use crate::protocol::COORDINATOR_APIS;
 use crate::upstream::pool::Pool;
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
 use apis::{Codes, Inspected};
@@ -61,7 +62,7 @@ pub fn not_found_yet(hdr: &RequestHeader, frame: &Bytes) -> Option<i16> {
 /// Whether a forwarded answer of `api` is counted like a coordinator request's
 /// (`router::inspect`): the coordinator APIs, and FindCoordinator.
 pub fn counted(api: ApiKey) -> bool {
-    api == ApiKey::FindCoordinator || super::retry::COORDINATOR_APIS.contains(&api)
+    api == ApiKey::FindCoordinator || COORDINATOR_APIS.contains(&api)
 }
 
 /// Every non-zero error code of an answer of a coordinator API or FindCoordinator.
