@@ -2,9 +2,9 @@
 //! error is sent again, and where (`decide`, `decide_coordinator`, `resend_forwarded`,
 //! `ask_again`).
 //!
-//! Every rule here is a protocol fact (the project's protocol notes, with their sources, are
-//! cited per rule), and each has a test below and an end-to-end test against a real broker
-//! (tests/cluster/replay_rules.rs):
+//! Every rule here is a protocol fact, with its source in the broker's code where it is not
+//! the error's plain meaning; each has a test below and an end-to-end test against a real broker
+//! (tests/cluster/replay_rules.rs). The codes are named in `protocol`.
 //!
 //! * NOT_LEADER_OR_FOLLOWER (6) and FENCED_LEADER_EPOCH (74) mean "ask the current leader".
 //!   Reads are always safe to re-send. A produce is safe to re-send when its batches are

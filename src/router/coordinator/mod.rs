@@ -1,5 +1,5 @@
 //! Coordinator moves absorbed: the group and transaction coordinator APIs (see
-//! `retry::COORDINATOR_APIS`).
+//! `protocol::COORDINATOR_APIS`).
 //!
 //! A group's or a transactional id's coordinator is the leader of one partition of
 //! `__consumer_offsets` or `__transaction_state`; a rolling restart or a broker failure moves it,
