@@ -1,5 +1,10 @@
 //! Configuration: a TOML file, overridden by `FAIRLEAD_*` environment variables, overridden by
-//! command-line flags. Every option is documented, with its default, in config/fairlead.toml.
+//! command-line flags, resolved into a [`Config`] by [`resolve`].
+//!
+//! Every option is declared once, in the `options!` list below (its type, variable, where it
+//! may be set, its default and bounds, and its one-line doc); the section's header says how to
+//! add one. config/fairlead.toml documents each with its default and README's table lists them:
+//! the tests at the end hold both to the declarations.
 //!
 //! A bad value stops start-up with a message naming the option, the value and what is allowed.
 
@@ -96,148 +101,322 @@ pub struct WebhookArgs {
     pub log_level: String,
 }
 
-/// Every option of the proxy, listed once: each is a flag (`--option-name`), an environment
-/// variable (`FAIRLEAD_OPTION_NAME`) and a config-file key (`option_name`), all optional here;
-/// [`resolve`] layers them (flags and environment over the file) and applies the defaults. The
-/// file rejects unknown keys: a typo is an error, not a silently ignored setting.
-#[derive(Debug, Args, Default, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct Options {
-    /// TOML config file (see config/fairlead.toml). Flag or environment only.
-    #[arg(long, env = "FAIRLEAD_CONFIG")]
-    #[serde(skip)]
-    pub config: Option<PathBuf>,
-    /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...] (in the file also a list).
-    #[arg(long, env = "FAIRLEAD_BOOTSTRAP")]
-    #[serde(default, deserialize_with = "string_or_list")]
-    pub bootstrap: Option<String>,
-    /// Address clients bootstrap at. Broker node N is served on port + 1 + N.
-    #[arg(long, env = "FAIRLEAD_LISTEN")]
-    pub listen: Option<String>,
-    /// Host advertised to clients for the per-broker ports (default: the listen host).
-    #[arg(long, env = "FAIRLEAD_ADVERTISED_HOST")]
-    pub advertised_host: Option<String>,
-    /// Port of node 0; node N is served on node_port_base + N (default: listen port + 1).
-    #[arg(long, env = "FAIRLEAD_NODE_PORT_BASE")]
-    pub node_port_base: Option<u16>,
-    /// Admin HTTP address: /metrics, /startupz, /livez, /readyz, /clusterz, /leadership.
-    #[arg(long, env = "FAIRLEAD_ADMIN")]
-    pub admin: Option<String>,
-    #[arg(long, env = "FAIRLEAD_MAX_FRAME_BYTES")]
-    pub max_frame_bytes: Option<usize>,
-    #[arg(long, env = "FAIRLEAD_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    #[arg(long, env = "FAIRLEAD_MAX_IN_FLIGHT_PER_CONNECTION")]
-    pub max_in_flight_per_connection: Option<usize>,
-    #[arg(long, env = "FAIRLEAD_WORKER_THREADS")]
-    pub worker_threads: Option<usize>,
-    #[arg(long, env = "FAIRLEAD_CONNECT_TIMEOUT_MS")]
-    pub connect_timeout_ms: Option<u64>,
-    #[arg(long, env = "FAIRLEAD_REQUEST_TIMEOUT_MS")]
-    pub request_timeout_ms: Option<u64>,
-    #[arg(long, env = "FAIRLEAD_ABSORB_TIMEOUT_MS")]
-    pub absorb_timeout_ms: Option<u64>,
-    #[arg(long, env = "FAIRLEAD_COORDINATOR_ABSORB_TIMEOUT_MS")]
-    pub coordinator_absorb_timeout_ms: Option<u64>,
-    #[arg(long, env = "FAIRLEAD_RETRY_BACKOFF_MS")]
-    pub retry_backoff_ms: Option<u64>,
-    #[arg(long, env = "FAIRLEAD_METADATA_MAX_AGE_MS")]
-    pub metadata_max_age_ms: Option<u64>,
-    /// At most this many topics tracked (and asked for in fairlead's own Metadata requests).
-    #[arg(long, env = "FAIRLEAD_METADATA_MAX_TOPICS")]
-    pub metadata_max_topics: Option<usize>,
-    /// A topic or coordinator no client used for this long is forgotten.
-    #[arg(long, env = "FAIRLEAD_METADATA_FORGET_AFTER_MS")]
-    pub metadata_forget_after_ms: Option<u64>,
-    #[arg(long, env = "FAIRLEAD_STARTUP_TIMEOUT_MS")]
-    pub startup_timeout_ms: Option<u64>,
-    /// /clusterz reports the cluster stale past this metadata age (readiness does not).
-    #[arg(long, env = "FAIRLEAD_READY_MAX_METADATA_AGE_MS")]
-    pub ready_max_metadata_age_ms: Option<u64>,
-    #[arg(long, env = "FAIRLEAD_DRAIN_TIMEOUT_MS")]
-    pub drain_timeout_ms: Option<u64>,
-    #[arg(long, env = "FAIRLEAD_CLIENT_IDLE_TIMEOUT_MS")]
-    pub client_idle_timeout_ms: Option<u64>,
-    #[arg(long, env = "FAIRLEAD_CLIENT_FRAME_TIMEOUT_MS")]
-    pub client_frame_timeout_ms: Option<u64>,
-    #[arg(long, env = "FAIRLEAD_CLIENT_WRITE_TIMEOUT_MS")]
-    pub client_write_timeout_ms: Option<u64>,
-    #[arg(long, env = "FAIRLEAD_LOG_FORMAT")]
-    pub log_format: Option<LogFormat>,
-    /// tracing filter, e.g. "info" or "fairlead=debug".
-    #[arg(long, env = "FAIRLEAD_LOG_LEVEL")]
-    pub log_level: Option<String>,
-    /// Also export per-topic series (fairlead_topic_*): one series per topic, so opt-in.
-    #[arg(long, env = "FAIRLEAD_TOPIC_LABELS", num_args = 0..=1, default_missing_value = "true")]
-    pub topic_labels: Option<bool>,
-    /// TLS to brokers.
-    #[arg(long, env = "FAIRLEAD_UPSTREAM_TLS", num_args = 0..=1, default_missing_value = "true")]
-    pub upstream_tls: Option<bool>,
+// ---------------------------------------------------------------------------------------------
+// The options, each declared once
+//
+// `options!` below is the one list of fairlead's options. Each entry gives, in this order:
+//
+//   /// What it does: `--help`, rustdoc and the "meaning" column of README's table.
+//   connect_timeout_ms: u64, env = "FAIRLEAD_CONNECT_TIMEOUT_MS", in [flag, env, file],
+//       default = value(5_000) within(10, HOUR);
+//
+// * `in [...]`: where it may be set. `[flag, env, file]` for almost all; `[env, file]` for the
+//   secrets (never a flag: flags show in process lists; the variable is read by `secret`);
+//   `[flag, env]` for `config` itself.
+// * `default =`: `value(expr)` (the typed default; `within(min, max)` adds inclusive bounds
+//   checked at start-up, `within(min, max, zero_is_off)` allows 0 as well), `derived("text")`
+//   (computed from other options in `resolve`; the text is what README shows), `required` or
+//   `unset`.
+// * Optional trailing `, #[attr]`: extra serde/clap attributes for the field.
+//
+// From each entry follow: the field of `Options` (the flag, the variable, the file key, via clap
+// and serde), an accessor `Options::name()` that applies the default (and, with `within`, the
+// bounds and their error message), and a row of `declared()`, which the tests below hold
+// config/fairlead.toml and README's configuration table to.
+//
+// Adding an option: an entry here; a field of `Config` and its line in `resolve` (what the
+// program reads; `o.name()?` is the value, defaulted and checked); a commented paragraph in
+// config/fairlead.toml showing the default; README's row (`FAIRLEAD_BLESS=1 cargo test --lib
+// config` writes it); the Helm chart's `config` values (tests/unit/docker_files.rs checks them).
+
+const HOUR: u64 = 3_600_000;
+
+/// The options, with what `options!` needs to generate them (see the header of this section).
+macro_rules! options {
+    ($(
+        $(#[doc = $doc:literal])+
+        $name:ident: $ty:ty, env = $env:literal, in [$($layer:ident),+],
+        default = $kind:ident $(($arg:expr))? $(within($min:expr, $max:expr $(, $zero:ident)?))?
+        $(, #[$extra:meta])*;
+    )+) => {
+        options!(@struct {} $( { $(#[doc = $doc])+ $(#[$extra])* } $name: $ty, $env, [$($layer),+]; )+);
+
+        impl Options {
+            $( option_value!($name: $ty, $kind $(($arg))? $(within($min, $max $(, $zero)?))?); )+
+        }
+
+        /// Every option, in the order config/fairlead.toml and README list them.
+        pub fn declared() -> Vec<Declared> {
+            vec![$(Declared {
+                name: stringify!($name),
+                env: $env,
+                flag: [$(stringify!($layer)),+].contains(&"flag"),
+                file: [$(stringify!($layer)),+].contains(&"file"),
+                default: option_shown!($ty, $kind $(($arg))?),
+                bounds: None $(.or(Some(($min as u64, $max as u64))))?,
+                doc: concat!($($doc),+).trim().to_string(),
+            }),+]
+        }
+    };
+    // The fields of `Options`, one entry at a time (a field's attributes depend on its layers).
+    (@struct { $($done:tt)* }) => {
+        /// Every option of the proxy, as given: each is a flag (`--option-name`), an environment
+        /// variable (`FAIRLEAD_OPTION_NAME`) and a config-file key (`option_name`), all optional
+        /// here; [`resolve`] layers them (flags and environment over the file) and applies the
+        /// defaults. The file rejects unknown keys: a typo is an error, not a silently ignored
+        /// setting.
+        #[derive(Debug, Args, Default, Clone, Deserialize, Serialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Options { $($done)* }
+    };
+    (@struct { $($done:tt)* } { $($attrs:tt)* } $name:ident: $ty:ty, $env:literal,
+        [flag, env, file]; $($rest:tt)*) => {
+        options!(@struct { $($done)* $($attrs)* #[arg(long, env = $env)] pub $name: Option<$ty>, } $($rest)*);
+    };
+    (@struct { $($done:tt)* } { $($attrs:tt)* } $name:ident: $ty:ty, $env:literal,
+        [env, file]; $($rest:tt)*) => {
+        options!(@struct { $($done)* $($attrs)* #[arg(skip)] pub $name: Option<$ty>, } $($rest)*);
+    };
+    (@struct { $($done:tt)* } { $($attrs:tt)* } $name:ident: $ty:ty, $env:literal,
+        [flag, env]; $($rest:tt)*) => {
+        options!(@struct { $($done)* $($attrs)* #[arg(long, env = $env)] #[serde(skip)] pub $name: Option<$ty>, } $($rest)*);
+    };
+}
+
+/// `Options::name()`: the option's value or its default, within its bounds.
+macro_rules! option_value {
+    ($name:ident: $ty:ty, value($default:expr)) => {
+        /// The value given, or the default.
+        pub fn $name(&self) -> $ty {
+            self.$name.clone().unwrap_or_else(|| $default)
+        }
+    };
+    ($name:ident: $ty:ty, value($default:expr) within($min:expr, $max:expr, zero_is_off)) => {
+        /// The value given, or the default: 0 (off), or within the bounds.
+        pub fn $name(&self) -> Result<$ty, ConfigError> {
+            let v: $ty = self.$name.unwrap_or($default);
+            if v != 0 {
+                range(stringify!($name), v as u64, $min as u64, $max as u64)?;
+            }
+            Ok(v)
+        }
+    };
+    ($name:ident: $ty:ty, value($default:expr) within($min:expr, $max:expr)) => {
+        /// The value given, or the default, within the bounds (the error names them).
+        pub fn $name(&self) -> Result<$ty, ConfigError> {
+            let v: $ty = self.$name.unwrap_or($default);
+            range(stringify!($name), v as u64, $min as u64, $max as u64)?;
+            Ok(v)
+        }
+    };
+    ($name:ident: $ty:ty, $($no_default:tt)*) => {};
+}
+
+macro_rules! option_shown {
+    ($ty:ty, required) => {
+        Shown::Required
+    };
+    ($ty:ty, unset) => {
+        Shown::Unset
+    };
+    ($ty:ty, derived($text:expr)) => {
+        Shown::Derived($text)
+    };
+    ($ty:ty, value($default:expr)) => {
+        Shown::value::<$ty>($default)
+    };
+}
+
+options! {
+    /// TOML config file (see config/fairlead.toml).
+    config: PathBuf, env = "FAIRLEAD_CONFIG", in [flag, env],
+        default = unset;
+    /// Kafka bootstrap servers, `HOST:PORT[,HOST:PORT...]` (in the file also a list).
+    bootstrap: String, env = "FAIRLEAD_BOOTSTRAP", in [flag, env, file],
+        default = required, #[serde(default, deserialize_with = "string_or_list")];
+    /// Where clients bootstrap.
+    listen: String, env = "FAIRLEAD_LISTEN", in [flag, env, file],
+        default = value(DEFAULT_LISTEN.to_string());
+    /// Host name given to clients for the broker ports.
+    advertised_host: String, env = "FAIRLEAD_ADVERTISED_HOST", in [flag, env, file],
+        default = derived("listen IP");
+    /// Broker node N is served on `node_port_base + N`.
+    node_port_base: u16, env = "FAIRLEAD_NODE_PORT_BASE", in [flag, env, file],
+        default = derived("listen port + 1");
+    /// HTTP: `/metrics`, `/startupz`, `/livez`, `/readyz`, `/clusterz`, `/leadership`.
+    admin: String, env = "FAIRLEAD_ADMIN", in [flag, env, file],
+        default = value(DEFAULT_ADMIN.to_string());
+    /// Larger frames close the connection that sent them.
+    max_frame_bytes: usize, env = "FAIRLEAD_MAX_FRAME_BYTES", in [flag, env, file],
+        default = value(100 * 1024 * 1024) within(1024, i32::MAX as u64);
+    /// Client connections beyond this are closed at accept.
+    max_connections: usize, env = "FAIRLEAD_MAX_CONNECTIONS", in [flag, env, file],
+        default = value(10_000) within(1, 1_000_000);
+    /// Unanswered requests per client before fairlead stops reading it.
+    max_in_flight_per_connection: usize, env = "FAIRLEAD_MAX_IN_FLIGHT_PER_CONNECTION",
+        in [flag, env, file], default = value(128) within(1, 65_536);
+    /// Threads serving connections: 1 is a current-thread runtime, N >= 2 a multi-thread one of N workers, 0 one worker per CPU. 1 measured cheapest and no slower for a sidecar (BENCHMARKS.md, 2026-12-05 "runtime and floor": 2 workers took 7-19% more CPU per GB and 65 MiB instead of 39 beside 200,000-partition Metadata answers); a shared fairlead in front of many busy clients may want more.
+    worker_threads: usize, env = "FAIRLEAD_WORKER_THREADS", in [flag, env, file],
+        default = value(1) within(0, 1024);
+    /// Connecting to a broker.
+    connect_timeout_ms: u64, env = "FAIRLEAD_CONNECT_TIMEOUT_MS", in [flag, env, file],
+        default = value(5_000) within(10, HOUR);
+    /// fairlead's own requests (Metadata, log checks).
+    request_timeout_ms: u64, env = "FAIRLEAD_REQUEST_TIMEOUT_MS", in [flag, env, file],
+        default = value(10_000) within(10, HOUR);
+    /// Time allowed to absorb an error before the client gets it.
+    absorb_timeout_ms: u64, env = "FAIRLEAD_ABSORB_TIMEOUT_MS", in [flag, env, file],
+        default = value(15_000) within(0, HOUR);
+    /// The same for group and transaction coordinator requests (a JoinGroup: its rebalance
+    /// timeout).
+    coordinator_absorb_timeout_ms: u64, env = "FAIRLEAD_COORDINATOR_ABSORB_TIMEOUT_MS",
+        in [flag, env, file], default = value(25_000) within(0, HOUR);
+    /// First wait while an election settles (doubles, max 500 ms).
+    retry_backoff_ms: u64, env = "FAIRLEAD_RETRY_BACKOFF_MS", in [flag, env, file],
+        default = value(25) within(1, 60_000);
+    /// Background metadata refresh (of the topics in use only, see "What fairlead asks the
+    /// cluster").
+    metadata_max_age_ms: u64, env = "FAIRLEAD_METADATA_MAX_AGE_MS", in [flag, env, file],
+        default = value(30_000) within(100, 24 * HOUR);
+    /// Topics tracked at most; a topic beyond is not absorbed (its errors pass through,
+    /// `fairlead_topics_refused_total`).
+    metadata_max_topics: usize, env = "FAIRLEAD_METADATA_MAX_TOPICS", in [flag, env, file],
+        default = value(10_000) within(1, 1_000_000);
+    /// A topic, group or transactional id no client used for this long is forgotten.
+    metadata_forget_after_ms: u64, env = "FAIRLEAD_METADATA_FORGET_AFTER_MS",
+        in [flag, env, file], default = value(600_000) within(1_000, 7 * 24 * HOUR);
+    /// How long to retry the cluster at start-up.
+    startup_timeout_ms: u64, env = "FAIRLEAD_STARTUP_TIMEOUT_MS", in [flag, env, file],
+        default = value(30_000) within(0, HOUR);
+    /// `/clusterz` reports the cluster stale when metadata is older (`/readyz` does not depend
+    /// on Kafka).
+    ready_max_metadata_age_ms: u64, env = "FAIRLEAD_READY_MAX_METADATA_AGE_MS",
+        in [flag, env, file], default = value(120_000) within(100, 24 * HOUR);
+    /// Graceful shutdown bound.
+    drain_timeout_ms: u64, env = "FAIRLEAD_DRAIN_TIMEOUT_MS", in [flag, env, file],
+        default = value(10_000) within(0, HOUR);
+    /// Idle client connections are closed (Kafka's `connections.max.idle.ms`).
+    client_idle_timeout_ms: u64, env = "FAIRLEAD_CLIENT_IDLE_TIMEOUT_MS", in [flag, env, file],
+        default = value(600_000) within(100, 24 * HOUR);
+    /// A request must arrive whole within this (slow clients are closed).
+    client_frame_timeout_ms: u64, env = "FAIRLEAD_CLIENT_FRAME_TIMEOUT_MS",
+        in [flag, env, file], default = value(30_000) within(100, HOUR);
+    /// A client that does not read its responses for this long is closed.
+    client_write_timeout_ms: u64, env = "FAIRLEAD_CLIENT_WRITE_TIMEOUT_MS",
+        in [flag, env, file], default = value(30_000) within(100, HOUR);
+    /// `text` or `json`.
+    log_format: LogFormat, env = "FAIRLEAD_LOG_FORMAT", in [flag, env, file],
+        default = value(LogFormat::Text);
+    /// A tracing filter, e.g. `fairlead=debug,warn`.
+    log_level: String, env = "FAIRLEAD_LOG_LEVEL", in [flag, env, file],
+        default = value("info".to_string());
+    /// Also export `fairlead_topic_*` series with a `topic` label.
+    topic_labels: bool, env = "FAIRLEAD_TOPIC_LABELS", in [flag, env, file],
+        default = value(false), #[arg(num_args = 0..=1, default_missing_value = "true")];
+    /// TLS to brokers, verified against the CA and the advertised host.
+    upstream_tls: bool, env = "FAIRLEAD_UPSTREAM_TLS", in [flag, env, file],
+        default = value(false), #[arg(num_args = 0..=1, default_missing_value = "true")];
     /// CA bundle (PEM) that brokers' certificates must chain to.
-    #[arg(long, env = "FAIRLEAD_UPSTREAM_TLS_CA_FILE")]
-    pub upstream_tls_ca_file: Option<PathBuf>,
-    /// Client certificate (PEM) for mutual TLS with brokers.
-    #[arg(long, env = "FAIRLEAD_UPSTREAM_TLS_CERT_FILE")]
-    pub upstream_tls_cert_file: Option<PathBuf>,
-    #[arg(long, env = "FAIRLEAD_UPSTREAM_TLS_KEY_FILE")]
-    pub upstream_tls_key_file: Option<PathBuf>,
-    /// Name to verify brokers' certificates against (default: each broker's advertised host).
-    #[arg(long, env = "FAIRLEAD_UPSTREAM_TLS_SERVER_NAME")]
-    pub upstream_tls_server_name: Option<String>,
-    /// Do not verify brokers' certificates (labs only; logged loudly).
-    #[arg(long, env = "FAIRLEAD_UPSTREAM_TLS_INSECURE_SKIP_VERIFY", num_args = 0..=1, default_missing_value = "true")]
-    pub upstream_tls_insecure_skip_verify: Option<bool>,
-    /// SASL mechanism for fairlead's broker connections: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512,
-    /// OAUTHBEARER.
-    #[arg(long, env = "FAIRLEAD_SASL_MECHANISM")]
-    pub sasl_mechanism: Option<String>,
-    #[arg(long, env = "FAIRLEAD_SASL_USERNAME")]
-    pub sasl_username: Option<String>,
-    /// The SASL password: the config file or FAIRLEAD_SASL_PASSWORD, never a flag (flags show
-    /// in process lists).
-    #[arg(skip)]
-    pub sasl_password: Option<String>,
+    upstream_tls_ca_file: PathBuf, env = "FAIRLEAD_UPSTREAM_TLS_CA_FILE", in [flag, env, file],
+        default = unset;
+    /// Mutual TLS with brokers: fairlead's client certificate (PEM).
+    upstream_tls_cert_file: PathBuf, env = "FAIRLEAD_UPSTREAM_TLS_CERT_FILE",
+        in [flag, env, file], default = unset;
+    /// Mutual TLS with brokers: the certificate's key (PEM).
+    upstream_tls_key_file: PathBuf, env = "FAIRLEAD_UPSTREAM_TLS_KEY_FILE",
+        in [flag, env, file], default = unset;
+    /// The name brokers' certificates are checked against.
+    upstream_tls_server_name: String, env = "FAIRLEAD_UPSTREAM_TLS_SERVER_NAME",
+        in [flag, env, file], default = derived("advertised host");
+    /// Labs only: brokers' certificates are not verified; warned about at start-up.
+    upstream_tls_insecure_skip_verify: bool, env = "FAIRLEAD_UPSTREAM_TLS_INSECURE_SKIP_VERIFY",
+        in [flag, env, file], default = value(false),
+        #[arg(num_args = 0..=1, default_missing_value = "true")];
+    /// `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, `OAUTHBEARER` for fairlead's broker
+    /// connections.
+    sasl_mechanism: String, env = "FAIRLEAD_SASL_MECHANISM", in [flag, env, file],
+        default = unset;
+    /// The SASL user fairlead authenticates as.
+    sasl_username: String, env = "FAIRLEAD_SASL_USERNAME", in [flag, env, file],
+        default = unset;
+    /// The SASL password; never a flag (flags show in process lists).
+    sasl_password: String, env = "FAIRLEAD_SASL_PASSWORD", in [env, file],
+        default = unset;
     /// File holding the SASL password (read again when it changes).
-    #[arg(long, env = "FAIRLEAD_SASL_PASSWORD_FILE")]
-    pub sasl_password_file: Option<PathBuf>,
-    /// OAUTHBEARER: the OIDC/OAuth token endpoint fairlead gets its tokens from (client
-    /// credentials grant), http:// or https://.
-    #[arg(long, env = "FAIRLEAD_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL")]
-    pub sasl_oauthbearer_token_endpoint_url: Option<String>,
-    #[arg(long, env = "FAIRLEAD_SASL_OAUTHBEARER_CLIENT_ID")]
-    pub sasl_oauthbearer_client_id: Option<String>,
-    /// The OAuth client secret: the config file or FAIRLEAD_SASL_OAUTHBEARER_CLIENT_SECRET,
-    /// never a flag.
-    #[arg(skip)]
-    pub sasl_oauthbearer_client_secret: Option<String>,
+    sasl_password_file: PathBuf, env = "FAIRLEAD_SASL_PASSWORD_FILE", in [flag, env, file],
+        default = unset;
+    /// OAUTHBEARER: the token endpoint (http or https) fairlead gets its tokens from (client
+    /// credentials grant).
+    sasl_oauthbearer_token_endpoint_url: String,
+        env = "FAIRLEAD_SASL_OAUTHBEARER_TOKEN_ENDPOINT_URL", in [flag, env, file],
+        default = unset;
+    /// OAUTHBEARER: the OAuth client fairlead authenticates as.
+    sasl_oauthbearer_client_id: String, env = "FAIRLEAD_SASL_OAUTHBEARER_CLIENT_ID",
+        in [flag, env, file], default = unset;
+    /// The OAuth client secret; never a flag.
+    sasl_oauthbearer_client_secret: String, env = "FAIRLEAD_SASL_OAUTHBEARER_CLIENT_SECRET",
+        in [env, file], default = unset;
     /// File holding the OAuth client secret (read again when it changes).
-    #[arg(long, env = "FAIRLEAD_SASL_OAUTHBEARER_CLIENT_SECRET_FILE")]
-    pub sasl_oauthbearer_client_secret_file: Option<PathBuf>,
-    /// Scope to ask for (space-separated), if the provider needs one.
-    #[arg(long, env = "FAIRLEAD_SASL_OAUTHBEARER_SCOPE")]
-    pub sasl_oauthbearer_scope: Option<String>,
-    /// Audience to ask for (the `audience` parameter some providers need), if any.
-    #[arg(long, env = "FAIRLEAD_SASL_OAUTHBEARER_AUDIENCE")]
-    pub sasl_oauthbearer_audience: Option<String>,
-    /// CA bundle (PEM) for an https token endpoint (default: the system's bundle).
-    #[arg(long, env = "FAIRLEAD_SASL_OAUTHBEARER_CA_FILE")]
-    pub sasl_oauthbearer_ca_file: Option<PathBuf>,
-    /// sidecar: fairlead authenticates every broker connection; passthrough: clients
-    /// authenticate themselves on theirs.
-    #[arg(long, env = "FAIRLEAD_SASL_MODE")]
-    pub sasl_mode: Option<SaslMode>,
-    /// TLS on fairlead's own listeners: certificate and key (PEM).
-    #[arg(long, env = "FAIRLEAD_LISTENER_TLS_CERT_FILE")]
-    pub listener_tls_cert_file: Option<PathBuf>,
-    #[arg(long, env = "FAIRLEAD_LISTENER_TLS_KEY_FILE")]
-    pub listener_tls_key_file: Option<PathBuf>,
-    /// Require client certificates chaining to this CA (PEM).
-    #[arg(long, env = "FAIRLEAD_LISTENER_TLS_CLIENT_CA_FILE")]
-    pub listener_tls_client_ca_file: Option<PathBuf>,
-    /// How often certificate, key and secret files are checked for changes (0: never; SIGHUP
-    /// reloads them in any case).
-    #[arg(long, env = "FAIRLEAD_RELOAD_INTERVAL_MS")]
-    pub reload_interval_ms: Option<u64>,
+    sasl_oauthbearer_client_secret_file: PathBuf,
+        env = "FAIRLEAD_SASL_OAUTHBEARER_CLIENT_SECRET_FILE", in [flag, env, file],
+        default = unset;
+    /// Scope to ask for with each token (space-separated), if set.
+    sasl_oauthbearer_scope: String, env = "FAIRLEAD_SASL_OAUTHBEARER_SCOPE",
+        in [flag, env, file], default = unset;
+    /// Audience to ask for with each token, if set.
+    sasl_oauthbearer_audience: String, env = "FAIRLEAD_SASL_OAUTHBEARER_AUDIENCE",
+        in [flag, env, file], default = unset;
+    /// CA bundle (PEM) for an https token endpoint.
+    sasl_oauthbearer_ca_file: PathBuf, env = "FAIRLEAD_SASL_OAUTHBEARER_CA_FILE",
+        in [flag, env, file], default = derived("system bundle");
+    /// `sidecar` (fairlead authenticates every broker connection) or `passthrough` (clients
+    /// authenticate themselves on theirs; see Secure clusters).
+    sasl_mode: SaslMode, env = "FAIRLEAD_SASL_MODE", in [flag, env, file],
+        default = value(SaslMode::Sidecar);
+    /// TLS on fairlead's listeners: certificate (PEM).
+    listener_tls_cert_file: PathBuf, env = "FAIRLEAD_LISTENER_TLS_CERT_FILE",
+        in [flag, env, file], default = unset;
+    /// TLS on fairlead's listeners: the certificate's key (PEM).
+    listener_tls_key_file: PathBuf, env = "FAIRLEAD_LISTENER_TLS_KEY_FILE",
+        in [flag, env, file], default = unset;
+    /// Require client certificates chaining to this CA (PEM) on fairlead's listeners.
+    listener_tls_client_ca_file: PathBuf, env = "FAIRLEAD_LISTENER_TLS_CLIENT_CA_FILE",
+        in [flag, env, file], default = unset;
+    /// How often certificate, key and secret files are checked for changes (0: only on SIGHUP).
+    reload_interval_ms: u64, env = "FAIRLEAD_RELOAD_INTERVAL_MS", in [flag, env, file],
+        default = value(5_000) within(100, HOUR, zero_is_off);
+}
+
+/// One declared option, as `declared()` lists it (for the checks of config/fairlead.toml and
+/// README, and for tools).
+#[derive(Debug, Clone)]
+pub struct Declared {
+    /// The config-file key; the flag is `--` and the name with dashes.
+    pub name: &'static str,
+    pub env: &'static str,
+    pub flag: bool,
+    pub file: bool,
+    pub default: Shown,
+    /// Inclusive bounds of a numeric option.
+    pub bounds: Option<(u64, u64)>,
+    pub doc: String,
+}
+
+/// An option's default as documentation shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Shown {
+    Required,
+    Unset,
+    /// Computed from other options (README's words for it).
+    Derived(&'static str),
+    /// The typed default, as the file would spell it.
+    Value(serde_json::Value),
+}
+
+impl Shown {
+    fn value<T: Serialize>(v: T) -> Shown {
+        Shown::Value(serde_json::to_value(v).expect("defaults serialize"))
+    }
 }
 
 impl Options {
@@ -255,6 +434,15 @@ impl Options {
         o.config = config;
         o
     }
+}
+
+/// The environment variable of an option.
+fn env_of(option: &str) -> &'static str {
+    declared()
+        .into_iter()
+        .find(|d| d.name == option)
+        .map(|d| d.env)
+        .expect("a declared option")
 }
 
 /// `bootstrap` in the file: "a:1,b:2" or ["a:1", "b:2"].
@@ -283,15 +471,21 @@ pub struct MetadataScope {
 }
 
 impl Default for MetadataScope {
+    /// The declared defaults of metadata_max_topics and metadata_forget_after_ms.
     fn default() -> MetadataScope {
+        let o = Options::default();
         MetadataScope {
-            max_topics: 10_000,
-            forget_after: Duration::from_secs(600),
+            max_topics: o.metadata_max_topics().expect("the default is in bounds"),
+            forget_after: Duration::from_millis(
+                o.metadata_forget_after_ms()
+                    .expect("the default is in bounds"),
+            ),
         }
     }
 }
 
-/// The resolved configuration.
+/// The resolved configuration: each field is the option of the same name (durations without
+/// `_ms`), defaulted and checked by [`resolve`]; what it means is in the option's declaration.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bootstrap: Vec<String>,
@@ -305,29 +499,23 @@ pub struct Config {
     /// that the open-file limit cannot hold is worth a warning.
     pub max_connections_set: bool,
     pub max_in_flight_per_connection: usize,
-    /// Threads that run connections: 1 (the default) is a single-threaded runtime, which for a
-    /// sidecar's traffic costs the least CPU (no cross-thread wake-ups; benches/HISTORY.md); 0 means
-    /// one per CPU.
     pub worker_threads: usize,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub absorb_timeout: Duration,
-    /// The same for group and transaction coordinator requests: a coordinator's failover
-    /// (fencing, then loading its partition of __consumer_offsets or __transaction_state) takes
-    /// longer than a partition leader's.
+    /// Longer than absorb_timeout: a coordinator's failover (fencing, then loading its partition
+    /// of __consumer_offsets or __transaction_state) takes longer than a partition leader's.
     pub coordinator_absorb_timeout: Duration,
     pub retry_backoff: Duration,
     pub metadata_max_age: Duration,
+    /// metadata_max_topics and metadata_forget_after_ms.
     pub metadata_scope: MetadataScope,
     pub startup_timeout: Duration,
     pub ready_max_metadata_age: Duration,
     pub drain_timeout: Duration,
-    /// A client connection with no request for this long is closed (Kafka's
-    /// connections.max.idle.ms).
     pub client_idle_timeout: Duration,
-    /// A request frame must arrive whole within this (slow-loris protection).
+    /// Slow-loris protection.
     pub client_frame_timeout: Duration,
-    /// A client that does not read a response for this long is disconnected.
     pub client_write_timeout: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
@@ -336,7 +524,7 @@ pub struct Config {
     pub sasl: Option<SaslLogin>,
     pub sasl_mode: SaslMode,
     pub listener_tls: Option<ListenerTls>,
-    /// How often files are polled for changes (None: only on SIGHUP).
+    /// reload_interval_ms: how often files are polled for changes (None: only on SIGHUP).
     pub reload_interval: Option<Duration>,
     /// Things worth a WARN line once logging is up (e.g. a world-readable secret).
     pub warnings: Vec<String>,
@@ -419,63 +607,90 @@ pub fn read_file(path: &Path) -> Result<Options, ConfigError> {
 }
 
 /// Flags and environment (already merged by clap, flag first) over the file over defaults.
+/// Options are checked in the order they are declared (the first bad one is reported).
 pub fn resolve(file: Options, flags: Options) -> Result<Config, ConfigError> {
     let o = flags.over(file);
     let mut warnings = Vec::new();
-    let addrs = addresses(&o)?;
-    let limits = limits(&o)?;
-    let times = timeouts(&o)?;
-    let (log_format, log_level) = logging(&o)?;
+    let bootstrap = bootstrap(&o)?;
+    let listen_raw = o.listen();
+    let listen = socket_addr("listen", &listen_raw, "IP:PORT, e.g. 127.0.0.1:9092")?;
+    let admin = socket_addr("admin", &o.admin(), "IP:PORT, e.g. 127.0.0.1:9464")?;
+    let advertised_host = advertised_host(&o, listen)?;
+    let node_port_base = node_port_base(&o, &listen_raw, listen)?;
+    let max_frame_bytes = o.max_frame_bytes()?;
+    let max_connections = o.max_connections()?;
+    let max_in_flight_per_connection = o.max_in_flight_per_connection()?;
+    let worker_threads = o.worker_threads()?;
+    let max_topics = o.metadata_max_topics()?;
+    let ms = Duration::from_millis;
+    let connect_timeout = ms(o.connect_timeout_ms()?);
+    let request_timeout = ms(o.request_timeout_ms()?);
+    let absorb_timeout = ms(o.absorb_timeout_ms()?);
+    let coordinator_absorb_timeout = ms(o.coordinator_absorb_timeout_ms()?);
+    let retry_backoff = ms(o.retry_backoff_ms()?);
+    let metadata_max_age = ms(o.metadata_max_age_ms()?);
+    let forget_after = ms(o.metadata_forget_after_ms()?);
+    let startup_timeout = ms(o.startup_timeout_ms()?);
+    let ready_max_metadata_age = ms(o.ready_max_metadata_age_ms()?);
+    let drain_timeout = ms(o.drain_timeout_ms()?);
+    let client_idle_timeout = ms(o.client_idle_timeout_ms()?);
+    let client_frame_timeout = ms(o.client_frame_timeout_ms()?);
+    let client_write_timeout = ms(o.client_write_timeout_ms()?);
+    if ready_max_metadata_age <= metadata_max_age {
+        return Err(invalid(
+            "ready_max_metadata_age_ms",
+            &ready_max_metadata_age.as_millis().to_string(),
+            "more than metadata_max_age_ms, or fairlead would turn unready between two refreshes",
+        ));
+    }
+    let log_level = log_level(&o)?;
     let upstream_tls = upstream_tls(&o, &mut warnings)?;
-    let sasl = sasl(&o)?;
+    let sasl = sasl(&o, request_timeout)?;
     let listener_tls = listener_tls(&o)?;
-    let sasl_mode = o.sasl_mode.unwrap_or_default();
+    let sasl_mode = o.sasl_mode();
     warnings.extend(exposed_authority(
-        addrs.listen,
+        listen,
         &sasl,
         sasl_mode,
         &upstream_tls,
         &listener_tls,
     ));
-    let reload_ms = o.reload_interval_ms.unwrap_or(5_000);
-    if reload_ms != 0 {
-        range("reload_interval_ms", reload_ms, 100, 3_600_000)?;
-    }
+    let reload_ms = o.reload_interval_ms()?;
     Ok(Config {
-        bootstrap: addrs.bootstrap,
-        listen: addrs.listen,
-        advertised_host: addrs.advertised_host,
-        node_port_base: addrs.node_port_base,
-        admin: addrs.admin,
-        max_frame_bytes: limits.max_frame_bytes,
-        max_connections: limits.max_connections,
-        max_connections_set: limits.max_connections_set,
-        max_in_flight_per_connection: limits.max_in_flight,
-        worker_threads: limits.worker_threads,
-        connect_timeout: times.connect,
-        request_timeout: times.request,
-        absorb_timeout: times.absorb,
-        coordinator_absorb_timeout: times.coordinator_absorb,
-        retry_backoff: times.retry_backoff,
-        metadata_max_age: times.metadata_max_age,
+        bootstrap,
+        listen,
+        advertised_host,
+        node_port_base,
+        admin,
+        max_frame_bytes,
+        max_connections,
+        max_connections_set: o.max_connections.is_some(),
+        max_in_flight_per_connection,
+        worker_threads,
+        connect_timeout,
+        request_timeout,
+        absorb_timeout,
+        coordinator_absorb_timeout,
+        retry_backoff,
+        metadata_max_age,
         metadata_scope: MetadataScope {
-            max_topics: limits.metadata_max_topics,
-            forget_after: times.metadata_forget_after,
+            max_topics,
+            forget_after,
         },
-        startup_timeout: times.startup,
-        ready_max_metadata_age: times.ready_max_metadata_age,
-        drain_timeout: times.drain,
-        client_idle_timeout: times.client_idle,
-        client_frame_timeout: times.client_frame,
-        client_write_timeout: times.client_write,
-        log_format,
+        startup_timeout,
+        ready_max_metadata_age,
+        drain_timeout,
+        client_idle_timeout,
+        client_frame_timeout,
+        client_write_timeout,
+        log_format: o.log_format(),
         log_level,
-        topic_labels: o.topic_labels.unwrap_or(false),
+        topic_labels: o.topic_labels(),
         upstream_tls,
         sasl,
         sasl_mode,
         listener_tls,
-        reload_interval: (reload_ms != 0).then(|| Duration::from_millis(reload_ms)),
+        reload_interval: (reload_ms != 0).then(|| ms(reload_ms)),
         warnings,
     })
 }
@@ -511,15 +726,7 @@ fn exposed_authority(
     ))
 }
 
-struct Addresses {
-    bootstrap: Vec<String>,
-    listen: SocketAddr,
-    advertised_host: String,
-    node_port_base: u16,
-    admin: SocketAddr,
-}
-
-fn addresses(o: &Options) -> Result<Addresses, ConfigError> {
+fn bootstrap(o: &Options) -> Result<Vec<String>, ConfigError> {
     let Some(bootstrap_raw) = o.bootstrap.clone() else {
         return Err(ConfigError::Missing {
             option: "bootstrap",
@@ -546,14 +753,14 @@ fn addresses(o: &Options) -> Result<Addresses, ConfigError> {
             return Err(invalid("bootstrap", b, "HOST:PORT with a port in 1-65535"));
         }
     }
-    let listen_raw = o.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
-    let listen: SocketAddr = listen_raw
-        .parse()
-        .map_err(|_| invalid("listen", listen_raw, "IP:PORT, e.g. 127.0.0.1:9092"))?;
-    let admin_raw = o.admin.as_deref().unwrap_or(DEFAULT_ADMIN);
-    let admin: SocketAddr = admin_raw
-        .parse()
-        .map_err(|_| invalid("admin", admin_raw, "IP:PORT, e.g. 127.0.0.1:9464"))?;
+    Ok(bootstrap)
+}
+
+fn socket_addr(option: &'static str, raw: &str, allowed: &str) -> Result<SocketAddr, ConfigError> {
+    raw.parse().map_err(|_| invalid(option, raw, allowed))
+}
+
+fn advertised_host(o: &Options, listen: SocketAddr) -> Result<String, ConfigError> {
     let advertised_host = o
         .advertised_host
         .clone()
@@ -565,6 +772,10 @@ fn addresses(o: &Options) -> Result<Addresses, ConfigError> {
             "a host name or IP address clients can reach",
         ));
     }
+    Ok(advertised_host)
+}
+
+fn node_port_base(o: &Options, listen_raw: &str, listen: SocketAddr) -> Result<u16, ConfigError> {
     let node_port_base = match o.node_port_base {
         Some(p) => p,
         None => listen.port().checked_add(1).ok_or_else(|| {
@@ -578,152 +789,11 @@ fn addresses(o: &Options) -> Result<Addresses, ConfigError> {
     if node_port_base == 0 {
         return Err(invalid("node_port_base", "0", "a port in 1-65535"));
     }
-    Ok(Addresses {
-        bootstrap,
-        listen,
-        advertised_host,
-        node_port_base,
-        admin,
-    })
+    Ok(node_port_base)
 }
 
-struct Limits {
-    max_frame_bytes: usize,
-    max_connections: usize,
-    max_connections_set: bool,
-    max_in_flight: usize,
-    worker_threads: usize,
-    metadata_max_topics: usize,
-}
-
-fn limits(o: &Options) -> Result<Limits, ConfigError> {
-    let max_frame_bytes = o.max_frame_bytes.unwrap_or(100 * 1024 * 1024);
-    range(
-        "max_frame_bytes",
-        max_frame_bytes as u64,
-        1024,
-        i32::MAX as u64,
-    )?;
-    let max_connections = o.max_connections.unwrap_or(10_000);
-    range("max_connections", max_connections as u64, 1, 1_000_000)?;
-    let max_in_flight = o.max_in_flight_per_connection.unwrap_or(128);
-    range(
-        "max_in_flight_per_connection",
-        max_in_flight as u64,
-        1,
-        65_536,
-    )?;
-    let worker_threads = o.worker_threads.unwrap_or(1);
-    range("worker_threads", worker_threads as u64, 0, 1024)?;
-    let metadata_max_topics = o.metadata_max_topics.unwrap_or(10_000);
-    range(
-        "metadata_max_topics",
-        metadata_max_topics as u64,
-        1,
-        1_000_000,
-    )?;
-    Ok(Limits {
-        metadata_max_topics,
-        max_frame_bytes,
-        max_connections,
-        max_connections_set: o.max_connections.is_some(),
-        max_in_flight,
-        worker_threads,
-    })
-}
-
-struct Timeouts {
-    connect: Duration,
-    request: Duration,
-    absorb: Duration,
-    coordinator_absorb: Duration,
-    retry_backoff: Duration,
-    metadata_max_age: Duration,
-    metadata_forget_after: Duration,
-    startup: Duration,
-    ready_max_metadata_age: Duration,
-    drain: Duration,
-    client_idle: Duration,
-    client_frame: Duration,
-    client_write: Duration,
-}
-
-fn timeouts(o: &Options) -> Result<Timeouts, ConfigError> {
-    const HOUR: u64 = 3_600_000;
-    // (option, value given, default, min, max), all in milliseconds.
-    let ms = |option: &'static str, v: Option<u64>, default: u64, min: u64, max: u64| {
-        let v = v.unwrap_or(default);
-        range(option, v, min, max).map(|()| Duration::from_millis(v))
-    };
-    let t = Timeouts {
-        connect: ms("connect_timeout_ms", o.connect_timeout_ms, 5_000, 10, HOUR)?,
-        request: ms("request_timeout_ms", o.request_timeout_ms, 10_000, 10, HOUR)?,
-        absorb: ms("absorb_timeout_ms", o.absorb_timeout_ms, 15_000, 0, HOUR)?,
-        coordinator_absorb: ms(
-            "coordinator_absorb_timeout_ms",
-            o.coordinator_absorb_timeout_ms,
-            25_000,
-            0,
-            HOUR,
-        )?,
-        retry_backoff: ms("retry_backoff_ms", o.retry_backoff_ms, 25, 1, 60_000)?,
-        metadata_max_age: ms(
-            "metadata_max_age_ms",
-            o.metadata_max_age_ms,
-            30_000,
-            100,
-            24 * HOUR,
-        )?,
-        metadata_forget_after: ms(
-            "metadata_forget_after_ms",
-            o.metadata_forget_after_ms,
-            600_000,
-            1_000,
-            7 * 24 * HOUR,
-        )?,
-        startup: ms("startup_timeout_ms", o.startup_timeout_ms, 30_000, 0, HOUR)?,
-        ready_max_metadata_age: ms(
-            "ready_max_metadata_age_ms",
-            o.ready_max_metadata_age_ms,
-            120_000,
-            100,
-            24 * HOUR,
-        )?,
-        drain: ms("drain_timeout_ms", o.drain_timeout_ms, 10_000, 0, HOUR)?,
-        client_idle: ms(
-            "client_idle_timeout_ms",
-            o.client_idle_timeout_ms,
-            600_000,
-            100,
-            24 * HOUR,
-        )?,
-        client_frame: ms(
-            "client_frame_timeout_ms",
-            o.client_frame_timeout_ms,
-            30_000,
-            100,
-            HOUR,
-        )?,
-        client_write: ms(
-            "client_write_timeout_ms",
-            o.client_write_timeout_ms,
-            30_000,
-            100,
-            HOUR,
-        )?,
-    };
-    if t.ready_max_metadata_age <= t.metadata_max_age {
-        return Err(invalid(
-            "ready_max_metadata_age_ms",
-            &t.ready_max_metadata_age.as_millis().to_string(),
-            "more than metadata_max_age_ms, or fairlead would turn unready between two refreshes",
-        ));
-    }
-    Ok(t)
-}
-
-fn logging(o: &Options) -> Result<(LogFormat, String), ConfigError> {
-    let log_level = o.log_level.clone().unwrap_or_else(|| "info".to_string());
+fn log_level(o: &Options) -> Result<String, ConfigError> {
+    let log_level = o.log_level();
     if !valid_log_filter(&log_level) {
         return Err(invalid(
             "log_level",
@@ -731,14 +801,14 @@ fn logging(o: &Options) -> Result<(LogFormat, String), ConfigError> {
             "a tracing filter such as info, debug or fairlead=debug,warn",
         ));
     }
-    Ok((o.log_format.unwrap_or_default(), log_level))
+    Ok(log_level)
 }
 
 fn upstream_tls(
     o: &Options,
     warnings: &mut Vec<String>,
 ) -> Result<Option<UpstreamTls>, ConfigError> {
-    if !o.upstream_tls.unwrap_or(false) {
+    if !o.upstream_tls() {
         return Ok(None);
     }
     let t = UpstreamTls {
@@ -746,7 +816,7 @@ fn upstream_tls(
         cert_file: o.upstream_tls_cert_file.clone(),
         key_file: o.upstream_tls_key_file.clone(),
         server_name: o.upstream_tls_server_name.clone(),
-        insecure_skip_verify: o.upstream_tls_insecure_skip_verify.unwrap_or(false),
+        insecure_skip_verify: o.upstream_tls_insecure_skip_verify(),
     };
     for (option, f) in [
         ("upstream_tls_ca_file", &t.ca_file),
@@ -785,7 +855,7 @@ fn upstream_tls(
     Ok(Some(t))
 }
 
-fn sasl(o: &Options) -> Result<Option<SaslLogin>, ConfigError> {
+fn sasl(o: &Options, request_timeout: Duration) -> Result<Option<SaslLogin>, ConfigError> {
     let Some(m) = &o.sasl_mechanism else {
         return Ok(None);
     };
@@ -797,14 +867,14 @@ fn sasl(o: &Options) -> Result<Option<SaslLogin>, ConfigError> {
         )
     })?;
     if mechanism == Mechanism::OAuthBearer {
-        return oauth(o).map(|s| Some(SaslLogin::OAuthBearer(s)));
+        return oauth(o, request_timeout).map(|s| Some(SaslLogin::OAuthBearer(s)));
     }
     let username = o.sasl_username.clone().ok_or(ConfigError::Missing {
         option: "sasl_username",
         hint: "the SASL user fairlead authenticates as",
     })?;
     let password = secret(
-        "FAIRLEAD_SASL_PASSWORD",
+        "sasl_password",
         &o.sasl_password,
         "sasl_password_file",
         &o.sasl_password_file,
@@ -823,15 +893,15 @@ fn sasl(o: &Options) -> Result<Option<SaslLogin>, ConfigError> {
     }))
 }
 
-/// A secret from the environment, the config file or a file (in that order); with the file it
-/// came from, if any, to be read again when it changes.
+/// A secret option from its environment variable, the config file or a file (in that order);
+/// with the file it came from, if any, to be read again when it changes.
 fn secret(
-    env: &str,
+    option: &str,
     inline: &Option<String>,
     file_option: &'static str,
     file: &Option<PathBuf>,
 ) -> Result<Option<(Secret, Option<PathBuf>)>, ConfigError> {
-    if let Some(s) = std::env::var(env).ok().or(inline.clone()) {
+    if let Some(s) = std::env::var(env_of(option)).ok().or(inline.clone()) {
         return Ok(Some((Secret::new(s), None)));
     }
     let Some(path) = file else {
@@ -848,7 +918,7 @@ fn secret(
         })
 }
 
-fn oauth(o: &Options) -> Result<OAuthSettings, ConfigError> {
+fn oauth(o: &Options, request_timeout: Duration) -> Result<OAuthSettings, ConfigError> {
     let token_endpoint =
         o.sasl_oauthbearer_token_endpoint_url
             .clone()
@@ -872,7 +942,7 @@ fn oauth(o: &Options) -> Result<OAuthSettings, ConfigError> {
             hint: "the OAuth client fairlead authenticates as",
         })?;
     let (client_secret, client_secret_file) = secret(
-        "FAIRLEAD_SASL_OAUTHBEARER_CLIENT_SECRET",
+        "sasl_oauthbearer_client_secret",
         &o.sasl_oauthbearer_client_secret,
         "sasl_oauthbearer_client_secret_file",
         &o.sasl_oauthbearer_client_secret_file,
@@ -901,7 +971,7 @@ fn oauth(o: &Options) -> Result<OAuthSettings, ConfigError> {
             .clone()
             .filter(|s| !s.is_empty()),
         ca_file: o.sasl_oauthbearer_ca_file.clone(),
-        timeout: Duration::from_millis(o.request_timeout_ms.unwrap_or(10_000)),
+        timeout: request_timeout,
     })
 }
 
@@ -1001,10 +1071,8 @@ mod tests {
         assert!(no_sasl.warnings.is_empty(), "{:?}", no_sasl.warnings);
     }
 
-    /// config/fairlead.toml documents every option: uncommenting all of it gives a file that
-    /// parses (no typo) and names every field of `Options`.
-    #[test]
-    fn the_example_config_documents_every_option() {
+    /// config/fairlead.toml as a file: its commented-out `# key = value` lines uncommented.
+    fn example_config() -> toml::Table {
         let text = include_str!("../config/fairlead.toml");
         let uncommented: String = text
             .lines()
@@ -1018,32 +1086,96 @@ mod tests {
             })
             .collect::<Vec<_>>()
             .join("\n");
-        let parsed: toml::Table =
-            toml::from_str(&uncommented).expect("the uncommented example parses");
         let _: Options = toml::from_str(&uncommented).expect("every key is a real option");
-        let fields = include_str!("config.rs")
-            .split("pub struct Options {")
-            .nth(1)
-            .unwrap()
-            .split("\n}")
-            .next()
-            .unwrap();
-        let mut file_only = false;
-        for line in fields.lines().map(str::trim) {
-            if line.starts_with("#[serde(skip)]") {
-                file_only = true;
+        toml::from_str(&uncommented).expect("the uncommented example parses")
+    }
+
+    /// config/fairlead.toml documents every option: uncommenting all of it gives a file that
+    /// parses (no typo), names every file option declared, and shows each declared default.
+    #[test]
+    fn the_example_config_documents_every_option_with_its_default() {
+        let example = example_config();
+        for d in declared().iter().filter(|d| d.file) {
+            let shown = example
+                .get(d.name)
+                .unwrap_or_else(|| panic!("config/fairlead.toml does not document `{}`", d.name));
+            if let Shown::Value(default) = &d.default {
+                assert_eq!(
+                    &serde_json::to_value(shown).unwrap(),
+                    default,
+                    "config/fairlead.toml shows `{}` = {shown}, but its default is {default}",
+                    d.name
+                );
             }
-            if !line.starts_with("pub ") {
-                continue;
+        }
+        for d in declared().iter().filter(|d| !d.file) {
+            assert!(!example.contains_key(d.name), "`{}` is no file key", d.name);
+        }
+    }
+
+    /// README's configuration table, as `declared()` gives it.
+    fn readme_table() -> String {
+        let mut t = String::from("| option | default | meaning |\n| --- | --- | --- |\n");
+        for d in declared().iter().filter(|d| d.file) {
+            let default = match &d.default {
+                Shown::Required => "(required)".to_string(),
+                Shown::Unset => String::new(),
+                Shown::Derived(text) => text.to_string(),
+                Shown::Value(serde_json::Value::Number(n)) => n.to_string(),
+                Shown::Value(serde_json::Value::String(s)) => format!("`{s}`"),
+                Shown::Value(v) => format!("`{v}`"),
+            };
+            let default = if default.is_empty() {
+                " ".to_string()
+            } else {
+                format!(" {default} ")
+            };
+            t.push_str(&format!("| `{}` |{default}| {} |\n", d.name, d.doc));
+        }
+        t
+    }
+
+    /// README's table of options follows the declarations: `FAIRLEAD_BLESS=1 cargo test --lib
+    /// config` writes it there after a change.
+    #[test]
+    fn the_readme_table_is_the_declared_options() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(&path).unwrap();
+        let start = readme
+            .find("| option | default | meaning |")
+            .expect("README has a table of options");
+        let end = readme[start..]
+            .find("\n\n")
+            .map_or(readme.len(), |e| start + e + 1);
+        let expected = readme_table();
+        if readme[start..end] == expected {
+            return;
+        }
+        if std::env::var_os("FAIRLEAD_BLESS").is_some() {
+            let written = format!("{}{expected}{}", &readme[..start], &readme[end..]);
+            std::fs::write(&path, written).unwrap();
+            return;
+        }
+        panic!(
+            "README's table of options differs from the declarations in src/config.rs \
+             (FAIRLEAD_BLESS=1 cargo test --lib config writes it); expected:\n{expected}"
+        );
+    }
+
+    /// Each variable is FAIRLEAD_ and the option's name, and clap reads the declared ones.
+    #[test]
+    fn every_option_has_its_variable_and_flag() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        for d in declared() {
+            assert_eq!(d.env, format!("FAIRLEAD_{}", d.name.to_uppercase()));
+            let arg = cli
+                .get_arguments()
+                .find(|a| a.get_long() == Some(&d.name.replace('_', "-")));
+            assert_eq!(arg.is_some(), d.flag, "--{}", d.name);
+            if let Some(arg) = arg {
+                assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(d.env));
             }
-            let name = line.trim_start_matches("pub ").split(':').next().unwrap();
-            if std::mem::take(&mut file_only) {
-                continue; // not a file key (`config` itself)
-            }
-            assert!(
-                parsed.contains_key(name),
-                "config/fairlead.toml does not document `{name}`"
-            );
         }
     }
 

@@ -22,6 +22,8 @@
 //!   and transactional ids, looked up batched).
 //! * `cluster`: that knowledge and fairlead's own broker connections, shared by every connection.
 //! * `security`: TLS to brokers and on listeners, SASL (PLAIN, SCRAM) with fairlead's credentials.
+//! * `protocol`: the protocol's vocabulary (error codes, the API sets fairlead routes), used by
+//!   all of the above.
 //! * `metrics`, [`config`], `admin`, [`server`]: operations.
 //! * [`webhook`]: `fairlead webhook`, the Kubernetes sidecar injector (docker/helm/fairlead).
 
@@ -43,6 +45,7 @@ mod leadership;
 mod listener;
 mod metrics;
 mod ports;
+mod protocol;
 mod rewrite;
 mod router;
 mod security;

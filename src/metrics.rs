@@ -11,6 +11,10 @@ use std::time::Duration;
 use kafka_protocol::messages::ApiKey;
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 
+use crate::protocol::{
+    api_name, COORDINATOR_APIS, COORDINATOR_CODES, LEADERSHIP_CODES, ROUTED_APIS,
+};
+
 pub const ERRORS_ABSORBED: &str = "fairlead_errors_absorbed_total";
 pub const ERRORS_PASSED_THROUGH: &str = "fairlead_errors_passed_through_total";
 pub const REROUTES: &str = "fairlead_reroutes_total";
@@ -178,71 +182,6 @@ labels!(
         Failed => "failed",
     }
 );
-
-/// The APIs whose partitions fairlead routes, absorbs errors for and replays.
-pub const ROUTED_APIS: [ApiKey; 5] = [
-    ApiKey::Produce,
-    ApiKey::Fetch,
-    ApiKey::ListOffsets,
-    ApiKey::OffsetForLeaderEpoch,
-    ApiKey::DeleteRecords,
-];
-/// Leadership error codes: LEADER_NOT_AVAILABLE, NOT_LEADER_OR_FOLLOWER, FENCED_LEADER_EPOCH,
-/// UNKNOWN_LEADER_EPOCH.
-pub const LEADERSHIP_CODES: [i16; 4] = [5, 6, 74, 75];
-
-/// The group and transaction coordinator APIs whose coordinator moves fairlead absorbs.
-pub const COORDINATOR_APIS: [ApiKey; 12] = [
-    ApiKey::JoinGroup,
-    ApiKey::SyncGroup,
-    ApiKey::Heartbeat,
-    ApiKey::LeaveGroup,
-    ApiKey::OffsetCommit,
-    ApiKey::OffsetFetch,
-    ApiKey::ConsumerGroupHeartbeat,
-    ApiKey::TxnOffsetCommit,
-    ApiKey::InitProducerId,
-    ApiKey::AddPartitionsToTxn,
-    ApiKey::AddOffsetsToTxn,
-    ApiKey::EndTxn,
-];
-/// Coordinator error codes: COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE,
-/// NOT_COORDINATOR.
-pub const COORDINATOR_CODES: [i16; 3] = [14, 15, 16];
-
-/// Metric label for an API key: the protocol's own name, e.g. "Produce".
-pub fn api_name(key: i16) -> &'static str {
-    match ApiKey::try_from(key) {
-        Ok(ApiKey::Produce) => "Produce",
-        Ok(ApiKey::Fetch) => "Fetch",
-        Ok(ApiKey::ListOffsets) => "ListOffsets",
-        Ok(ApiKey::Metadata) => "Metadata",
-        Ok(ApiKey::OffsetForLeaderEpoch) => "OffsetsForLeaderEpoch",
-        Ok(ApiKey::DeleteRecords) => "DeleteRecords",
-        Ok(ApiKey::ApiVersions) => "ApiVersions",
-        Ok(ApiKey::FindCoordinator) => "FindCoordinator",
-        Ok(ApiKey::DescribeCluster) => "DescribeCluster",
-        Ok(ApiKey::OffsetCommit) => "OffsetCommit",
-        Ok(ApiKey::OffsetFetch) => "OffsetFetch",
-        Ok(ApiKey::JoinGroup) => "JoinGroup",
-        Ok(ApiKey::SyncGroup) => "SyncGroup",
-        Ok(ApiKey::Heartbeat) => "Heartbeat",
-        Ok(ApiKey::LeaveGroup) => "LeaveGroup",
-        Ok(ApiKey::InitProducerId) => "InitProducerId",
-        Ok(ApiKey::SaslHandshake) => "SaslHandshake",
-        Ok(ApiKey::SaslAuthenticate) => "SaslAuthenticate",
-        Ok(ApiKey::ShareFetch) => "ShareFetch",
-        Ok(ApiKey::ShareAcknowledge) => "ShareAcknowledge",
-        Ok(ApiKey::ConsumerGroupHeartbeat) => "ConsumerGroupHeartbeat",
-        Ok(ApiKey::TxnOffsetCommit) => "TxnOffsetCommit",
-        Ok(ApiKey::AddPartitionsToTxn) => "AddPartitionsToTxn",
-        Ok(ApiKey::AddOffsetsToTxn) => "AddOffsetsToTxn",
-        Ok(ApiKey::EndTxn) => "EndTxn",
-        Ok(ApiKey::ShareGroupHeartbeat) => "ShareGroupHeartbeat",
-        Ok(_) => "other",
-        Err(_) => "unknown",
-    }
-}
 
 const API_SLOTS: usize = 128;
 

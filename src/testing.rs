@@ -52,9 +52,12 @@ pub mod oauth {
     pub use crate::security::oauth::{parse_initial_response, ClientToken, SUB_CLAIM};
 }
 
-/// Metric names and label sets (`metrics`).
+/// Metric names and label sets (`metrics`; the API and code sets labelled are `protocol`'s).
 pub mod metrics {
     pub use crate::metrics::*;
+    pub use crate::protocol::{
+        api_name, COORDINATOR_APIS, COORDINATOR_CODES, LEADERSHIP_CODES, ROUTED_APIS,
+    };
 }
 
 /// A cluster handle for `cfg` with plaintext broker connections, outside any server: the ports

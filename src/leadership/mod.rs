@@ -24,6 +24,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::metrics;
+use crate::protocol::UNKNOWN_TOPIC_OR_PARTITION;
 use scope::{now_ms, Scope, Stamp};
 
 /// How a request or response names a topic: by name, or by id (Fetch v13+, Produce v13+).
@@ -422,6 +423,7 @@ impl Leadership {
             let Some(name) = t.name.as_ref() else {
                 continue;
             };
+            // The topic does not exist (deleted, or never created).
             if t.error_code == UNKNOWN_TOPIC_OR_PARTITION {
                 self.forget_topic(name.as_str());
                 continue;
@@ -524,9 +526,6 @@ impl Leadership {
         }
     }
 }
-
-/// A topic-level Metadata error: the topic does not exist (deleted, or never created).
-const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 
 #[cfg(test)]
 mod tests {

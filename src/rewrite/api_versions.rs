@@ -11,7 +11,7 @@ use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Message;
 
-use crate::metrics::{COORDINATOR_APIS, ROUTED_APIS};
+use crate::protocol::{COORDINATOR_APIS, ROUTED_APIS};
 
 use crate::codec::message::{decode_response, encode_response, MessageError};
 

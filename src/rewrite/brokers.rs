@@ -10,6 +10,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::ports::Advertised;
+use crate::protocol::COORDINATOR_NOT_AVAILABLE;
 
 /// Metadata: the brokers listed, each partition's leader, the controller.
 pub fn metadata(a: &Advertised, r: &mut MetadataResponse) {
@@ -56,8 +57,6 @@ fn coordinator(a: &Advertised, node: i32) -> (i32, StrBytes, i32, i16) {
         None => (-1, StrBytes::default(), -1, COORDINATOR_NOT_AVAILABLE),
     }
 }
-
-const COORDINATOR_NOT_AVAILABLE: i16 = 15;
 
 /// DescribeCluster (brokers, not controllers: see `rewrite`): the brokers listed, the controller.
 pub fn describe_cluster(a: &Advertised, r: &mut DescribeClusterResponse) {

@@ -20,6 +20,7 @@ use super::{coordinator, inspect, Unanswerable};
 use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::metrics::{self, NotAbsorbed};
+use crate::protocol;
 use crate::rewrite;
 use crate::upstream::ReplyRx;
 
@@ -131,7 +132,7 @@ impl Forward {
             *attempts += 1;
             if !resend_forwarded(hdr.known, home.pinned(), *attempts) {
                 metrics::connection_closed(metrics::Closed::BrokerLostMidRequest);
-                return Err(Unanswerable(format!("broker connection lost with a {} request in flight that is not safe to repeat: {lost}", metrics::api_name(hdr.api_key))));
+                return Err(Unanswerable(format!("broker connection lost with a {} request in flight that is not safe to repeat: {lost}", protocol::api_name(hdr.api_key))));
             }
             let up = home.get().await.map_err(|e| Unanswerable(e.to_string()))?;
             debug!(
@@ -158,7 +159,7 @@ impl Forward {
             } else {
                 Err(Unanswerable(format!(
                     "cannot rewrite a {} v{} response: {e}",
-                    metrics::api_name(hdr.api_key),
+                    protocol::api_name(hdr.api_key),
                     hdr.api_version
                 )))
             }

@@ -23,6 +23,7 @@ use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::codec::message::{decode_response, encode_response};
 use crate::metrics::{self, NotAbsorbed};
+use crate::protocol;
 
 /// Counts the error codes of a forwarded answer on its way to the client, and returns it
 /// (rewritten if it names brokers; `Err` if that failed: its addresses must not reach the
@@ -106,7 +107,7 @@ fn count(api: ApiKey, codes: Vec<i16>, not_absorbed: Option<NotAbsorbed>) {
 
 /// Codes fairlead absorbs for a client whose requests it may route.
 fn absorbable(code: i16) -> bool {
-    retry::is_retried_code(code) || retry::is_coordinator_code(code)
+    retry::is_retried_code(code) || protocol::is_coordinator_code(code)
 }
 
 fn blind(hdr: &RequestHeader, error: &str) {

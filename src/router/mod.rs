@@ -37,6 +37,7 @@ use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::metrics;
 use crate::metrics::NotAbsorbed;
+use crate::protocol::COORDINATOR_APIS;
 use crate::upstream::pool::{Lenders, Pool};
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
 use forward::Forward;
@@ -243,7 +244,7 @@ async fn routed(
         Some(ApiKey::DeleteRecords) => {
             dispatch::<delete_records::DeleteRecords>(conns, None, frame, hdr).await?
         }
-        Some(api) if retry::COORDINATOR_APIS.contains(&api) => {
+        Some(api) if COORDINATOR_APIS.contains(&api) => {
             match coordinator::Job::dispatch(
                 conns,
                 &router.lanes,

@@ -2,9 +2,9 @@
 //! error is sent again, and where (`decide`, `decide_coordinator`, `resend_forwarded`,
 //! `ask_again`).
 //!
-//! Every rule here is a protocol fact (the project's protocol notes, with their sources, are
-//! cited per rule), and each has a test below and an end-to-end test against a real broker
-//! (tests/cluster/replay_rules.rs):
+//! Every rule here is a protocol fact, with its source in the broker's code where it is not
+//! the error's plain meaning; each has a test below and an end-to-end test against a real broker
+//! (tests/cluster/replay_rules.rs). The codes are named in `protocol`.
 //!
 //! * NOT_LEADER_OR_FOLLOWER (6) and FENCED_LEADER_EPOCH (74) mean "ask the current leader".
 //!   Reads are always safe to re-send. A produce is safe to re-send when its batches are
@@ -88,15 +88,13 @@ use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::ApiKey;
 
-pub const LEADER_NOT_AVAILABLE: i16 = 5;
-pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-pub const REQUEST_TIMED_OUT: i16 = 7;
-pub const NOT_ENOUGH_REPLICAS: i16 = 19;
-pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
-pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
-pub const FENCED_LEADER_EPOCH: i16 = 74;
-pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
-pub const OFFSET_NOT_AVAILABLE: i16 = 78;
+use crate::protocol::{
+    is_leadership_code, COORDINATOR_APIS, COORDINATOR_LOAD_IN_PROGRESS, COORDINATOR_NOT_AVAILABLE,
+    FENCED_LEADER_EPOCH, FENCED_MEMBER_EPOCH, LEADER_NOT_AVAILABLE, NETWORK_EXCEPTION,
+    NOT_COORDINATOR, NOT_ENOUGH_REPLICAS, NOT_ENOUGH_REPLICAS_AFTER_APPEND, NOT_LEADER_OR_FOLLOWER,
+    OFFSET_NOT_AVAILABLE, OUT_OF_ORDER_SEQUENCE_NUMBER, REQUEST_TIMED_OUT, UNKNOWN_LEADER_EPOCH,
+    UNKNOWN_MEMBER_ID,
+};
 
 /// What happened to one partition of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,28 +183,12 @@ pub fn decide(api: ApiKey, failure: Failure, produce: Option<ProduceFacts>) -> D
     }
 }
 
-pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
-pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-pub const NOT_COORDINATOR: i16 = 16;
-pub const UNKNOWN_MEMBER_ID: i16 = 25;
-pub const FENCED_MEMBER_EPOCH: i16 = 110;
-
-pub use crate::metrics::COORDINATOR_APIS;
-
 /// What the coordinator rules need to know of a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoordinatorFacts {
     /// Applied once, the request is accepted again unchanged. True for every coordinator API
     /// but a ConsumerGroupHeartbeat that does not carry its whole state.
     pub repeatable: bool,
-}
-
-/// Codes that mean a coordinator moved or is settling.
-pub fn is_coordinator_code(code: i16) -> bool {
-    matches!(
-        code,
-        COORDINATOR_LOAD_IN_PROGRESS | COORDINATOR_NOT_AVAILABLE | NOT_COORDINATOR
-    )
 }
 
 /// Whether a coordinator request that met `failure` is sent again: to the coordinator found
@@ -255,14 +237,6 @@ pub fn is_retried_code(code: i16) -> bool {
                 | OUT_OF_ORDER_SEQUENCE_NUMBER
                 | OFFSET_NOT_AVAILABLE
         )
-}
-
-/// Codes counted as leadership errors (absorbed or passed through) in metrics.
-pub fn is_leadership_code(code: i16) -> bool {
-    matches!(
-        code,
-        LEADER_NOT_AVAILABLE | NOT_LEADER_OR_FOLLOWER | FENCED_LEADER_EPOCH | UNKNOWN_LEADER_EPOCH
-    )
 }
 
 /// The longest wait between two attempts (the first is `retry_backoff_ms`, doubling).
@@ -362,7 +336,6 @@ pub fn former_leader_lost(silent: Option<Duration>) -> bool {
 /// have seen talking to a broker that went away (reads: NOT_LEADER_OR_FOLLOWER, so it
 /// refreshes and retries; writes: NETWORK_EXCEPTION, retriable, never a fake success).
 pub fn code_without_answer(api: ApiKey) -> i16 {
-    const NETWORK_EXCEPTION: i16 = 13;
     if api == ApiKey::Produce {
         NETWORK_EXCEPTION
     } else {

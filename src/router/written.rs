@@ -39,6 +39,7 @@ use crate::cluster::Cluster;
 use crate::leadership::refresh::Trigger;
 use crate::leadership::TopicRef;
 use crate::metrics;
+use crate::protocol::{FENCED_LEADER_EPOCH, NOT_LEADER_OR_FOLLOWER, OFFSET_OUT_OF_RANGE};
 
 mod compare;
 
@@ -48,9 +49,6 @@ pub use compare::same_batch_at;
 const FETCH_VERSION: i16 = 12;
 /// OffsetsForLeaderEpoch v4 (Kafka 2.7+), with current_leader_epoch fencing.
 const EPOCHS_VERSION: i16 = 4;
-const OFFSET_OUT_OF_RANGE: i16 = 1;
-const NOT_LEADER_OR_FOLLOWER: i16 = 6;
-const FENCED_LEADER_EPOCH: i16 = 74;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Written {

@@ -26,11 +26,12 @@ fn without_tests(text: &str) -> &str {
 }
 
 /// The modules of src/, one floor each: a module may use the modules below it, never those above
-/// (so no two modules can import each other). The order is the data path's, bottom up: what
-/// everything uses; the connections to brokers; what fairlead knows of the cluster; the
+/// (so no two modules can import each other). The order is the data path's, bottom up: the
+/// protocol's vocabulary; what everything uses; the connections to brokers; what fairlead knows of the cluster; the
 /// rewriting of answers; the routing of requests; a client connection; the accept loops; the
 /// operations around them.
 const FLOORS: &[&str] = &[
+    "protocol",
     "metrics",
     "codec",
     "ports",
@@ -97,6 +98,55 @@ fn modules_import_only_from_the_floors_below() {
     assert!(
         wrong.is_empty(),
         "imports from a higher floor (see FLOORS): {wrong:#?}"
+    );
+}
+
+/// The protocol's vocabulary has one home, src/protocol.rs, on the lowest floor: it imports no
+/// module of fairlead's, and no other file declares a constant or function it names (an error
+/// code, an API set, `is_leadership_code`, `api_name`) again.
+#[test]
+fn the_protocol_vocabulary_is_declared_once_on_the_lowest_floor() {
+    assert_eq!(FLOORS[0], "protocol");
+    let src = repo().join("src");
+    let vocabulary = std::fs::read_to_string(src.join("protocol.rs")).unwrap();
+    let vocabulary = without_tests(&vocabulary);
+    assert!(
+        !vocabulary.contains("crate::"),
+        "src/protocol.rs imports from fairlead's modules"
+    );
+    let names: Vec<&str> = vocabulary
+        .lines()
+        .filter_map(|l| {
+            let rest = l
+                .strip_prefix("pub const ")
+                .or_else(|| l.strip_prefix("pub fn "))?;
+            rest.split([':', '(']).next()
+        })
+        .collect();
+    assert!(
+        names.contains(&"NOT_LEADER_OR_FOLLOWER") && names.contains(&"ROUTED_APIS"),
+        "{names:?}"
+    );
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut again = Vec::new();
+    for f in files.iter().filter(|f| !f.ends_with("protocol.rs")) {
+        let text = std::fs::read_to_string(f).unwrap();
+        for line in without_tests(&text).lines().map(str::trim_start) {
+            let line = line.strip_prefix("pub ").unwrap_or(line);
+            for name in &names {
+                if line.starts_with(&format!("const {name}:"))
+                    || line.starts_with(&format!("fn {name}("))
+                {
+                    let rel = f.strip_prefix(repo()).unwrap().display().to_string();
+                    again.push(format!("{rel}: {name}"));
+                }
+            }
+        }
+    }
+    assert!(
+        again.is_empty(),
+        "declared again outside src/protocol.rs (import it from there): {again:#?}"
     );
 }
 

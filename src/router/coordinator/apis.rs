@@ -10,7 +10,8 @@ use kafka_protocol::protocol::Decodable;
 
 use crate::codec::message::{decode_body, decode_response, MessageError};
 use crate::leadership::coordinators::CoordinatorKey;
-use crate::router::retry::{is_coordinator_code, CoordinatorFacts};
+use crate::protocol::is_coordinator_code;
+use crate::router::retry::CoordinatorFacts;
 
 /// A coordinator request, as the router sees it.
 #[derive(Debug, Clone)]

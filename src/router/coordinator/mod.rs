@@ -1,5 +1,5 @@
 //! Coordinator moves absorbed: the group and transaction coordinator APIs (see
-//! `retry::COORDINATOR_APIS`).
+//! `protocol::COORDINATOR_APIS`).
 //!
 //! A group's or a transactional id's coordinator is the leader of one partition of
 //! `__consumer_offsets` or `__transaction_state`; a rolling restart or a broker failure moves it,
@@ -37,6 +37,7 @@ use crate::codec::header::RequestHeader;
 use crate::config::Config;
 use crate::leadership::coordinators::Known;
 use crate::metrics;
+use crate::protocol::COORDINATOR_APIS;
 use crate::upstream::pool::Pool;
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
 use apis::{Codes, Inspected};
@@ -61,7 +62,7 @@ pub fn not_found_yet(hdr: &RequestHeader, frame: &Bytes) -> Option<i16> {
 /// Whether a forwarded answer of `api` is counted like a coordinator request's
 /// (`router::inspect`): the coordinator APIs, and FindCoordinator.
 pub fn counted(api: ApiKey) -> bool {
-    api == ApiKey::FindCoordinator || super::retry::COORDINATOR_APIS.contains(&api)
+    api == ApiKey::FindCoordinator || COORDINATOR_APIS.contains(&api)
 }
 
 /// Every non-zero error code of an answer of a coordinator API or FindCoordinator.

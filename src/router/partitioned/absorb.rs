@@ -14,10 +14,8 @@ use crate::codec::message::{decode_response, encode_request_with_header};
 use crate::leadership::refresh::Trigger;
 use crate::leadership::TopicRef;
 use crate::metrics;
-use crate::router::retry::{
-    self, decide, is_leadership_code, is_retried_code, Decision, Failure, ProduceFacts,
-    NOT_ENOUGH_REPLICAS,
-};
+use crate::protocol::{is_leadership_code, NOT_ENOUGH_REPLICAS};
+use crate::router::retry::{self, decide, is_retried_code, Decision, Failure, ProduceFacts};
 use crate::upstream::{ReplyRx, UpstreamError};
 
 /// What the first answers gave.
