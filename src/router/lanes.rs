@@ -163,17 +163,16 @@ impl Lanes {
     /// them in flight, and returns the connection each must use (the lane's own when it is
     /// already sending to that node). The bool says whether it had to wait.
     pub async fn acquire(&self, wanted: Vec<Want>) -> (Vec<Option<Arc<Upstream>>>, bool) {
-        let (claims, ups): (Vec<Claim>, Vec<(i32, Option<Arc<Upstream>>)>) = wanted
-            .into_iter()
-            .map(|w| {
-                let claim = Claim {
-                    key: w.key,
-                    node: w.node,
-                    alone: w.alone,
-                };
-                (claim, (w.node, w.upstream))
-            })
-            .unzip();
+        let mut claims = Vec::with_capacity(wanted.len());
+        let mut ups = Vec::with_capacity(wanted.len());
+        for w in wanted {
+            ups.push((w.node, w.upstream));
+            claims.push(Claim {
+                key: w.key,
+                node: w.node,
+                alone: w.alone,
+            });
+        }
         let upstream_of = |node: i32| {
             ups.iter()
                 .find(|(n, _)| *n == node)
