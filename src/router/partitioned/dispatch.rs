@@ -15,7 +15,8 @@ use super::{Conns, Job, Part, RoutedApi, Sent};
 use crate::codec::header::RequestHeader;
 use crate::codec::message::{decode_body, encode_request_with_header};
 use crate::codec::LEN_PREFIX;
-use crate::metrics;
+use crate::router::attempt::{Attempts, InFlight};
+use crate::router::inspect::{uninspected, Unread};
 use crate::router::lanes::{LaneKey, Lanes, Producer, Want};
 use crate::router::retry::Budget;
 use crate::upstream::{Upstream, UpstreamError};
@@ -51,12 +52,7 @@ impl<A: RoutedApi> Job<A> {
             return Ok(Dispatched::Forward);
         };
         let started = Instant::now();
-        let Conns {
-            cluster,
-            ticks,
-            home,
-            reroutes,
-        } = conns;
+        let Conns { cluster, home, .. } = conns;
         let generation = cluster.leadership.generation();
         let home_node = home.node();
         let (mut envelope, flat) = A::flatten(req);
@@ -97,18 +93,15 @@ impl<A: RoutedApi> Job<A> {
             cluster.cfg.retry_backoff,
         );
         Ok(Dispatched::Job(Box::new(Job {
-            cluster: cluster.clone(),
-            ticks: ticks.clone(),
+            at: Attempts::new(conns, A::KEY, budget),
             version,
             correlation_id: hdr.correlation_id,
             header,
             envelope,
             parts,
             sent,
-            reroutes: reroutes.clone(),
             lanes: lanes.map(|(l, _)| l.clone()),
             generation,
-            budget,
         })))
     }
 }
@@ -238,8 +231,7 @@ fn decode_routable<A: RoutedApi>(frame: &Bytes, hdr: &RequestHeader) -> Option<(
     let req: A::Req = match decode_body(frame, body_offset, A::KEY, version) {
         Ok(r) => r,
         Err(e) => {
-            metrics::passed_blind(A::KEY as i16);
-            warn!(api = ?A::KEY, version, error = %e, "request not decodable: forwarded without inspection");
+            uninspected(A::KEY as i16, version, Unread::Request, &e);
             return None;
         }
     };
@@ -280,10 +272,8 @@ fn send<A: RoutedApi>(t: Target, r: &Request<'_, A>) -> Sent {
         },
     };
     Sent {
-        rx,
-        up: used,
+        flight: InFlight { rx, up: used, node },
         idx,
-        node,
         original: r.original.is_some(),
     }
 }
