@@ -14,9 +14,10 @@ use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tracing::{debug, warn};
 
+use super::inspect::{self, Tally};
 use super::retry::{resend_forwarded, Budget};
 use super::session::Session;
-use super::{coordinator, inspect, Unanswerable};
+use super::{coordinator, Unanswerable};
 use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::metrics::{self, NotAbsorbed};
@@ -75,7 +76,7 @@ impl Forward {
     async fn ask_again(
         &self,
         out: Bytes,
-        asking: &mut Option<(Budget, i16)>,
+        asking: &mut Option<Asking>,
     ) -> Result<Asked, Unanswerable> {
         let hdr = &self.hdr;
         let code = coordinator::not_found_yet(hdr, &out);
@@ -83,30 +84,24 @@ impl Forward {
             // Every forwarded answer passes here: no clock read, no budget, for the usual case.
             return Ok(Asked::Done(out));
         }
-        let (budget, first) = asking.get_or_insert_with(|| {
-            let c = &self.cluster.cfg;
-            let b = Budget::new(
-                Instant::now(),
-                Duration::ZERO,
-                c.coordinator_absorb_timeout,
-                None,
-                c.retry_backoff,
-            );
-            (b, code.unwrap_or(0))
-        });
-        let (api, first) = (hdr.api_key, *first);
+        let Asking {
+            budget,
+            first,
+            tally,
+        } = asking.get_or_insert_with(|| self.asking(code.unwrap_or(0)));
         if code.is_none() || budget.expired() {
             // Asking again began with `first`: the answer now has a coordinator, or time is up.
+            // The codes the client gets are counted with every forwarded answer (`inspect`).
             if code.is_none() {
-                metrics::replay(api, metrics::Replay::Ok);
-                metrics::absorbed(api, first);
-                metrics::absorb_duration(api, budget.elapsed());
+                tally.resent(true);
+                tally.answer(Some(*first), true, &[]);
+                tally.done();
             } else {
-                metrics::replay(api, metrics::Replay::GaveUp);
+                tally.replay(metrics::Replay::GaveUp);
             }
             return Ok(Asked::Done(out));
         }
-        debug!(api, "no coordinator yet: asking again");
+        debug!(api = hdr.api_key, "no coordinator yet: asking again");
         budget.back_off().await;
         let up = self
             .session
@@ -118,6 +113,25 @@ impl Forward {
             Ok(Some(rx)) => Asked::Sent(rx),
             _ => Asked::NotSent,
         })
+    }
+
+    /// Asking again begins, after `first`.
+    fn asking(&self, first: i16) -> Asking {
+        let c = &self.cluster.cfg;
+        let budget = Budget::new(
+            Instant::now(),
+            Duration::ZERO,
+            c.coordinator_absorb_timeout,
+            None,
+            c.retry_backoff,
+        );
+        let mut tally = Tally::new(self.hdr.api_key);
+        tally.absorbing();
+        Asking {
+            budget,
+            first,
+            tally,
+        }
     }
 
     /// The broker connection went away with this request in flight (`lost`: how): repeats it on a
@@ -165,6 +179,13 @@ impl Forward {
             }
         })
     }
+}
+
+/// A FindCoordinator being asked again: its budget, the code it met first, its count.
+struct Asking {
+    budget: Budget,
+    first: i16,
+    tally: Tally,
 }
 
 /// What became of a forwarded answer (`ask_again`).

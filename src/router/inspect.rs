@@ -12,6 +12,8 @@
 //! A forwarded Produce or Fetch answer that names brokers (KIP-951 node endpoints) has them
 //! rewritten here too, like a routed one.
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tracing::warn;
@@ -52,7 +54,7 @@ pub fn forwarded(
         _ if coordinator::counted(api) => {
             match coordinator::answer_codes(api, &frame, v) {
                 Ok(codes) => count(api, codes),
-                Err(e) => blind(hdr, &e.to_string()),
+                Err(e) => blind(hdr, &e),
             }
             Ok(frame)
         }
@@ -72,7 +74,7 @@ fn routed<A: RoutedApi>(
     let mut resp: A::Resp = match decode_response(&frame, A::KEY, v) {
         Ok(r) => r,
         Err(e) => {
-            blind(hdr, &e.to_string());
+            blind(hdr, &e);
             return Ok(frame);
         }
     };
@@ -110,12 +112,88 @@ fn absorbable(code: i16) -> bool {
     retry::is_retried_code(code) || protocol::is_coordinator_code(code)
 }
 
-fn blind(hdr: &RequestHeader, error: &str) {
-    metrics::passed_blind(hdr.api_key);
-    warn!(
-        api = hdr.api_key,
-        version = hdr.api_version,
-        error,
-        "response not decodable: forwarded without inspection"
-    );
+fn blind(hdr: &RequestHeader, error: &dyn std::fmt::Display) {
+    uninspected(hdr.api_key, hdr.api_version, Unread::Response, error);
+}
+
+/// What fairlead could not read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unread {
+    Request,
+    Response,
+}
+
+/// A request or an answer fairlead cannot decode goes on as it is (the broker or the client
+/// may read what fairlead cannot), counted and logged here.
+pub fn uninspected(api: i16, version: i16, what: Unread, error: &dyn std::fmt::Display) {
+    metrics::passed_blind(api);
+    match what {
+        Unread::Request => {
+            warn!(api, version, %error, "request not decodable: forwarded without inspection")
+        }
+        Unread::Response => {
+            warn!(api, version, %error, "response not decodable: forwarded without inspection")
+        }
+    }
+}
+
+/// What the client gets for one routed request (or one asked again), counted once: per
+/// partition or key, `fairlead_errors_absorbed_total` when the error it met first is gone from
+/// its answer, `fairlead_errors_passed_through_total` for every code the client gets; each
+/// re-send's outcome; and how long absorbing took.
+pub struct Tally {
+    api: i16,
+    /// When absorbing began (None: nothing to absorb so far).
+    since: Option<Instant>,
+}
+
+impl Tally {
+    pub fn new(api: i16) -> Tally {
+        Tally { api, since: None }
+    }
+
+    /// Absorbing begins, unless it already has: returns whether it began now.
+    pub fn absorbing(&mut self) -> bool {
+        if self.since.is_some() {
+            return false;
+        }
+        self.since = Some(Instant::now());
+        true
+    }
+
+    /// One answer the client gets (a partition's, or a key's): `first`, the error it met first
+    /// (None: none); `settled`, whether that error is gone from the answer; `codes`, the error
+    /// codes the client gets. Returns the error absorbed, if one was.
+    pub fn answer(&self, first: Option<i16>, settled: bool, codes: &[i16]) -> Option<i16> {
+        let absorbed = first.filter(|_| settled);
+        if let Some(code) = absorbed {
+            metrics::absorbed(self.api, code);
+        }
+        for code in codes.iter().filter(|c| **c != 0) {
+            metrics::passed_through(self.api, *code);
+        }
+        absorbed
+    }
+
+    /// The outcome of one re-send: its answer settled what it was sent for, or not.
+    pub fn resent(&self, ok: bool) {
+        let outcome = if ok {
+            metrics::Replay::Ok
+        } else {
+            metrics::Replay::Failed
+        };
+        metrics::replay(self.api, outcome);
+    }
+
+    /// Absorbing ended without a re-send's answer (given up, or answered with nothing yet).
+    pub fn replay(&self, outcome: metrics::Replay) {
+        metrics::replay(self.api, outcome);
+    }
+
+    /// The request is answered: how long absorbing took, recorded (None: nothing absorbed).
+    pub fn done(&self) -> Option<Duration> {
+        let took = self.since?.elapsed();
+        metrics::absorb_duration(self.api, took);
+        Some(took)
+    }
 }

@@ -8,6 +8,7 @@
 //!   the client's own upstream connection; the response is forwarded too, with broker
 //!   addresses rewritten where the API carries any (see `rewrite`).
 
+pub mod attempt;
 pub mod coordinator;
 pub mod delete_records;
 pub mod fetch;
@@ -40,9 +41,10 @@ use crate::metrics::NotAbsorbed;
 use crate::protocol::COORDINATOR_APIS;
 use crate::upstream::pool::{Lenders, Pool};
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
+use attempt::Conns;
 use forward::Forward;
 use lanes::Lanes;
-use partitioned::{Conns, Dispatched, Job, RoutedApi};
+use partitioned::{Dispatched, Job, RoutedApi};
 use session::Session;
 
 /// The router's state, shared by every client connection.

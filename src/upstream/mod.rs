@@ -84,6 +84,18 @@ pub enum UpstreamError {
     NotAsClient { node: i32 },
 }
 
+impl UpstreamError {
+    /// Whether the request may have reached the broker, so that it may have acted on it (a
+    /// retry is then safe only for what may be repeated): not when fairlead could not connect,
+    /// nor when no connection may carry it.
+    pub fn sent(&self) -> bool {
+        !matches!(
+            self,
+            UpstreamError::Connect { .. } | UpstreamError::NotAsClient { .. }
+        )
+    }
+}
+
 pub type Reply = Result<BytesMut, UpstreamError>;
 pub type ReplyRx = oneshot::Receiver<Reply>;
 

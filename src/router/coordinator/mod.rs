@@ -29,17 +29,16 @@ use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tracing::{debug, warn};
 
+use super::attempt::{Attempts, Conns, InFlight, Until};
+use super::inspect::{uninspected, Unread};
 use super::lanes::{LaneKey, Lanes, Want};
-use super::partitioned::Conns;
 use super::retry::{ask_again, decide_coordinator, keep_original, Budget, Decision, Failure};
-use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::config::Config;
 use crate::leadership::coordinators::Known;
 use crate::metrics;
 use crate::protocol::COORDINATOR_APIS;
-use crate::upstream::pool::Pool;
-use crate::upstream::{ReplyRx, Upstream, UpstreamError};
+use crate::upstream::{Upstream, UpstreamError};
 use apis::{Codes, Inspected};
 
 /// How much longer than its rebalance timeout a JoinGroup may be held: under what clients wait
@@ -85,7 +84,8 @@ pub enum JobError {
 
 /// A coordinator request on its way: sent, its answer awaited on the connection's writer.
 pub struct Job {
-    cluster: Arc<Cluster>,
+    /// Its attempts: the cluster, the connections, the budget, what the client gets counted.
+    at: Attempts,
     api: ApiKey,
     version: i16,
     /// The client's frame: every attempt sends these bytes.
@@ -95,12 +95,10 @@ pub struct Job {
     stamp: u64,
     /// Where it went last.
     node: i32,
-    rx: Option<ReplyRx>,
-    up: Option<Arc<Upstream>>,
-    reroutes: Arc<Pool>,
+    /// The first attempt, sent by `dispatch`.
+    first: Option<InFlight>,
     lanes: Arc<Lanes>,
     lane: LaneKey,
-    budget: Budget,
 }
 
 impl Job {
@@ -122,9 +120,7 @@ impl Job {
             return Ok(None);
         };
         let started = Instant::now();
-        let Conns {
-            cluster, reroutes, ..
-        } = conns;
+        let cluster = conns.cluster;
         let known = cluster.leadership.coordinators.get(&inspected.key);
         let (node, up) = route(conns, known, api).await;
         let lane = LaneKey::Coordinator {
@@ -132,25 +128,19 @@ impl Job {
             key: inspected.key.clone(),
         };
         let up = take_lane(lanes, &lane, node, up).await;
-        let rx = up.send(frame.clone(), true).unwrap_or_else(|e| {
-            debug!(?api, node, error = %e, "coordinator request not sent");
-            None
-        });
+        let first = InFlight::on(node, up, frame.clone(), api);
         let budget = budget(&cluster.cfg, api, &inspected, started);
         Ok(Some(Job {
-            cluster: cluster.clone(),
+            at: Attempts::new(conns, api, budget),
             api,
             version,
             frame,
             inspected,
             stamp: known.map_or(0, |k| k.stamp),
             node,
-            rx,
-            up: Some(up),
-            reroutes: reroutes.clone(),
+            first: Some(first),
             lanes: lanes.clone(),
             lane,
-            budget,
         }))
     }
 
@@ -162,9 +152,11 @@ impl Job {
     }
 
     async fn run(&mut self) -> Result<Bytes, JobError> {
-        let rx = self.rx.take();
-        let mut reply = self.wait(rx).await;
-        let mut absorb = Absorb::default();
+        let mut reply = match self.first.take() {
+            Some(first) => self.at.wait(first, Until::Answered, None).await,
+            None => Err(Failure::NotSent),
+        };
+        let mut original = None;
         // The answer in hand is a replay's (counted once, when it comes).
         let mut replayed = false;
         let codes = loop {
@@ -175,25 +167,29 @@ impl Job {
             if std::mem::take(&mut replayed) {
                 self.count_replay(codes.as_ref());
             }
-            if let Some(frame) = self.original_kept(&absorb, codes.as_ref()) {
+            if let Some(frame) = self.original_kept(&mut original, codes.as_ref()) {
                 return Ok(frame);
             }
             let Some(failure) = failure else { break codes };
-            if let (Ok(frame), Failure::Code(code)) = (&reply, failure) {
-                absorb.original.get_or_insert_with(|| (frame.clone(), code));
+            if let (Ok(frame), Failure::Code(code), Some(c)) = (&reply, failure, &codes) {
+                original.get_or_insert_with(|| Original {
+                    frame: frame.clone(),
+                    code,
+                    codes: c.clone(),
+                });
             }
             let decision = decide_coordinator(self.api, failure, self.inspected.facts);
             if decision == Decision::PassThrough {
                 break codes;
             }
-            let target = match self.next_target(decision, &mut absorb).await {
+            let target = match self.next_target(decision).await {
                 Step::To(node) => node,
                 // Not elected yet: wait, ask again (the answer in hand stays the answer).
                 Step::Wait => continue,
                 Step::GiveUp => break codes,
             };
             debug!(api = ?self.api, key = self.inspected.key.id.as_str(), node = target, ?failure, "replaying to the coordinator");
-            match self.send_again(target).await {
+            match self.at.attempt(target, self.node, self.frame.clone()).await {
                 Some(again) => reply = again,
                 // No connection of the client's identity reaches the coordinator: the answer
                 // in hand is the client's (`identity`).
@@ -202,14 +198,15 @@ impl Job {
                     break codes;
                 }
             }
+            self.node = target;
             replayed = true;
         };
-        self.conclude(reply, codes, absorb)
+        self.conclude(reply, codes, original)
     }
 
-    /// An answer's coordinator failure (None: none) and its codes; `Err`: an answer fairlead
-    /// cannot decode, which goes to the client as it is (the client may read what fairlead
-    /// cannot; it names no broker).
+    /// An answer's coordinator failure (None: none) and its codes, read once; `Err`: an answer
+    /// fairlead cannot decode, which goes to the client as it is (the client may read what
+    /// fairlead cannot; it names no broker).
     fn read(
         &self,
         reply: &Result<Bytes, Failure>,
@@ -221,8 +218,7 @@ impl Job {
         match apis::codes(self.api, frame, self.version) {
             Ok(c) => Ok((c.coordinator.map(Failure::Code), Some(c))),
             Err(e) => {
-                metrics::passed_blind(self.api as i16);
-                warn!(api = ?self.api, version = self.version, error = %e, "response not decodable: forwarded without inspection");
+                uninspected(self.api as i16, self.version, Unread::Response, &e);
                 Err(frame.clone())
             }
         }
@@ -231,41 +227,39 @@ impl Job {
     /// Counts a replay's outcome: it worked unless its answer is missing or names a
     /// coordinator error again.
     fn count_replay(&self, codes: Option<&Codes>) {
-        let outcome = if codes.is_some_and(|c| c.coordinator.is_none()) {
-            metrics::Replay::Ok
-        } else {
-            metrics::Replay::Failed
-        };
-        metrics::replay(self.api as i16, outcome);
+        let ok = codes.is_some_and(|c| c.coordinator.is_none());
+        self.at.tally.resent(ok);
     }
 
     /// The original answer, counted, when the replay's answer says the request was refused as
     /// a repeat of one the old coordinator had applied (`retry::keep_original`).
-    fn original_kept(&self, absorb: &Absorb, codes: Option<&Codes>) -> Option<Bytes> {
-        let ((frame, code), replay) = (absorb.original.as_ref()?, codes?);
+    fn original_kept(
+        &self,
+        original: &mut Option<Original>,
+        codes: Option<&Codes>,
+    ) -> Option<Bytes> {
+        let replay = codes.filter(|_| original.is_some())?;
         if !keep_original(self.api, self.inspected.facts, replay.first()) {
             return None;
         }
         debug!(api = ?self.api, replay_code = replay.first(), "the replay was refused as a repeat: the client gets the original error");
-        Some(self.finish(frame.clone(), *code, None, absorb.since))
+        original
+            .take()
+            .map(|o| self.finish(o.frame, o.code, &o.codes))
     }
 
     /// Where the request goes next, after the wait the attempt needs; the first call starts
     /// absorbing (the lane is held until the job completes).
-    async fn next_target(&mut self, decision: Decision, absorb: &mut Absorb) -> Step {
-        if absorb.since.is_none() {
-            absorb.since = Some(Instant::now());
+    async fn next_target(&mut self, decision: Decision) -> Step {
+        if self.at.tally.absorbing() {
             self.lanes.hold(&self.lane);
         }
-        if self.budget.expired() {
-            metrics::replay(self.api as i16, metrics::Replay::GaveUp);
-            warn!(api = ?self.api, key = self.inspected.key.id.as_str(), waited_ms = self.budget.elapsed().as_millis() as u64, "gave up absorbing a coordinator move: the client gets the original answer");
+        if self.at.budget.expired() {
+            self.at.tally.replay(metrics::Replay::GaveUp);
+            warn!(api = ?self.api, key = self.inspected.key.id.as_str(), waited_ms = self.at.budget.elapsed().as_millis() as u64, "gave up absorbing a coordinator move: the client gets the original answer");
             return Step::GiveUp;
         }
-        if absorb.attempts > 0 || decision != Decision::Reroute {
-            self.budget.back_off().await;
-        }
-        absorb.attempts += 1;
+        self.at.before_resend(decision == Decision::Reroute).await;
         match decision {
             Decision::RetrySame => Step::To(self.node),
             _ => self.find().await.map_or(Step::Wait, Step::To),
@@ -278,14 +272,15 @@ impl Job {
         &self,
         reply: Result<Bytes, Failure>,
         codes: Option<Codes>,
-        absorb: Absorb,
+        original: Option<Original>,
     ) -> Result<Bytes, JobError> {
-        match (reply, absorb.original) {
+        match (reply, original) {
             (Ok(frame), original) => {
-                let first = original.map_or(0, |(_, code)| code);
-                Ok(self.finish(frame, first, codes, absorb.since))
+                let first = original.map_or(0, |o| o.code);
+                // An answer in hand was read in the loop: its codes are there.
+                Ok(self.finish(frame, first, &codes.unwrap_or_default()))
             }
-            (Err(_), Some((frame, code))) => Ok(self.finish(frame, code, None, absorb.since)),
+            (Err(_), Some(o)) => Ok(self.finish(o.frame, o.code, &o.codes)),
             (Err(_), None) => {
                 metrics::connection_closed(metrics::Closed::BrokerLostMidRequest);
                 Err(JobError::Lost { api: self.api })
@@ -297,9 +292,10 @@ impl Job {
     /// answered; the caller waits and asks again).
     async fn find(&mut self) -> Option<i32> {
         match self
+            .at
             .cluster
             .finder
-            .find(&self.inspected.key, self.stamp, self.budget.deadline())
+            .find(&self.inspected.key, self.stamp, self.at.budget.deadline())
             .await
         {
             Ok(k) => {
@@ -313,84 +309,26 @@ impl Job {
         }
     }
 
-    /// Sends the client's request again, to `target`, on a connection that may carry the
-    /// client's requests, and waits for the answer. None: no such connection reaches `target`.
-    async fn send_again(&mut self, target: i32) -> Option<Result<Bytes, Failure>> {
-        let rx = match self.cluster.upstream_in(&self.reroutes, target).await {
-            Ok(up) => {
-                let rx = up.send(self.frame.clone(), true).ok().flatten();
-                self.up = Some(up);
-                rx
-            }
-            Err(UpstreamError::NotAsClient { .. }) => return None,
-            Err(e) => {
-                debug!(api = ?self.api, node = target, error = %e, "coordinator unreachable");
-                None
-            }
-        };
-        if target != self.node {
-            metrics::rerouted(self.api as i16, 1);
-        }
-        self.node = target;
-        Some(self.wait(rx).await)
-    }
-
-    /// One answer, within the budget's time to answer (past it the connection is abandoned:
-    /// the broker stopped answering).
-    async fn wait(&self, rx: Option<ReplyRx>) -> Result<Bytes, Failure> {
-        let Some(rx) = rx else {
-            return Err(Failure::NotSent);
-        };
-        match tokio::time::timeout_at(self.budget.answer_by().into(), rx).await {
-            Ok(Ok(Ok(frame))) => Ok(frame.freeze()),
-            Ok(Ok(Err(UpstreamError::Connect { .. }))) => Err(Failure::NotSent),
-            Ok(_) => Err(Failure::ConnectionLost),
-            Err(_) => {
-                warn!(api = ?self.api, node = self.node, waited_ms = self.budget.elapsed().as_millis() as u64, "coordinator did not answer: abandoning its connection");
-                if let Some(up) = &self.up {
-                    up.abandon();
-                }
-                Err(Failure::ConnectionLost)
-            }
-        }
-    }
-
     /// Counts what the client gets and returns it. `first`: the coordinator error the request
-    /// met first (0: none); `codes`: the codes of `frame` if already read; `since`: when
-    /// absorbing began.
-    fn finish(
-        &self,
-        frame: Bytes,
-        first: i16,
-        codes: Option<Codes>,
-        since: Option<Instant>,
-    ) -> Bytes {
-        let api = self.api as i16;
-        let codes = codes
-            .unwrap_or_else(|| apis::codes(self.api, &frame, self.version).unwrap_or_default());
-        if first != 0 && codes.coordinator.is_none() {
-            metrics::absorbed(api, first);
-            debug!(api = ?self.api, key = self.inspected.key.id.as_str(), code = first, node = self.node, "absorbed a coordinator move");
+    /// met first (0: none); `codes`: the codes of `frame`.
+    fn finish(&self, frame: Bytes, first: i16, codes: &Codes) -> Bytes {
+        let first = (first != 0).then_some(first);
+        let settled = codes.coordinator.is_none();
+        if let Some(code) = self.at.tally.answer(first, settled, &codes.nonzero) {
+            debug!(api = ?self.api, key = self.inspected.key.id.as_str(), code, node = self.node, "absorbed a coordinator move");
         }
-        for code in &codes.nonzero {
-            metrics::passed_through(api, *code);
-        }
-        if let Some(t) = since {
-            metrics::absorb_duration(api, t.elapsed());
-        }
+        self.at.tally.done();
         frame
     }
 }
 
-/// What absorbing a move has seen so far.
-#[derive(Default)]
-struct Absorb {
-    /// The first answer that carried a coordinator error, and that error.
-    original: Option<(Bytes, i16)>,
-    /// When the first coordinator error came (None: none yet).
-    since: Option<Instant>,
-    /// Re-sends asked for so far.
-    attempts: u32,
+/// The first answer that carried a coordinator error: the client's if nothing better comes.
+struct Original {
+    frame: Bytes,
+    /// That error.
+    code: i16,
+    /// Every code of the answer, read when it came.
+    codes: Codes,
 }
 
 /// Where a request goes next while absorbing.
@@ -405,14 +343,10 @@ enum Step {
 /// The key of a coordinator request (None: not one coordinator's, or not decodable, counted
 /// and logged).
 fn inspect(api: ApiKey, frame: &Bytes, at: usize, version: i16) -> Option<Inspected> {
-    match apis::inspect(api, frame, at, version) {
-        Ok(inspected) => inspected,
-        Err(e) => {
-            metrics::passed_blind(api as i16);
-            warn!(?api, version, error = %e, "request not decodable: forwarded without inspection");
-            None
-        }
-    }
+    apis::inspect(api, frame, at, version).unwrap_or_else(|e| {
+        uninspected(api as i16, version, Unread::Request, &e);
+        None
+    })
 }
 
 /// Where a request goes first: the coordinator fairlead knows for its key, else where the

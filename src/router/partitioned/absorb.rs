@@ -4,7 +4,6 @@
 //! spent.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Instant;
 
 use bytes::Bytes;
 use tracing::{debug, warn};
@@ -15,8 +14,9 @@ use crate::leadership::refresh::Trigger;
 use crate::leadership::TopicRef;
 use crate::metrics;
 use crate::protocol::{is_leadership_code, NOT_ENOUGH_REPLICAS};
+use crate::router::attempt::{InFlight, Until};
+use crate::router::inspect::{uninspected, Unread};
 use crate::router::retry::{self, decide, is_retried_code, Decision, Failure, ProduceFacts};
-use crate::upstream::{ReplyRx, UpstreamError};
 
 /// What the first answers gave.
 pub(super) enum Gathered<A: RoutedApi> {
@@ -32,8 +32,6 @@ pub(super) struct Answers<A: RoutedApi> {
     pub envelope: Option<A::Resp>,
     /// The answer to the client's request sent unchanged, while nothing needs merging.
     pub original: Option<Bytes>,
-    /// When the first partition needed absorbing.
-    pub absorb_started: Option<Instant>,
 }
 
 impl<A: RoutedApi> Job<A> {
@@ -42,69 +40,69 @@ impl<A: RoutedApi> Job<A> {
         let mut answers = Answers {
             envelope: None,
             original: None,
-            absorb_started: None,
         };
-        for mut s in std::mem::take(&mut self.sent) {
-            let reply = match s.rx.take() {
-                None => Err(Failure::NotSent),
-                Some(rx) => self.wait_part(rx, &s).await,
-            };
-            let frame = match reply {
+        for Sent {
+            flight,
+            idx,
+            original,
+        } in std::mem::take(&mut self.sent)
+        {
+            let early = |f: &InFlight| self.given_up_early(&idx, f);
+            let frame = match self.at.wait(flight, Until::Answered, Some(&early)).await {
                 Ok(frame) => frame,
                 Err(f) => {
-                    self.fail(&s.idx, f);
+                    self.fail(&idx, f);
                     continue;
                 }
             };
             let resp: A::Resp = match decode_response(&frame, A::KEY, self.version) {
                 Ok(r) => r,
-                Err(e) if s.original => {
+                Err(e) if original => {
                     // We could not read the broker's answer to an untouched request: the
                     // client can, so give it the answer untouched.
-                    metrics::passed_blind(A::KEY as i16);
-                    warn!(api = ?A::KEY, version = self.version, error = %e, "response not decodable: forwarded without inspection");
+                    uninspected(A::KEY as i16, self.version, Unread::Response, &e);
                     return Ok(Gathered::Blind(frame));
                 }
                 Err(e) => return Err(JobError::Undecodable(e.to_string())),
             };
-            if s.original {
+            if original {
                 answers.original = Some(frame);
             }
-            self.record(resp, &s.idx, &mut answers.envelope);
+            self.record(resp, &idx, &mut answers.envelope);
         }
         Ok(Gathered::Answers(answers))
     }
 
-    /// Re-sends what the rules allow until nothing is left or the budget runs out. Returns
-    /// whether anything was re-sent.
-    pub(super) async fn absorb(&mut self, answers: &mut Answers<A>) -> Result<bool, JobError> {
-        let mut replayed = false;
+    /// Re-sends what the rules allow until nothing is left or the budget runs out.
+    pub(super) async fn absorb(&mut self, answers: &mut Answers<A>) -> Result<(), JobError> {
         let mut seen_generation = self.generation;
         loop {
             let todo = self.decisions();
             if todo.is_empty() {
-                return Ok(replayed);
+                return Ok(());
             }
-            answers.absorb_started.get_or_insert_with(Instant::now);
+            self.at.tally.absorbing();
             debug!(api = ?A::KEY, decisions = ?todo.iter().map(|(i, d)| (self.parts[*i].partition(), *d, self.parts[*i].failure)).collect::<Vec<_>>(), "absorbing");
-            if self.budget.expired() {
+            if self.at.budget.expired() {
                 self.give_up(&todo, seen_generation);
-                return Ok(replayed);
+                return Ok(());
             }
             // From here the partitions are being replayed: a later batch of theirs that meets a
             // sequence gap meanwhile (answered while this one waits or refreshes, on another of
             // the producer's connections) is replayed after them, not passed on (`retry`).
             self.mark_recovering(&todo);
-            if replayed || todo.iter().any(|(_, d)| *d != Decision::Reroute) {
-                self.budget.back_off().await;
-            }
-            replayed = true;
+            let reroute = todo.iter().all(|(_, d)| *d == Decision::Reroute);
+            self.at.before_resend(reroute).await;
             if self.leaders_unknown(&todo) {
                 // Single-flight: concurrent failures share one Metadata round trip.
-                let _ = self.cluster.refresh(seen_generation, Trigger::Error).await;
-                seen_generation = self.cluster.leadership.generation();
+                let _ = self
+                    .at
+                    .cluster
+                    .refresh(seen_generation, Trigger::Error)
+                    .await;
+                seen_generation = self.at.cluster.leadership.generation();
             }
-            if self.budget.expired() {
+            if self.at.budget.expired() {
                 // The wait (or the refresh) used up the time: a re-send now could not be
                 // answered before the deadline, and its timeout would replace the broker's answer
                 // with NETWORK_EXCEPTION. Give up with the answers in hand (top of the loop).
@@ -176,21 +174,21 @@ impl<A: RoutedApi> Job<A> {
                     part.failure = None;
                     // Not absorbed: the client asks again.
                     part.first_code = None;
-                    metrics::replay(A::KEY as i16, metrics::Replay::AnsweredEmpty);
+                    self.at.tally.replay(metrics::Replay::AnsweredEmpty);
                 }
                 None => {
-                    metrics::replay(A::KEY as i16, metrics::Replay::GaveUp);
+                    self.at.tally.replay(metrics::Replay::GaveUp);
                     gave_up += 1;
                 }
             }
         }
-        let waited_ms = self.budget.elapsed().as_millis() as u64;
+        let waited_ms = self.at.budget.elapsed().as_millis() as u64;
         if gave_up > 0 {
             warn!(api = ?A::KEY, partitions = gave_up, waited_ms, "gave up absorbing: the client gets the original error");
         }
         if gave_up < todo.len() {
             // The client asks again at once: let its next request find the leader known.
-            let (cluster, seen) = (self.cluster.clone(), seen_generation);
+            let (cluster, seen) = (self.at.cluster.clone(), seen_generation);
             tokio::spawn(async move {
                 let _ = cluster.refresh(seen, Trigger::Error).await;
             });
@@ -207,6 +205,7 @@ impl<A: RoutedApi> Job<A> {
             *d == Decision::WaitThenReroute
                 || (matches!(d, Decision::Reroute | Decision::Verify)
                     && self
+                        .at
                         .cluster
                         .leadership
                         .leader_of(&part.topic, part.partition())
@@ -220,11 +219,11 @@ impl<A: RoutedApi> Job<A> {
             let part = &self.parts[*i];
             let base = part.answer.as_ref().map(A::base_offset).unwrap_or(-1);
             let Some(check) = A::check_written(
-                self.cluster.clone(),
+                self.at.cluster.clone(),
                 part.topic.clone(),
                 part.req.clone(),
                 base,
-                self.budget.deadline(),
+                self.at.budget.deadline(),
             ) else {
                 continue;
             };
@@ -240,54 +239,19 @@ impl<A: RoutedApi> Job<A> {
         }
     }
 
-    /// Re-sends the partitions to re-send, grouped by where they go now.
+    /// Re-sends the partitions to re-send, grouped by where they go now, and takes their
+    /// answers.
     async fn replay(
         &mut self,
         todo: &[(usize, Decision)],
         envelope: &mut Option<A::Resp>,
     ) -> Result<(), JobError> {
-        let mut groups: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
-        for (i, d) in todo.iter().filter(|(_, d)| *d != Decision::Verify) {
-            groups
-                .entry(self.replay_target(*i, *d))
-                .or_default()
-                .push(*i);
-        }
-        let mut replay_envelope = A::build(&self.envelope, &[]);
-        A::for_replay(&mut replay_envelope);
-        let mut inflight = Vec::with_capacity(groups.len());
-        for (node, idx) in groups {
-            let Some(rx) = self.send_replay(node, &idx, &replay_envelope).await? else {
-                // No connection of the client's identity reaches `node`: the partitions keep
-                // the answers they have (`identity`).
-                for i in &idx {
-                    self.parts[*i].unroutable = true;
-                }
-                continue;
-            };
-            for i in &idx {
-                self.parts[*i].node = node;
-            }
-            inflight.push((rx, idx));
-        }
-        for (rx, idx) in inflight {
-            // A broker that accepts a replay and never answers must not hold the client past
-            // the deadline; the outcome is then unknown, like a lost connection.
-            let reply = match rx {
-                None => Err(Failure::NotSent),
-                Some(rx) => {
-                    match tokio::time::timeout_at(self.budget.deadline().into(), rx).await {
-                        Ok(Ok(Ok(frame))) => Ok(frame.freeze()),
-                        Ok(Ok(Err(UpstreamError::Connect { .. }))) => Err(Failure::NotSent),
-                        _ => Err(Failure::ConnectionLost),
-                    }
-                }
-            };
-            let frame = match reply {
+        for (flight, idx) in self.send_replays(todo).await? {
+            let frame = match self.at.wait(flight, Until::Deadline, None).await {
                 Ok(frame) => frame,
                 Err(f) => {
                     for _ in &idx {
-                        metrics::replay(A::KEY as i16, metrics::Replay::Failed);
+                        self.at.tally.resent(false);
                     }
                     // A lost connection after a write leaves the outcome unknown.
                     self.fail(&idx, f);
@@ -306,21 +270,50 @@ impl<A: RoutedApi> Job<A> {
             self.record(resp, &idx, envelope);
             for i in &idx {
                 let ok = self.parts[*i].code().is_some_and(|c| !is_retried_code(c));
-                let outcome = if ok {
-                    metrics::Replay::Ok
-                } else {
-                    metrics::Replay::Failed
-                };
-                metrics::replay(A::KEY as i16, outcome);
+                self.at.tally.resent(ok);
             }
         }
         Ok(())
     }
 
+    /// Sends every group of partitions to re-send before waiting for any answer.
+    async fn send_replays(
+        &mut self,
+        todo: &[(usize, Decision)],
+    ) -> Result<Vec<(InFlight, Vec<usize>)>, JobError> {
+        let mut groups: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
+        for (i, d) in todo.iter().filter(|(_, d)| *d != Decision::Verify) {
+            groups
+                .entry(self.replay_target(*i, *d))
+                .or_default()
+                .push(*i);
+        }
+        let mut replay_envelope = A::build(&self.envelope, &[]);
+        A::for_replay(&mut replay_envelope);
+        let mut inflight = Vec::with_capacity(groups.len());
+        for (node, idx) in groups {
+            let frame = self.replay_frame(node, &idx, &replay_envelope)?;
+            let Some(flight) = self.at.send(node, frame).await else {
+                // No connection of the client's identity reaches `node`: the partitions keep
+                // the answers they have (`identity`).
+                for i in &idx {
+                    self.parts[*i].unroutable = true;
+                }
+                continue;
+            };
+            debug!(api = ?A::KEY, node, partitions = idx.len(), waited_ms = self.at.budget.elapsed().as_millis() as u64, "replaying");
+            for i in &idx {
+                self.parts[*i].node = node;
+            }
+            inflight.push((flight, idx));
+        }
+        Ok(inflight)
+    }
+
     /// Where a partition is re-sent: the same broker, or its leader now (with that leader's
     /// epoch), or where it went last if the leader is unknown.
     fn replay_target(&mut self, i: usize, d: Decision) -> i32 {
-        let leadership = &self.cluster.leadership;
+        let leadership = &self.at.cluster.leadership;
         let part = &mut self.parts[i];
         if d == Decision::RetrySame {
             return part.node;
@@ -336,15 +329,14 @@ impl<A: RoutedApi> Job<A> {
         }
     }
 
-    /// Sends the partitions `idx` to `node` on a connection that may carry the client's
-    /// requests; the answer comes on the receiver (None: not sent). `None` when no such
-    /// connection reaches `node`.
-    async fn send_replay(
+    /// The request re-sending the partitions `idx` to `node`, which counts as rerouted for
+    /// those last sent elsewhere.
+    fn replay_frame(
         &self,
         node: i32,
         idx: &[usize],
         replay_envelope: &A::Req,
-    ) -> Result<Option<Option<ReplyRx>>, JobError> {
+    ) -> Result<Bytes, JobError> {
         let rerouted = idx.iter().filter(|i| self.parts[**i].node != node).count();
         if rerouted > 0 {
             metrics::rerouted(A::KEY as i16, rerouted);
@@ -353,26 +345,14 @@ impl<A: RoutedApi> Job<A> {
             .iter()
             .map(|i| (&self.parts[*i].topic, &self.parts[*i].req))
             .collect();
-        let frame = encode_request_with_header(
+        encode_request_with_header(
             &self.header,
             &A::build(replay_envelope, &subset),
             A::KEY,
             self.version,
         )
-        .map_err(|e| JobError::Undecodable(e.to_string()))?;
-        let rx = match self.cluster.upstream_in(&self.reroutes, node).await {
-            Ok(up) => up.send(frame.freeze(), true).ok().flatten(),
-            Err(UpstreamError::NotAsClient { .. }) => {
-                debug!(api = ?A::KEY, node, "no connection as the client reaches the replay target");
-                return Ok(None);
-            }
-            Err(e) => {
-                debug!(api = ?A::KEY, node, error = %e, "replay target unreachable");
-                None
-            }
-        };
-        debug!(api = ?A::KEY, node, partitions = idx.len(), waited_ms = self.budget.elapsed().as_millis() as u64, "replaying");
-        Ok(Some(rx))
+        .map(|b| b.freeze())
+        .map_err(|e| JobError::Undecodable(e.to_string()))
     }
 
     fn fail(&mut self, idx: &[usize], f: Failure) {
@@ -381,70 +361,48 @@ impl<A: RoutedApi> Job<A> {
         }
     }
 
-    /// Waits for one part's answer. A live broker answers within its own wait; one that stops
-    /// answering (hung, paused) is given up on: early, once every partition of the part has had
-    /// another leader for a while and the broker has said nothing on the connection for as long
-    /// (see `retry::former_leader_lost`), and in any case when the budget's time to answer is
+    /// Asked at every router tick while a part's answer is awaited (`Attempts::wait`): whether
+    /// to give up on it early, once every partition of the part has had another leader for a
+    /// while and the broker has said nothing on the connection for as long (see
+    /// `retry::former_leader_lost`). A live broker answers within its own wait; one that stops
+    /// answering (hung, paused) is otherwise given up on when the budget's time to answer is
     /// over, when its connection is abandoned.
-    async fn wait_part(&self, mut rx: ReplyRx, s: &Sent) -> Result<Bytes, Failure> {
-        // Registered once and far off: later than the shared tick, so it never wakes the
-        // runtime early (see `router::start_ticker`).
-        let give_up = tokio::time::sleep_until(self.budget.answer_by().into());
-        tokio::pin!(give_up);
-        loop {
-            // Created before waiting, so a tick while this request is polled is not missed.
-            let tick = self.ticks.notified();
-            tokio::select! {
-                biased;
-                reply = &mut rx => match reply {
-                    Ok(Ok(frame)) => return Ok(frame.freeze()),
-                    Ok(Err(UpstreamError::Connect { .. })) => return Err(Failure::NotSent),
-                    _ => return Err(Failure::ConnectionLost),
-                },
-                _ = &mut give_up => {
-                    warn!(api = ?A::KEY, node = s.node, waited_ms = self.budget.elapsed().as_millis() as u64, "broker did not answer: abandoning its connection");
-                    if let Some(up) = &s.up {
-                        up.abandon();
-                    }
-                    return Err(Failure::ConnectionLost);
-                }
-                _ = tick => {
-                    if self.budget.elapsed() >= retry::MOVED_FOR {
-                        // Nothing else will tell fairlead that leadership left a broker that
-                        // stopped answering: ask (single-flight, so one refresh per round).
-                        let (cluster, seen) =
-                            (self.cluster.clone(), self.cluster.leadership.generation());
-                        tokio::spawn(async move {
-                            let _ = cluster.refresh(seen, Trigger::SlowBroker).await;
-                        });
-                    }
-                    if self.former_leader_lost(s) {
-                        warn!(api = ?A::KEY, node = s.node, waited_ms = self.budget.elapsed().as_millis() as u64, "no answer from a former leader: treating the request as lost");
-                        return Err(Failure::ConnectionLost);
-                    }
-                }
-            }
+    fn given_up_early(&self, idx: &[usize], f: &InFlight) -> bool {
+        let cluster = &self.at.cluster;
+        if self.at.budget.elapsed() >= retry::MOVED_FOR {
+            // Nothing else will tell fairlead that leadership left a broker that stopped
+            // answering: ask (single-flight, so one refresh per round).
+            let (cluster, seen) = (cluster.clone(), cluster.leadership.generation());
+            tokio::spawn(async move {
+                let _ = cluster.refresh(seen, Trigger::SlowBroker).await;
+            });
         }
+        if !self.former_leader_lost(idx, f) {
+            return false;
+        }
+        warn!(api = ?A::KEY, node = f.node, waited_ms = self.at.budget.elapsed().as_millis() as u64, "no answer from a former leader: treating the request as lost");
+        true
     }
 
     /// Every partition of the part has had another leader since a while after it was sent, and
     /// the broker has been silent on the connection (see `retry::former_leader_lost`).
-    fn former_leader_lost(&self, s: &Sent) -> bool {
-        let elapsed = self.budget.elapsed();
-        let moved_away = s.idx.iter().all(|i| {
+    fn former_leader_lost(&self, idx: &[usize], f: &InFlight) -> bool {
+        let elapsed = self.at.budget.elapsed();
+        let moved_away = idx.iter().all(|i| {
             let part = &self.parts[*i];
-            self.cluster
+            self.at
+                .cluster
                 .leadership
                 .partition_of(&part.topic, part.partition())
                 .is_some_and(|st| {
-                    st.leader != s.node
+                    st.leader != f.node
                         && st
                             .changed_at
                             .and_then(|at| at.elapsed().ok())
                             .is_some_and(|e| e < elapsed && retry::moved_long_enough(e))
                 })
         });
-        let silent = s.up.as_ref().map(|u| u.silent_for());
+        let silent = f.up.as_ref().map(|u| u.silent_for());
         moved_away && retry::former_leader_lost(silent)
     }
 
@@ -452,7 +410,7 @@ impl<A: RoutedApi> Job<A> {
     fn record(&mut self, resp: A::Resp, idx: &[usize], envelope: &mut Option<A::Resp>) {
         let (mut env, parts) = A::flatten_resp(resp);
         if let Some(list) = A::node_endpoints(&mut env) {
-            self.cluster.learn_endpoints(list);
+            self.at.cluster.learn_endpoints(list);
         }
         let mut by_key: HashMap<(TopicRef, i32), A::PartResp> = parts
             .into_iter()
@@ -474,14 +432,15 @@ impl<A: RoutedApi> Job<A> {
             }
             if is_leadership_code(code) {
                 if first {
-                    self.cluster.incidents.error_seen(
-                        &self.cluster.leadership,
+                    self.at.cluster.incidents.error_seen(
+                        &self.at.cluster.leadership,
                         &part.topic,
                         partition,
                     );
                 }
                 if let Some((leader, epoch)) = A::leader_hint(&p) {
-                    self.cluster
+                    self.at
+                        .cluster
                         .learn_leader(&part.topic, partition, leader, epoch);
                 }
             }

@@ -26,7 +26,8 @@ use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::codec::message::{decode_body, encode_request_with_header};
 use crate::codec::LEN_PREFIX;
-use crate::metrics;
+use crate::router::attempt::{Attempts, InFlight};
+use crate::router::inspect::{uninspected, Unread};
 use crate::router::lanes::{Claim, Expired, LaneKey, Lanes, Producer, Ticket};
 use crate::router::retry::{Budget, Failure};
 use crate::upstream::pool::Pool;
@@ -271,19 +272,22 @@ impl<A: RoutedApi> Planned<A> {
     }
 
     fn into_job(self, sent: Vec<Sent>) -> Job<A> {
+        let conns = Conns {
+            cluster: &self.cluster,
+            ticks: &self.ticks,
+            home: &self.home,
+            reroutes: &self.reroutes,
+        };
         Job {
-            cluster: self.cluster,
-            ticks: self.ticks,
+            at: Attempts::new(conns, A::KEY, self.budget),
             version: self.version,
             correlation_id: self.correlation_id,
             header: self.header,
             envelope: self.envelope,
             parts: self.parts,
             sent,
-            reroutes: self.reroutes,
             lanes: self.lanes,
             generation: self.generation,
-            budget: self.budget,
         }
     }
 }
@@ -426,8 +430,7 @@ fn decode_routable<A: RoutedApi>(frame: &Bytes, hdr: &RequestHeader) -> Option<(
     let req: A::Req = match decode_body(frame, body_offset, A::KEY, version) {
         Ok(r) => r,
         Err(e) => {
-            metrics::passed_blind(A::KEY as i16);
-            warn!(api = ?A::KEY, version, error = %e, "request not decodable: forwarded without inspection");
+            uninspected(A::KEY as i16, version, Unread::Request, &e);
             return None;
         }
     };
@@ -470,10 +473,8 @@ fn send<A: RoutedApi>(t: Target, r: &Request<'_, A>) -> Sent {
         },
     };
     Sent {
-        rx,
-        up: used,
+        flight: InFlight { rx, up: used, node },
         idx,
-        node,
         original: r.original.is_some(),
     }
 }

@@ -15,12 +15,8 @@ use crate::metrics;
 use crate::router::retry::code_without_answer;
 
 impl<A: RoutedApi> Job<A> {
-    pub(super) fn merge(&mut self, answers: Answers<A>, replayed: bool) -> Result<Bytes, JobError> {
-        let Answers {
-            envelope,
-            original,
-            absorb_started,
-        } = answers;
+    pub(super) fn merge(&mut self, answers: Answers<A>) -> Result<Bytes, JobError> {
+        let Answers { envelope, original } = answers;
         let finals: Vec<Result<A::PartResp, i16>> = self
             .parts
             .iter_mut()
@@ -30,15 +26,13 @@ impl<A: RoutedApi> Job<A> {
             })
             .collect();
         let absorbed = self.count(&finals);
-        if let Some(t) = absorb_started {
-            let took = t.elapsed();
-            metrics::absorb_duration(A::KEY as i16, took);
+        if let Some(took) = self.at.tally.done() {
             debug!(api = ?A::KEY, partitions = absorbed, took_ms = took.as_millis() as u64, "absorbed leadership errors: rerouted and answered");
         }
 
         let mut envelope = envelope;
         // Unchanged single answer: give the client the broker's bytes, unless it names brokers.
-        if let (Some(frame), false) = (original, replayed) {
+        if let (Some(frame), false) = (original, self.at.resent()) {
             let has_endpoints = envelope
                 .as_mut()
                 .and_then(|e| A::node_endpoints(e))
@@ -58,7 +52,7 @@ impl<A: RoutedApi> Job<A> {
             })
             .collect();
         if let Some(list) = A::node_endpoints(&mut envelope) {
-            self.cluster.rewrite_endpoints(list);
+            self.at.cluster.rewrite_endpoints(list);
         }
         encode_response(
             &A::build_resp(envelope, parts),
@@ -80,29 +74,28 @@ impl<A: RoutedApi> Job<A> {
             };
             // Absorbed: the partition met an error and the client gets none (an error that
             // ends in another one is counted once, as the one the client gets).
-            if let (Some(code), 0) = (part.first_code, final_code) {
+            let tally = &self.at.tally;
+            if let Some(code) = tally.answer(part.first_code, final_code == 0, &[final_code]) {
                 self.count_absorbed(&part.topic, part.partition(), code);
                 absorbed += 1;
             }
-            if final_code != 0 {
-                metrics::passed_through(A::KEY as i16, final_code);
-                if part.unroutable {
-                    metrics::not_absorbed(metrics::NotAbsorbed::NoConnectionAsClient);
-                }
+            if final_code != 0 && part.unroutable {
+                metrics::not_absorbed(metrics::NotAbsorbed::NoConnectionAsClient);
             }
         }
         absorbed
     }
 
+    /// An absorbed partition's topic (if topics are labels) and incident counts.
     fn count_absorbed(&self, topic: &TopicRef, partition: i32, code: i16) {
-        metrics::absorbed(A::KEY as i16, code);
-        let leadership = &self.cluster.leadership;
+        let leadership = &self.at.cluster.leadership;
         if metrics::topic_labels() {
             if let Some(name) = leadership.name_of(topic) {
                 metrics::topic_absorbed(A::KEY as i16, code, &name);
             }
         }
-        self.cluster
+        self.at
+            .cluster
             .incidents
             .absorbed(leadership, topic, partition);
     }

@@ -28,15 +28,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::sync::Notify;
 
+use super::attempt::{Attempts, Conns, InFlight};
 use super::lanes::{LaneKey, Lanes};
-use super::retry::{Budget, Failure};
+use super::retry::Failure;
 use crate::cluster::Cluster;
 use crate::codec::endpoints::EndpointList;
 use crate::leadership::TopicRef;
-use crate::upstream::pool::Pool;
-use crate::upstream::{ReplyRx, Upstream};
 
 pub use dispatch::Dispatched;
 
@@ -153,17 +151,6 @@ pub enum Checked<P> {
     Unknown,
 }
 
-/// What a request is routed with: fairlead's view of the cluster, the router's shared wait
-/// tick, and the connections of the client connection it came on: its home (the broker it
-/// chose) and its own connections to the other brokers (see `connection::Home::reroutes`).
-#[derive(Clone, Copy)]
-pub struct Conns<'a> {
-    pub cluster: &'a Arc<Cluster>,
-    pub ticks: &'a Arc<Notify>,
-    pub home: &'a Arc<Upstream>,
-    pub reroutes: &'a Arc<Pool>,
-}
-
 /// One partition of a routed request, from the client's request to its final answer.
 struct Part<A: RoutedApi> {
     topic: TopicRef,
@@ -222,20 +209,16 @@ impl<A: RoutedApi> Part<A> {
 
 /// One part of a request in flight.
 struct Sent {
-    rx: Option<ReplyRx>,
-    /// The connection it went on (abandoned if it never answers).
-    up: Option<Arc<Upstream>>,
+    flight: InFlight,
     /// Indices into the job's partitions.
     idx: Vec<usize>,
-    node: i32,
     /// The original frame went out unchanged (and alone): its answer may be returned as is.
     original: bool,
 }
 
 pub struct Job<A: RoutedApi> {
-    cluster: Arc<Cluster>,
-    /// The router's shared tick (see `router::TICK`).
-    ticks: Arc<Notify>,
+    /// Its attempts: the cluster, the connections, the budget, what the client gets counted.
+    at: Attempts,
     version: i16,
     correlation_id: i32,
     /// The client's header bytes (between length prefix and body), reused for every part.
@@ -243,13 +226,10 @@ pub struct Job<A: RoutedApi> {
     envelope: A::Req,
     parts: Vec<Part<A>>,
     sent: Vec<Sent>,
-    /// The client connection's connections to other brokers, for replays.
-    reroutes: Arc<Pool>,
     /// Produce ordering: the lanes this request holds, released on completion.
     lanes: Option<Arc<Lanes>>,
     /// Leadership generation the routing was decided with.
     generation: u64,
-    budget: Budget,
 }
 
 impl<A: RoutedApi> Job<A> {
@@ -263,8 +243,8 @@ impl<A: RoutedApi> Job<A> {
             absorb::Gathered::Blind(frame) => return Ok(frame),
             absorb::Gathered::Answers(g) => g,
         };
-        let replayed = self.absorb(&mut gathered).await?;
-        self.merge(gathered, replayed)
+        self.absorb(&mut gathered).await?;
+        self.merge(gathered)
     }
 }
 
