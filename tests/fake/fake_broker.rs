@@ -177,6 +177,24 @@ fn idempotent(seq: i32, values: &[&str]) -> Bytes {
     fake::batch(4711, seq, values)
 }
 
+/// Moves t/0's leadership to node 2 (epoch 6), and lets fairlead learn it from another client's
+/// Metadata.
+async fn move_t0_to_node_2_and_tell_fairlead(bed: &Bed) {
+    bed.move_leader("t", 0, 2, 6);
+    let mut other = bed.client(None).await;
+    let _: MetadataResponse = other
+        .call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+    assert_eq!(
+        bed.server.cluster.leadership.leader("t", 0).map(|l| l.node),
+        Some(2)
+    );
+}
+
 fn produce_v(r: &Received) -> Vec<(String, i32, Bytes)> {
     r.produce_parts()
 }
@@ -1596,19 +1614,7 @@ async fn replays_keep_partition_order_and_later_batches_wait_for_them() {
         .await;
 
     // Leadership moves; another client's Metadata tells fairlead.
-    bed.move_leader("t", 0, 2, 6);
-    let mut other = bed.client(None).await;
-    let _: MetadataResponse = other
-        .call(
-            ApiKey::Metadata,
-            12,
-            &MetadataRequest::default().with_topics(None),
-        )
-        .await;
-    assert_eq!(
-        bed.server.cluster.leadership.leader("t", 0).map(|l| l.node),
-        Some(2)
-    );
+    move_t0_to_node_2_and_tell_fairlead(&bed).await;
 
     let sent_r3 = Instant::now();
     let c3 = c
@@ -1671,19 +1677,7 @@ async fn a_partition_being_absorbed_holds_up_none_of_the_connections_other_reque
             r.iter().any(|r| r.node == 1 && r.api_key == 0)
         })
         .await;
-    bed.move_leader("t", 0, 2, 6);
-    let mut other = bed.client(None).await;
-    let _: MetadataResponse = other
-        .call(
-            ApiKey::Metadata,
-            12,
-            &MetadataRequest::default().with_topics(None),
-        )
-        .await;
-    assert_eq!(
-        bed.server.cluster.leadership.leader("t", 0).map(|l| l.node),
-        Some(2)
-    );
+    move_t0_to_node_2_and_tell_fairlead(&bed).await;
 
     let c2 = c
         .send(
@@ -1764,19 +1758,7 @@ async fn producers_sharing_an_address_and_client_id_do_not_share_lanes() {
             r.iter().any(|r| r.node == 1 && r.api_key == 0)
         })
         .await;
-    bed.move_leader("t", 0, 2, 6);
-    let mut other = bed.client(None).await;
-    let _: MetadataResponse = other
-        .call(
-            ApiKey::Metadata,
-            12,
-            &MetadataRequest::default().with_topics(None),
-        )
-        .await;
-    assert_eq!(
-        bed.server.cluster.leadership.leader("t", 0).map(|l| l.node),
-        Some(2)
-    );
+    move_t0_to_node_2_and_tell_fairlead(&bed).await;
 
     // B: another producer (id 4712) with the same client id from the same address.
     let mut b = bed.client(Some(2)).await;
@@ -1819,19 +1801,7 @@ async fn after_a_leader_change_a_non_idempotent_batch_waits_for_the_one_before_i
         );
     })
     .await;
-    bed.move_leader("t", 0, 2, 6);
-    let mut other = bed.client(None).await;
-    let _: MetadataResponse = other
-        .call(
-            ApiKey::Metadata,
-            12,
-            &MetadataRequest::default().with_topics(None),
-        )
-        .await;
-    assert_eq!(
-        bed.server.cluster.leadership.leader("t", 0).map(|l| l.node),
-        Some(2)
-    );
+    move_t0_to_node_2_and_tell_fairlead(&bed).await;
 
     let (a, b) = (plain(&["a"]), plain(&["b"]));
     let mut c = bed.client(Some(2)).await;
