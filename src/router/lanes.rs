@@ -178,7 +178,7 @@ impl Lanes {
                 .find(|(n, _)| *n == node)
                 .and_then(|(_, u)| u.clone())
         };
-        let ticket = Ticket::new(self, claims);
+        let mut ticket = Ticket::new(self, claims);
         match ticket.take(upstream_of, None).await {
             Ok(granted) => granted,
             Err(Expired) => unreachable!("no deadline"),
@@ -328,6 +328,11 @@ impl<L: Deref<Target = Lanes>> Ticket<L> {
         Some(chosen)
     }
 
+    /// The lane of each claim, in claim order.
+    pub fn keys(&self) -> impl Iterator<Item = &LaneKey> {
+        self.claims.iter().map(|c| &c.key)
+    }
+
     /// The node each claim now goes to, in claim order (connecting may change it).
     pub fn retarget(&mut self, nodes: impl Iterator<Item = i32>) {
         for (c, node) in self.claims.iter_mut().zip(nodes) {
@@ -338,7 +343,7 @@ impl<L: Deref<Target = Lanes>> Ticket<L> {
     /// Waits for the lanes (see [`Ticket::try_take`]) until `deadline`. The bool says whether it
     /// had to wait.
     pub async fn take(
-        mut self,
+        &mut self,
         upstream_of: impl Fn(i32) -> Option<Arc<Upstream>>,
         deadline: Option<Instant>,
     ) -> Result<(Vec<Option<Arc<Upstream>>>, bool), Expired> {

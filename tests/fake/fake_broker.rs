@@ -177,6 +177,21 @@ fn idempotent(seq: i32, values: &[&str]) -> Bytes {
     fake::batch(4711, seq, values)
 }
 
+/// The standard bed, where node 1 holds its first t/0 produce for `hold_ms`, then answers it
+/// NOT_LEADER_OR_FOLLOWER.
+async fn bed_where_node_1_answers_t0_with_6_after(hold_ms: u64) -> Bed {
+    Bed::start(|s| {
+        standard(s);
+        s.produce(
+            1,
+            "t",
+            0,
+            ProduceAnswer::error(6, -1).delayed(Duration::from_millis(hold_ms)),
+        );
+    })
+    .await
+}
+
 /// Moves t/0's leadership to node 2 (epoch 6), and lets fairlead learn it from another client's
 /// Metadata.
 async fn move_t0_to_node_2_and_tell_fairlead(bed: &Bed) {
@@ -1654,16 +1669,7 @@ async fn replays_keep_partition_order_and_later_batches_wait_for_them() {
 async fn a_partition_being_absorbed_holds_up_none_of_the_connections_other_requests() {
     // How long node 1 sits on R1 before answering NOT_LEADER_OR_FOLLOWER.
     const HOLD_MS: u64 = 1500;
-    let bed = Bed::start(|s| {
-        standard(s);
-        s.produce(
-            1,
-            "t",
-            0,
-            ProduceAnswer::error(6, -1).delayed(Duration::from_millis(HOLD_MS)),
-        );
-    })
-    .await;
+    let bed = bed_where_node_1_answers_t0_with_6_after(HOLD_MS).await;
     let mut c = bed.client(Some(1)).await;
     let c1 = c
         .send(
@@ -1734,16 +1740,7 @@ async fn a_partition_being_absorbed_holds_up_none_of_the_connections_other_reque
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn producers_sharing_an_address_and_client_id_do_not_share_lanes() {
     const HOLD_MS: u64 = 1500;
-    let bed = Bed::start(|s| {
-        standard(s);
-        s.produce(
-            1,
-            "t",
-            0,
-            ProduceAnswer::error(6, -1).delayed(Duration::from_millis(HOLD_MS)),
-        );
-    })
-    .await;
+    let bed = bed_where_node_1_answers_t0_with_6_after(HOLD_MS).await;
     let mut a = bed.client(Some(1)).await;
     let sent_a = Instant::now();
     let ca = a

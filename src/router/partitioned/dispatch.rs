@@ -68,11 +68,10 @@ struct Planned<A: RoutedApi> {
     frame: Bytes,
     changed: bool,
     expects_response: bool,
-    /// Produce: the lanes (released when the job completes), this request's place in them
-    /// until granted, and each part's lane key.
+    /// Produce: the lanes (released when the job completes), and this request's place in them
+    /// (its claims name each part's lane, in part order).
     lanes: Option<Arc<Lanes>>,
     ticket: Option<Ticket>,
-    keys: Vec<LaneKey>,
     generation: u64,
     budget: Budget,
 }
@@ -134,13 +133,12 @@ impl<A: RoutedApi> Planned<A> {
             .collect();
         changed |= plan(cluster, &envelope, version, &mut parts, home_node).changed;
         let expects_response = A::expects_response(&envelope);
-        let (lanes, ticket, keys) = match (lanes, expects_response) {
+        let (lanes, ticket) = match (lanes, expects_response) {
             (Some((lanes, client)), true) => {
-                let keys = lane_keys(client, &parts);
-                let ticket = lanes.enqueue(claims(&keys, &parts));
-                (Some(lanes.clone()), Some(ticket), keys)
+                let ticket = lanes.enqueue(claims(client, &parts));
+                (Some(lanes.clone()), Some(ticket))
             }
-            _ => (None, None, Vec::new()),
+            _ => (None, None),
         };
         let budget = Budget::new(
             started,
@@ -164,7 +162,6 @@ impl<A: RoutedApi> Planned<A> {
             expects_response,
             lanes,
             ticket,
-            keys,
             generation,
             budget,
         })
@@ -199,10 +196,10 @@ impl<A: RoutedApi> Planned<A> {
                     connect(conns, &mut self.parts).await
                 }
             };
-            let Some(mut ticket) = self.ticket.take() else {
+            let Some(ticket) = &mut self.ticket else {
                 return Box::new(self.send(targets));
             };
-            retarget(&mut ticket, &self.parts);
+            retarget(ticket, &self.parts);
             let deadline = self.budget.deadline();
             match ticket.take(upstream_of(&targets), Some(deadline)).await {
                 Ok((chosen, _)) => {
@@ -223,8 +220,10 @@ impl<A: RoutedApi> Planned<A> {
     /// The lanes were granted: each part now holds its lane (released when the job completes),
     /// and goes on the connection the lane chose.
     fn lanes_taken(&mut self, chosen: Vec<Option<Arc<Upstream>>>) -> Vec<Target> {
-        for (p, k) in self.parts.iter_mut().zip(&self.keys) {
-            p.lane = Some(k.clone());
+        if let Some(ticket) = &self.ticket {
+            for (p, k) in self.parts.iter_mut().zip(ticket.keys()) {
+                p.lane = Some(k.clone());
+            }
         }
         let mut regrouped: Vec<Target> = Vec::new();
         for (i, up) in chosen.into_iter().enumerate() {
@@ -292,27 +291,20 @@ impl<A: RoutedApi> Planned<A> {
     }
 }
 
-/// Each part's lane: its producer's partition. An idempotent producer is its producer id and
-/// epoch; any other is named by the client (`lanes::Producer`).
-fn lane_keys<A: RoutedApi>(client: &Arc<str>, parts: &[Part<A>]) -> Vec<LaneKey> {
+/// Each part's lane, its producer's partition (an idempotent producer is its producer id and
+/// epoch; any other is named by the client: `lanes::Producer`), and the node it goes to.
+fn claims<A: RoutedApi>(client: &Arc<str>, parts: &[Part<A>]) -> Vec<Claim> {
     parts
         .iter()
-        .map(|part| LaneKey::Partition {
-            producer: match part.producer {
-                Some((id, epoch)) => Producer::Id { id, epoch },
-                None => Producer::Named(client.clone()),
+        .map(|part| Claim {
+            key: LaneKey::Partition {
+                producer: match part.producer {
+                    Some((id, epoch)) => Producer::Id { id, epoch },
+                    None => Producer::Named(client.clone()),
+                },
+                topic: part.topic.clone(),
+                partition: part.partition(),
             },
-            topic: part.topic.clone(),
-            partition: part.partition(),
-        })
-        .collect()
-}
-
-fn claims<A: RoutedApi>(keys: &[LaneKey], parts: &[Part<A>]) -> Vec<Claim> {
-    keys.iter()
-        .zip(parts)
-        .map(|(key, part)| Claim {
-            key: key.clone(),
             node: part.node,
             // A non-idempotent batch cannot be put back in order by the broker: right after a
             // leader change it goes alone.
