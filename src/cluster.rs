@@ -16,7 +16,7 @@ use crate::leadership::refresh::{RefreshError, Refreshed, Refresher, Trigger};
 use crate::leadership::{Broker, LeaderChange, Leadership, Observed, TopicRef};
 use crate::ports::{Advertised, Ports};
 use crate::security::UpstreamSecurity;
-use crate::upstream::pool::Pool;
+use crate::upstream::pool::{Owner, Pool};
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamError, BOOTSTRAP_NODE};
 
 pub struct Cluster {
@@ -176,15 +176,17 @@ impl Cluster {
     /// fairlead's own connection to broker `node` (Metadata, log checks): never carries a
     /// client's request, so nothing a client asks a broker to wait for can delay it.
     pub async fn upstream(&self, node: i32) -> Result<Arc<Upstream>, UpstreamError> {
-        self.upstream_in(&self.pool, node).await
+        self.upstream_in(&self.pool, node, None).await
     }
 
-    /// The connection to broker `node` in `pool`, connecting if needed. Connections in `pool` to
-    /// brokers that have left the cluster since it was last used are dropped first.
+    /// The connection to broker `node` in `pool` for `owner`'s requests (a producer's, or None:
+    /// see `pool`), connecting if needed. Connections in `pool` to brokers that have left the
+    /// cluster since it was last used are dropped first.
     pub async fn upstream_in(
         &self,
         pool: &Pool,
         node: i32,
+        owner: Option<Owner>,
     ) -> Result<Arc<Upstream>, UpstreamError> {
         self.prune(pool);
         let Some(b) = self.leadership.broker(node) else {
@@ -194,7 +196,7 @@ impl Cluster {
                 reason: "broker not in metadata".into(),
             });
         };
-        pool.get(node, &b.addr()).await
+        pool.get(node, &b.addr(), owner).await
     }
 
     /// [`Cluster::upstream_in`] without waiting: `None` when a connection must be opened first.
@@ -202,6 +204,7 @@ impl Cluster {
         &self,
         pool: &Pool,
         node: i32,
+        owner: Option<Owner>,
     ) -> Option<Result<Arc<Upstream>, UpstreamError>> {
         self.prune(pool);
         let Some(b) = self.leadership.broker(node) else {
@@ -211,7 +214,7 @@ impl Cluster {
                 reason: "broker not in metadata".into(),
             }));
         };
-        pool.ready(node, &b.addr())
+        pool.ready(node, &b.addr(), owner)
     }
 
     /// Drops `pool`'s connections to brokers that left the cluster since it was last pruned.
@@ -303,17 +306,17 @@ mod tests {
         let cluster = crate::testing::cluster(Config::with_bootstrap("127.0.0.1:1"));
         cluster.leadership.set_brokers(brokers.clone());
         let pool = Pool::new(cluster.upstream_cfg.clone());
-        cluster.upstream_in(&pool, 1).await.unwrap();
-        cluster.upstream_in(&pool, 2).await.unwrap();
+        cluster.upstream_in(&pool, 1, None).await.unwrap();
+        cluster.upstream_in(&pool, 2, None).await.unwrap();
         assert_eq!(pool.nodes(), vec![1, 2]);
         cluster.leadership.set_brokers(brokers[..1].to_vec());
-        cluster.upstream_in(&pool, 1).await.unwrap();
+        cluster.upstream_in(&pool, 1, None).await.unwrap();
         assert_eq!(
             pool.nodes(),
             vec![1],
             "broker 2 left: its connection is dropped"
         );
-        assert!(cluster.upstream_in(&pool, 2).await.is_err());
+        assert!(cluster.upstream_in(&pool, 2, None).await.is_err());
     }
 
     #[tokio::test]

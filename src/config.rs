@@ -285,6 +285,14 @@ options! {
     /// A topic, group or transactional id no client used for this long is forgotten.
     metadata_forget_after_ms: u64, env = "FAIRLEAD_METADATA_FORGET_AFTER_MS",
         in [flag, env, file], default = value(600_000) within(1_000, 7 * 24 * HOUR);
+    /// Connections to one broker that rerouted and replayed requests share, per identity (all
+    /// clients in sidecar mode; one principal with one credential in passthrough); another is
+    /// opened only while all are busy or carry another producer's lane.
+    reroute_connections_per_broker: usize, env = "FAIRLEAD_REROUTE_CONNECTIONS_PER_BROKER",
+        in [flag, env, file], default = value(4) within(1, 1_024);
+    /// A shared reroute connection unused for this long is closed.
+    reroute_idle_close_ms: u64, env = "FAIRLEAD_REROUTE_IDLE_CLOSE_MS", in [flag, env, file],
+        default = value(60_000) within(100, 24 * HOUR);
     /// How long to retry the cluster at start-up.
     startup_timeout_ms: u64, env = "FAIRLEAD_STARTUP_TIMEOUT_MS", in [flag, env, file],
         default = value(30_000) within(0, HOUR);
@@ -484,6 +492,30 @@ impl Default for MetadataScope {
     }
 }
 
+/// The connections that carry what fairlead reroutes or replays for clients, shared by every
+/// client connection of one identity (see `upstream::reroutes`): at most `per_broker` to each
+/// broker, each closed once unused for `idle_close`.
+#[derive(Debug, Clone, Copy)]
+pub struct RerouteConnections {
+    pub per_broker: usize,
+    pub idle_close: Duration,
+}
+
+impl Default for RerouteConnections {
+    /// The declared defaults of reroute_connections_per_broker and reroute_idle_close_ms.
+    fn default() -> RerouteConnections {
+        let o = Options::default();
+        RerouteConnections {
+            per_broker: o
+                .reroute_connections_per_broker()
+                .expect("the default is in bounds"),
+            idle_close: Duration::from_millis(
+                o.reroute_idle_close_ms().expect("the default is in bounds"),
+            ),
+        }
+    }
+}
+
 /// The resolved configuration: each field is the option of the same name (durations without
 /// `_ms`), defaulted and checked by [`resolve`]; what it means is in the option's declaration.
 #[derive(Debug, Clone)]
@@ -510,6 +542,8 @@ pub struct Config {
     pub metadata_max_age: Duration,
     /// metadata_max_topics and metadata_forget_after_ms.
     pub metadata_scope: MetadataScope,
+    /// reroute_connections_per_broker and reroute_idle_close_ms.
+    pub reroute_connections: RerouteConnections,
     pub startup_timeout: Duration,
     pub ready_max_metadata_age: Duration,
     pub drain_timeout: Duration,
@@ -630,6 +664,10 @@ pub fn resolve(file: Options, flags: Options) -> Result<Config, ConfigError> {
     let retry_backoff = ms(o.retry_backoff_ms()?);
     let metadata_max_age = ms(o.metadata_max_age_ms()?);
     let forget_after = ms(o.metadata_forget_after_ms()?);
+    let reroute_connections = RerouteConnections {
+        per_broker: o.reroute_connections_per_broker()?,
+        idle_close: ms(o.reroute_idle_close_ms()?),
+    };
     let startup_timeout = ms(o.startup_timeout_ms()?);
     let ready_max_metadata_age = ms(o.ready_max_metadata_age_ms()?);
     let drain_timeout = ms(o.drain_timeout_ms()?);
@@ -677,6 +715,7 @@ pub fn resolve(file: Options, flags: Options) -> Result<Config, ConfigError> {
             max_topics,
             forget_after,
         },
+        reroute_connections,
         startup_timeout,
         ready_max_metadata_age,
         drain_timeout,

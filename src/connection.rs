@@ -53,8 +53,7 @@ pub async fn serve(
 ) {
     let _gauge = ConnGauge::new();
     let cfg = &router.cluster.cfg;
-    let Some(session) = Session::open(&router.cluster, &router.lenders, peer.ip(), node).await
-    else {
+    let Some(session) = Session::open(&router, peer.ip(), node).await else {
         return;
     };
     let session = Arc::new(session);

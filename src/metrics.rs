@@ -25,6 +25,7 @@ pub const REQUEST_DURATION: &str = "fairlead_request_duration_seconds";
 pub const ABSORB_DURATION: &str = "fairlead_absorb_duration_seconds";
 pub const CLIENT_CONNECTIONS: &str = "fairlead_client_connections";
 pub const UPSTREAM_CONNECTIONS: &str = "fairlead_upstream_connections";
+pub const REROUTE_CONNECTIONS: &str = "fairlead_upstream_reroute_connections";
 pub const BYTES: &str = "fairlead_bytes_total";
 pub const CONNECTIONS_CLOSED: &str = "fairlead_client_connections_closed_total";
 pub const PASSED_BLIND: &str = "fairlead_frames_passed_blind_total";
@@ -276,6 +277,10 @@ fn describe() {
     metrics::describe_gauge!(CLIENT_CONNECTIONS, "Open client connections");
     metrics::describe_gauge!(UPSTREAM_CONNECTIONS, "Open connections to brokers, by node");
     metrics::describe_gauge!(
+        REROUTE_CONNECTIONS,
+        "Connections to brokers kept for rerouted and replayed requests, shared per identity"
+    );
+    metrics::describe_gauge!(
         TOPICS_TRACKED,
         "Topics fairlead keeps leadership for (the ones its clients use)"
     );
@@ -333,6 +338,7 @@ fn zero_series() {
         }
     }
     gauge!(CLIENT_CONNECTIONS).set(0.0);
+    gauge!(REROUTE_CONNECTIONS).set(0.0);
     gauge!(BROKER_PORTS_UNBOUND).set(0.0);
     counter!(BROKER_PORT_BIND_FAILURES).absolute(0);
     gauge!(TOPICS_TRACKED).set(0.0);
@@ -430,6 +436,24 @@ pub fn upstream_connected(node: &str) {
 
 pub fn upstream_disconnected(node: &str) {
     gauge!(UPSTREAM_CONNECTIONS, "node" => node.to_string()).decrement(1.0);
+}
+
+/// A connection kept in a shared reroute pool, counted in `fairlead_upstream_reroute_connections`
+/// for as long as this lives.
+#[derive(Debug)]
+pub struct RerouteConnection(());
+
+impl RerouteConnection {
+    pub fn kept() -> RerouteConnection {
+        gauge!(REROUTE_CONNECTIONS).increment(1.0);
+        RerouteConnection(())
+    }
+}
+
+impl Drop for RerouteConnection {
+    fn drop(&mut self) {
+        gauge!(REROUTE_CONNECTIONS).decrement(1.0);
+    }
 }
 
 pub fn not_absorbed(reason: NotAbsorbed) {

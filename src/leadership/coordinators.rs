@@ -287,7 +287,7 @@ impl Finder {
         ids: &[String],
         timeout: Duration,
     ) -> Result<Vec<(String, i32, i16)>, RequestError> {
-        let up = self.pool.get(node, addr).await?;
+        let up = self.pool.get(node, addr, None).await?;
         let mut version = self.version.load(Ordering::Relaxed);
         if version < 0 {
             version = negotiate(&up, ApiKey::FindCoordinator, PREFERRED_VERSION, timeout).await?;

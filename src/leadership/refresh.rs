@@ -166,7 +166,7 @@ async fn fetch_from(
     version_cache: &AtomicI16,
     topics: &[String],
 ) -> Result<MetadataResponse, RequestError> {
-    let up = pool.get(node, addr).await?;
+    let up = pool.get(node, addr, None).await?;
     let mut version = version_cache.load(Ordering::Relaxed);
     if version < 0 {
         version = negotiate(&up, ApiKey::Metadata, PREFERRED_METADATA_VERSION, timeout).await?;

@@ -20,7 +20,7 @@ use super::inspect::Tally;
 use super::retry::{Budget, Failure};
 use crate::cluster::Cluster;
 use crate::metrics;
-use crate::upstream::pool::Pool;
+use crate::upstream::pool::{Owner, Pool};
 use crate::upstream::{Reply, ReplyRx, Upstream, UpstreamError};
 
 /// What a request is routed with: fairlead's view of the cluster, the router's shared wait
@@ -88,6 +88,8 @@ pub struct Attempts {
     ticks: Arc<Notify>,
     /// The client connection's connections to other brokers, for re-sends.
     reroutes: Arc<Pool>,
+    /// A producer's request: its re-sends go on the producer's own connections (`pool`).
+    owner: Option<Owner>,
     api: ApiKey,
     pub budget: Budget,
     /// Re-sends so far.
@@ -101,11 +103,18 @@ impl Attempts {
             cluster: conns.cluster.clone(),
             ticks: conns.ticks.clone(),
             reroutes: conns.reroutes.clone(),
+            owner: None,
             api,
             budget,
             resent: 0,
             tally: Tally::new(api as i16),
         }
+    }
+
+    /// The attempts of a producer's request: its re-sends go on its own connections.
+    pub fn for_owner(mut self, owner: Option<Owner>) -> Attempts {
+        self.owner = owner;
+        self
     }
 
     /// Whether anything was sent again.
@@ -126,7 +135,11 @@ impl Attempts {
     /// no such connection reaches `node` (`identity`); one that cannot be made gives an
     /// attempt that was not sent.
     pub async fn send(&self, node: i32, frame: Bytes) -> Option<InFlight> {
-        match self.cluster.upstream_in(&self.reroutes, node).await {
+        match self
+            .cluster
+            .upstream_in(&self.reroutes, node, self.owner)
+            .await
+        {
             Err(UpstreamError::NotAsClient { .. }) => {
                 debug!(api = ?self.api, node, "no connection as the client reaches the target");
                 None

@@ -18,6 +18,10 @@
 //!   (`fairlead_errors_not_absorbed_total`). fairlead's own principal is used only for
 //!   fairlead's own requests (Metadata, FindCoordinator, the produce log check), never for a
 //!   client's.
+//!
+//! Connections that carry rerouted requests are shared along the same lines
+//! (`upstream::reroutes`): in sidecar mode by every client; in passthrough only by clients of
+//! one principal that presented the same credentials, or lent among one principal's clients.
 
 use std::sync::Arc;
 

@@ -41,6 +41,7 @@ use tokio::sync::Notify;
 
 use crate::leadership::coordinators::CoordinatorKey;
 use crate::leadership::TopicRef;
+use crate::upstream::pool::Owner;
 use crate::upstream::Upstream;
 
 /// How long after a leader change non-idempotent batches of a partition go one at a time.
@@ -75,6 +76,17 @@ pub enum LaneKey {
 pub enum Producer {
     Id { id: i64, epoch: i16 },
     Named(Arc<str>),
+}
+
+impl Producer {
+    /// The producer as the reroute pools know it: a tag that keeps its batches on broker
+    /// connections of its own (`upstream::pool`).
+    pub fn owner(&self) -> Owner {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.hash(&mut h);
+        Owner(h.finish())
+    }
 }
 
 #[derive(Debug)]

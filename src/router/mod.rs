@@ -39,7 +39,8 @@ use crate::codec::header::RequestHeader;
 use crate::metrics;
 use crate::metrics::NotAbsorbed;
 use crate::protocol::COORDINATOR_APIS;
-use crate::upstream::pool::{Lenders, Pool};
+use crate::upstream::pool::{self, Lenders, Pool};
+use crate::upstream::reroutes::Reroutes;
 use crate::upstream::{ReplyRx, Upstream, UpstreamError};
 use attempt::Conns;
 use forward::Forward;
@@ -57,6 +58,9 @@ pub struct Router {
     pub ticks: Arc<Notify>,
     /// SASL passthrough: clients' own authenticated connections (see `identity`).
     pub lenders: Arc<Lenders>,
+    /// The connections rerouted and replayed requests go on, shared per identity (see
+    /// `upstream::reroutes`).
+    pub reroutes: Arc<Reroutes>,
 }
 
 /// How often waiting requests are looked at.
@@ -66,11 +70,21 @@ impl Router {
     pub fn new(cluster: Arc<Cluster>) -> Arc<Router> {
         let ticks = Arc::new(Notify::new());
         start_ticker(&ticks);
+        let limits = cluster.cfg.reroute_connections;
+        let reroutes = Arc::new(Reroutes::new(
+            cluster.upstream_cfg.clone(),
+            pool::Limits {
+                per_broker: limits.per_broker,
+                idle_close: Some(limits.idle_close),
+            },
+        ));
+        Reroutes::start_closing_idle(&reroutes);
         Arc::new(Router {
             cluster,
             lanes: Arc::default(),
             ticks,
             lenders: Arc::default(),
+            reroutes,
         })
     }
 }

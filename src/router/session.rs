@@ -7,11 +7,10 @@
 //! back. A client that authenticated itself (SASL passthrough) pins its home: a new broker
 //! connection would not carry its identity, so losing it closes the client connection.
 //!
-//! The session also knows whose authority the client's requests carry (`identity`) and holds
-//! its connections to the other brokers, for what is rerouted or replayed (opened on first use,
-//! closed with the client connection). They are not shared with other clients: a broker answers
-//! the requests of one connection one at a time, so a shared connection would make every client
-//! wait behind another's produce in purgatory or fetch long-poll.
+//! The session also knows whose authority the client's requests carry (`identity`) and which
+//! connections to the other brokers may carry what is rerouted or replayed: a pool shared with
+//! every client connection of the same identity (`upstream::reroutes`), bounded per broker so
+//! that no client waits behind another's long request (`upstream::pool`).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -25,6 +24,7 @@ use kafka_protocol::messages::{
 use tracing::{debug, info, warn};
 
 use super::identity::Identity;
+use super::Router;
 use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
 use crate::codec::message::{decode_body, decode_response};
@@ -33,6 +33,7 @@ use crate::security::principal::{Exchange, Outcome, Presentable, Principal};
 use crate::security::sasl::{Credentials, Mechanism};
 use crate::security::SaslMode;
 use crate::upstream::pool::{Lenders, Pool, PrincipalKey};
+use crate::upstream::reroutes::Reroutes;
 use crate::upstream::{Upstream, UpstreamConfig, UpstreamError};
 
 /// Numbers client connections (for the order of their coordinator requests, `lanes`).
@@ -54,24 +55,21 @@ pub struct Session {
     upstream_cfg: UpstreamConfig,
     /// Clients' own authenticated connections, shared by every session (see `Lenders`).
     lenders: Arc<Lenders>,
+    /// The reroute pools of every identity (see `upstream::reroutes`).
+    reroutes: Arc<Reroutes>,
 }
 
 impl Session {
     /// Connects a new client connection's home (None: no broker reachable, logged and
     /// counted: the client connection is closed).
-    pub async fn open(
-        cluster: &Arc<Cluster>,
-        lenders: &Arc<Lenders>,
-        peer: IpAddr,
-        node: Option<i32>,
-    ) -> Option<Session> {
-        let home = Home::open(cluster, node).await?;
-        let upstream_cfg = cluster.upstream_cfg.clone();
+    pub async fn open(router: &Router, peer: IpAddr, node: Option<i32>) -> Option<Session> {
+        let home = Home::open(&router.cluster, node).await?;
+        let upstream_cfg = router.cluster.upstream_cfg.clone();
         let authority = match upstream_cfg.security.sasl_mode {
             SaslMode::Passthrough => Authority::anonymous(),
             SaslMode::Sidecar => Authority {
                 identity: Identity::Fairlead,
-                pool: Some(Arc::new(Pool::new(upstream_cfg.clone()))),
+                pool: Some(router.reroutes.fairlead()),
                 opens_until: None,
             },
         };
@@ -82,7 +80,8 @@ impl Session {
             authority: Mutex::new(authority),
             exchange: Mutex::default(),
             upstream_cfg,
-            lenders: lenders.clone(),
+            lenders: router.lenders.clone(),
+            reroutes: router.reroutes.clone(),
         })
     }
 
@@ -200,8 +199,9 @@ impl Session {
     }
 
     /// The authority of a client authenticated as `p`: connections opened with what it
-    /// presented (its PLAIN credentials; its bearer token until it expires), else those of its
-    /// principal's own clients (`Lenders`).
+    /// presented (its PLAIN credentials; its bearer token until it expires), shared only with
+    /// clients of the same principal that presented the same (`Reroutes::as_client`), else
+    /// those of its principal's own clients (`Lenders`).
     fn authority_of(&self, p: Principal, key: PrincipalKey) -> Authority {
         let (credentials, opens_until) = match &p.presentable {
             Presentable::Plain { username, password } => (
@@ -223,12 +223,16 @@ impl Session {
             Presentable::Nothing => (None, None),
         };
         let pool = match credentials {
-            Some(c) => Pool::new(self.upstream_cfg.as_client(c)),
-            None => Pool::borrowing(self.upstream_cfg.clone(), self.lenders.clone(), key),
+            Some(c) => self.reroutes.as_client(&key, c),
+            None => Arc::new(Pool::borrowing(
+                self.upstream_cfg.clone(),
+                self.lenders.clone(),
+                key,
+            )),
         };
         Authority {
             identity: Identity::Client(Arc::new(p)),
-            pool: Some(Arc::new(pool)),
+            pool: Some(pool),
             opens_until,
         }
     }

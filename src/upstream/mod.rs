@@ -8,16 +8,17 @@
 //! requests of a connection in the order it received them: both orders matter for produce.
 //!
 //! Each client connection owns one dedicated upstream (its "home", to the broker it chose: it
-//! carries anything with connection state) and, opened when first needed, one upstream to each
-//! other broker for what it has rerouted or replayed. fairlead's own requests (Metadata, log
-//! checks) have upstreams of their own, in [`pool::Pool`]. No upstream is shared between client
-//! connections (one exception: a producer's batch joins the upstream its partition's earlier
-//! batches went on, see `router::lanes`), nor between a client and fairlead: a broker answers
-//! the requests of a connection one at a time, in order, so a shared connection puts everyone
-//! behind the slowest request on it (an acks=all produce waiting for its followers, a fetch
-//! long-poll).
+//! carries anything with connection state). What fairlead reroutes or replays goes on upstreams
+//! shared by the client connections of one identity ([`reroutes`]), a few per broker, handed out
+//! by fewest requests in flight, each producer's batches on connections of its own ([`pool`]): a
+//! broker answers the requests of a connection one at a time, in order, so a connection shared
+//! without bound puts everyone behind the slowest request on it (an acks=all produce waiting
+//! for its followers, a fetch long-poll). A producer's batch joins the upstream its partition's
+//! earlier batches went on (see `router::lanes`). fairlead's own requests (Metadata, log checks) have upstreams of their own,
+//! never a client's.
 
 pub mod pool;
+pub mod reroutes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

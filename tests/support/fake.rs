@@ -443,6 +443,9 @@ pub struct Script {
     principals: HashMap<u64, String>,
     /// SCRAM exchanges half done: the user of a connection's client-first message.
     scram: HashMap<u64, String>,
+    /// Connections accepted, by node, and those that have ended since.
+    pub connections: Vec<(i32, u64)>,
+    pub closed: std::collections::HashSet<u64>,
 }
 
 impl Script {
@@ -472,6 +475,8 @@ impl Script {
             users: HashMap::new(),
             principals: HashMap::new(),
             scram: HashMap::new(),
+            connections: Vec::new(),
+            closed: std::collections::HashSet::new(),
         }
     }
 
@@ -1599,6 +1604,16 @@ impl FakeCluster {
             .collect()
     }
 
+    /// Connections to `node` that are open now (accepted and not ended).
+    pub fn open_connections(&self, node: i32) -> Vec<u64> {
+        let s = self.script();
+        s.connections
+            .iter()
+            .filter(|(n, c)| *n == node && !s.closed.contains(c))
+            .map(|(_, c)| *c)
+            .collect()
+    }
+
     /// The shared script, for a task that changes it later.
     pub fn script_handle(&self) -> Arc<Mutex<Script>> {
         self.script.clone()
@@ -1643,7 +1658,9 @@ async fn accept_loop(node: i32, listener: TcpListener, script: Arc<Mutex<Script>
             accepted = listener.accept() => {
                 let Ok((socket, _)) = accepted else { continue };
                 let _ = socket.set_nodelay(true);
-                conns.spawn(serve(node, NEXT_CONN.fetch_add(1, Ordering::Relaxed), socket, script.clone()));
+                let conn = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+                script.lock().unwrap_or_else(|e| e.into_inner()).connections.push((node, conn));
+                conns.spawn(serve(node, conn, socket, script.clone()));
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
@@ -1651,6 +1668,15 @@ async fn accept_loop(node: i32, listener: TcpListener, script: Arc<Mutex<Script>
 }
 
 async fn serve(node: i32, conn: u64, socket: TcpStream, script: Arc<Mutex<Script>>) {
+    serve_until_closed(node, conn, socket, script.clone()).await;
+    script
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .closed
+        .insert(conn);
+}
+
+async fn serve_until_closed(node: i32, conn: u64, socket: TcpStream, script: Arc<Mutex<Script>>) {
     let (mut rd, mut wr) = socket.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel::<Bytes>();
     let mut writer = tokio::spawn(async move {

@@ -23,7 +23,7 @@ const ADMIN_RS: &str = include_str!("../../src/admin.rs");
 const CARGO_TOML: &str = include_str!("../../Cargo.toml");
 
 /// The metrics every deployment exports: each must be on the dashboard.
-const MAIN_METRICS: [&str; 21] = [
+const MAIN_METRICS: [&str; 22] = [
     m::ERRORS_ABSORBED,
     m::ERRORS_PASSED_THROUGH,
     m::REROUTES,
@@ -34,6 +34,7 @@ const MAIN_METRICS: [&str; 21] = [
     m::ABSORB_DURATION,
     m::CLIENT_CONNECTIONS,
     m::UPSTREAM_CONNECTIONS,
+    m::REROUTE_CONNECTIONS,
     m::BYTES,
     m::CONNECTIONS_CLOSED,
     m::PASSED_BLIND,

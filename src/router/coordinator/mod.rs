@@ -356,7 +356,11 @@ async fn route(conns: Conns<'_>, known: Option<Known>, api: ApiKey) -> (i32, Arc
     let Some(k) = known.filter(|k| k.node != home.node()) else {
         return (home.node(), home.clone());
     };
-    match conns.cluster.upstream_in(conns.reroutes, k.node).await {
+    match conns
+        .cluster
+        .upstream_in(conns.reroutes, k.node, None)
+        .await
+    {
         Ok(up) => {
             metrics::rerouted(api as i16, 1);
             (k.node, up)

@@ -30,7 +30,7 @@ use crate::router::attempt::{Attempts, InFlight};
 use crate::router::inspect::{uninspected, Unread};
 use crate::router::lanes::{Claim, Expired, LaneKey, Lanes, Producer, Ticket};
 use crate::router::retry::{Budget, Failure};
-use crate::upstream::pool::Pool;
+use crate::upstream::pool::{Owner, Pool};
 use crate::upstream::{Upstream, UpstreamError};
 
 /// What dispatch did with a request.
@@ -72,6 +72,8 @@ struct Planned<A: RoutedApi> {
     /// (its claims name each part's lane, in part order).
     lanes: Option<Arc<Lanes>>,
     ticket: Option<Ticket>,
+    /// Produce: the producer, whose batches go on broker connections of its own (`pool`).
+    owner: Option<Owner>,
     generation: u64,
     budget: Budget,
 }
@@ -91,11 +93,11 @@ impl<A: RoutedApi> Job<A> {
         };
         if !planned.expects_response {
             // acks=0: nothing to hold the writer with, and its sends keep the client's order.
-            let targets = connect(conns, &mut planned.parts).await;
+            let targets = connect(conns, &mut planned.parts, planned.owner).await;
             planned.send(targets);
             return Ok(Dispatched::NoResponse);
         }
-        let now = connect_now(conns, &mut planned.parts);
+        let now = connect_now(conns, &mut planned.parts, planned.owner);
         if let Some(targets) = now {
             match planned.take_lanes_now(targets) {
                 Ok(targets) => return Ok(Dispatched::Job(Box::new(planned.send(targets)))),
@@ -133,6 +135,7 @@ impl<A: RoutedApi> Planned<A> {
             .collect();
         changed |= plan(cluster, &envelope, version, &mut parts, home_node).changed;
         let expects_response = A::expects_response(&envelope);
+        let owner = lanes.and_then(|(_, client)| Some(producer(client, parts.first()?).owner()));
         let (lanes, ticket) = match (lanes, expects_response) {
             (Some((lanes, client)), true) => {
                 let ticket = lanes.enqueue(claims(client, &parts));
@@ -162,6 +165,7 @@ impl<A: RoutedApi> Planned<A> {
             expects_response,
             lanes,
             ticket,
+            owner,
             generation,
             budget,
         })
@@ -193,7 +197,7 @@ impl<A: RoutedApi> Planned<A> {
                         home: &self.home,
                         reroutes: &self.reroutes,
                     };
-                    connect(conns, &mut self.parts).await
+                    connect(conns, &mut self.parts, self.owner).await
                 }
             };
             let Some(ticket) = &mut self.ticket else {
@@ -278,7 +282,7 @@ impl<A: RoutedApi> Planned<A> {
             reroutes: &self.reroutes,
         };
         Job {
-            at: Attempts::new(conns, A::KEY, self.budget),
+            at: Attempts::new(conns, A::KEY, self.budget).for_owner(self.owner),
             version: self.version,
             correlation_id: self.correlation_id,
             header: self.header,
@@ -291,17 +295,22 @@ impl<A: RoutedApi> Planned<A> {
     }
 }
 
-/// Each part's lane, its producer's partition (an idempotent producer is its producer id and
-/// epoch; any other is named by the client: `lanes::Producer`), and the node it goes to.
+/// A part's producer: an idempotent producer is its producer id and epoch; any other is named
+/// by the client (`lanes::Producer`).
+fn producer<A: RoutedApi>(client: &Arc<str>, part: &Part<A>) -> Producer {
+    match part.producer {
+        Some((id, epoch)) => Producer::Id { id, epoch },
+        None => Producer::Named(client.clone()),
+    }
+}
+
+/// Each part's lane, its producer's partition, and the node it goes to.
 fn claims<A: RoutedApi>(client: &Arc<str>, parts: &[Part<A>]) -> Vec<Claim> {
     parts
         .iter()
         .map(|part| Claim {
             key: LaneKey::Partition {
-                producer: match part.producer {
-                    Some((id, epoch)) => Producer::Id { id, epoch },
-                    None => Producer::Named(client.clone()),
-                },
+                producer: producer(client, part),
                 topic: part.topic.clone(),
                 partition: part.partition(),
             },
@@ -339,13 +348,17 @@ fn by_node<A: RoutedApi>(parts: &[Part<A>]) -> BTreeMap<i32, Vec<usize>> {
 }
 
 /// One connection per destination, made before anything is sent, so parts leave back to back.
-async fn connect<A: RoutedApi>(conns: Conns<'_>, parts: &mut [Part<A>]) -> Vec<Target> {
+async fn connect<A: RoutedApi>(
+    conns: Conns<'_>,
+    parts: &mut [Part<A>],
+    owner: Option<Owner>,
+) -> Vec<Target> {
     let mut resolved = Vec::new();
     for (node, idx) in by_node(parts) {
         let up = if node == conns.home.node() {
             Ok(conns.home.clone())
         } else {
-            conns.cluster.upstream_in(conns.reroutes, node).await
+            conns.cluster.upstream_in(conns.reroutes, node, owner).await
         };
         resolved.push(Target { node, idx, up });
     }
@@ -353,13 +366,17 @@ async fn connect<A: RoutedApi>(conns: Conns<'_>, parts: &mut [Part<A>]) -> Vec<T
 }
 
 /// [`connect`] when every connection is open already; `None` when one must be opened.
-fn connect_now<A: RoutedApi>(conns: Conns<'_>, parts: &mut [Part<A>]) -> Option<Vec<Target>> {
+fn connect_now<A: RoutedApi>(
+    conns: Conns<'_>,
+    parts: &mut [Part<A>],
+    owner: Option<Owner>,
+) -> Option<Vec<Target>> {
     let mut resolved = Vec::new();
     for (node, idx) in by_node(parts) {
         let up = if node == conns.home.node() {
             Ok(conns.home.clone())
         } else {
-            conns.cluster.upstream_ready(conns.reroutes, node)?
+            conns.cluster.upstream_ready(conns.reroutes, node, owner)?
         };
         resolved.push(Target { node, idx, up });
     }
