@@ -186,10 +186,11 @@ def brokers_cpu_seconds(pids):
     return total
 
 
-def ensure_cluster(wait_s=180, extra_listener=None):
+def ensure_cluster(wait_s=180, extra_listener=None, heap=None):
     """Returns (bootstrap, kafka version). Starts the test bed only when no broker of it runs:
     a cluster someone else is using (or restarting a broker of) is kept as it is. A cluster this
-    starts gets `--extra-listener extra_listener` when that is given (HAProxy's side of `run`)."""
+    starts gets `--extra-listener extra_listener` when that is given (HAProxy's side of `run`)
+    and `--heap heap` (metadata-scale's big clusters)."""
     deadline = time.time() + wait_s
     while True:
         st = cluster_state()
@@ -199,6 +200,7 @@ def ensure_cluster(wait_s=180, extra_listener=None):
             break
         if not up:
             extra = ["--extra-listener", str(extra_listener)] if extra_listener else []
+            extra += ["--heap", heap] if heap else []
             log(f"starting the 3-broker test bed (tests/testbed/testbed up {' '.join(extra)})")
             out = testbed("up", *extra)
             continue
@@ -211,6 +213,8 @@ def ensure_cluster(wait_s=180, extra_listener=None):
     overrides = st.get("overrides") or {}
     if overrides:
         version += " with " + ", ".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    if st.get("heap"):
+        version += f", broker heap {st['heap']}"
     return env["BOOTSTRAP"], version
 
 
