@@ -12,9 +12,9 @@ pub mod incidents;
 pub mod refresh;
 pub mod scope;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Instant, SystemTime};
 use tracing::warn;
 
@@ -128,6 +128,10 @@ pub struct Leader {
 pub struct Leadership {
     topics: DashMap<String, TopicState>,
     topic_names: DashMap<Uuid, String>,
+    /// The names of topics forgotten for want of use, by id, so a client that comes back to
+    /// one by id (Fetch v13+ names topics only by id) starts a refresh for it: fairlead can ask
+    /// the cluster only by name. As many as topics may be tracked, the oldest dropped first.
+    forgotten_ids: Mutex<ForgottenIds>,
     /// Replaced whole on each update, so readers take a cheap snapshot.
     brokers: RwLock<Arc<BTreeMap<i32, Broker>>>,
     /// Bumped whenever the broker list changes (see [`Leadership::brokers_version`]).
@@ -471,14 +475,22 @@ impl Leadership {
     }
 
     /// A request named a partition of `topic` whose leader fairlead does not know: whether to
-    /// refresh for it now (see [`Scope::want`]). Topics named by id are only learned from
-    /// Metadata answers (a refresh cannot ask for an id fairlead has no name for).
+    /// refresh for it now (see [`Scope::want`]). A topic named by an id fairlead never had a
+    /// name for is learned only from Metadata answers (a refresh cannot ask for an id); one it
+    /// forgot is asked for by its old name.
     pub fn want(&self, topic: &TopicRef) -> bool {
-        let TopicRef::Name(n) = topic else {
-            return false;
+        let name = match topic {
+            TopicRef::Name(n) => n.to_string(),
+            TopicRef::Id(id) => match self.name_of(topic) {
+                Some(n) => n,
+                None => match self.forgotten_ids.lock().unwrap().name(id) {
+                    Some(n) => n,
+                    None => return false,
+                },
+            },
         };
-        let tracked = (!self.topics.contains_key(n.as_str())).then(|| self.topics.len());
-        self.scope.want(n.as_str(), tracked, now_ms())
+        let tracked = (!self.topics.contains_key(&name)).then(|| self.topics.len());
+        self.scope.want(&name, tracked, now_ms())
     }
 
     /// The topics fairlead's own Metadata requests name: every tracked and wanted topic.
@@ -521,9 +533,38 @@ impl Leadership {
         if let Some((_, t)) = self.topics.remove(name) {
             if !t.id.is_nil() {
                 self.topic_names.remove(&t.id);
+                let cap = self.scope.limits.max_topics;
+                self.forgotten_ids
+                    .lock()
+                    .unwrap()
+                    .remember(t.id, name.to_string(), cap);
             }
             metrics::topics_tracked(self.tracked.fetch_sub(1, Ordering::Relaxed) - 1);
         }
+    }
+}
+
+/// Forgotten topics' names by id, at most a bound of them, the oldest dropped first.
+#[derive(Default)]
+struct ForgottenIds {
+    names: HashMap<Uuid, String>,
+    order: VecDeque<Uuid>,
+}
+
+impl ForgottenIds {
+    fn remember(&mut self, id: Uuid, name: String, cap: usize) {
+        if self.names.insert(id, name).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > cap {
+            if let Some(old) = self.order.pop_front() {
+                self.names.remove(&old);
+            }
+        }
+    }
+
+    fn name(&self, id: &Uuid) -> Option<String> {
+        self.names.get(id).cloned()
     }
 }
 
@@ -615,6 +656,22 @@ mod tests {
         assert_eq!(names(&l), ["used"]);
         assert!(l.topic_name(&idle_id).is_none());
         assert_eq!(l.scope_names(), ["used"]);
+        // A client comes back to the forgotten topic by id (a Fetch v13+): fairlead asks for it
+        // again by the name it had; an id it never knew starts nothing.
+        assert!(l.want(&TopicRef::Id(idle_id)));
+        assert_eq!(l.scope_names(), ["used", "idle"]);
+        assert!(!l.want(&TopicRef::Id(Uuid::from_u128(7))));
+    }
+
+    #[test]
+    fn forgotten_ids_are_bounded_oldest_out_first() {
+        let mut f = ForgottenIds::default();
+        for i in 0..5u128 {
+            f.remember(Uuid::from_u128(i), format!("t{i}"), 3);
+        }
+        assert_eq!(f.name(&Uuid::from_u128(1)), None);
+        assert_eq!(f.name(&Uuid::from_u128(2)).as_deref(), Some("t2"));
+        assert_eq!(f.names.len(), 3);
     }
 
     #[test]
