@@ -102,7 +102,11 @@ async fn ask(
     let Some(leader) = cluster.leadership.leader(&name, partition) else {
         return Written::Unknown;
     };
+    // The leader fairlead knows cannot be reached or does not answer: it may be the broker
+    // that just died (SIGKILL: no error to learn from). Learn who leads now, so that the next
+    // look asks the right broker (a refresh, single-flight, only if none came since `seen`).
     let Ok(up) = cluster.upstream(leader.node).await else {
+        let _ = cluster.refresh(seen, Trigger::Error).await;
         return Written::Unknown;
     };
     let timeout = deadline
@@ -131,7 +135,10 @@ async fn ask(
         .await
     {
         Ok(r) => r,
-        Err(_) => return Written::Unknown,
+        Err(_) => {
+            let _ = cluster.refresh(seen, Trigger::Error).await;
+            return Written::Unknown;
+        }
     };
     let Some(p) = resp.responses.first().and_then(|t| t.partitions.first()) else {
         return Written::Unknown;

@@ -1496,6 +1496,51 @@ async fn unknown_outcome_found_in_the_log_is_a_success_without_replay() {
     );
 }
 
+/// ... and the new leader the cluster names is gone without a word (its port refuses: a
+/// SIGKILL leaves no error to learn from, and the cluster names it for a few seconds more): the
+/// log check asks the cluster again until it names the next leader, and reads that one's log.
+/// Before, every look went to the dead broker until the absorb timeout, and the client got 6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_outcome_with_the_new_leader_dead_is_checked_at_the_next_one() {
+    let b = plain(&["maybe", "written"]);
+    let stored = fake::stored_at(&b, 7, 5);
+    let bed = Bed::start(|s| {
+        standard(s);
+        s.produce(1, "t", 0, ProduceAnswer::error(6, 7));
+        s.fetch_always(3, "t", 0, FetchAnswer::records(stored, 9));
+    })
+    .await;
+    bed.move_leader("t", 0, 2, 6);
+    bed.fake.stop_node(2);
+    let mut c = bed.client(Some(1)).await;
+    let started = Instant::now();
+    let call = tokio::spawn(async move {
+        let r: ProduceResponse = c
+            .call(ApiKey::Produce, 9, &produce(-1, &[("t", 0, b)]))
+            .await;
+        r
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    bed.move_leader("t", 0, 3, 7);
+    let r = call.await.unwrap();
+    assert_eq!(
+        produce_results(&r),
+        vec![("t".into(), 0, 0, 7)],
+        "after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        bed.fake.client_requests(3, ApiKey::Produce).is_empty(),
+        "the batch was not sent again"
+    );
+    let checks = bed.fake.own_requests(3, ApiKey::Fetch);
+    assert_eq!(
+        checks.first().map(|c| c.fetch_parts()),
+        Some(vec![("t".into(), 0, 7, 7)]),
+        "node 3's log read at offset 7, with its epoch"
+    );
+}
+
 /// ... and the log holds another batch at 7: the batch is gone, so it is replayed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_outcome_with_another_batch_in_the_log_is_replayed() {
