@@ -7,6 +7,12 @@ use fairlead::config::{self, Cli, Command, LogFormat};
 use fairlead::server::Server;
 use tracing::{error, info};
 
+/// mimalloc rather than glibc's malloc: memory freed after a burst (10,000 client connections
+/// opened, then closed) goes back to the system within seconds; glibc's kept nearly all of it
+/// (BENCHMARKS.md, issue 20).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(Command::Status {
