@@ -24,6 +24,7 @@
 //! * `security`: TLS to brokers and on listeners, SASL (PLAIN, SCRAM) with fairlead's credentials.
 //! * `protocol`: the protocol's vocabulary (error codes, the API sets fairlead routes), used by
 //!   all of the above.
+//! * `capacity`: maps shrink once a burst's entries are gone (the room given back).
 //! * `metrics`, [`config`], `admin`, [`server`]: operations.
 //! * [`webhook`]: `fairlead webhook`, the Kubernetes sidecar injector (docker/helm/fairlead).
 
@@ -38,6 +39,7 @@ pub mod webhook;
 pub use admin::status;
 
 mod admin;
+mod capacity;
 mod cluster;
 mod codec;
 mod connection;

@@ -25,6 +25,9 @@ TESTBED = os.path.join(ROOT, "tests", "testbed", "testbed")
 CLUSTER_JSON = os.path.join(ROOT, "target", "testbed", "cluster.json")
 BENCH_DIR = os.path.join(ROOT, "target", "bench")
 FAIRLEAD_BIN = os.path.join(ROOT, "target", "release", "fairlead")
+# Other builds of fairlead to compare (side `fairlead@NAME`, e.g. another global allocator):
+# target/release/fairlead-NAME, copied there after building it (BENCHMARKS.md says how).
+FAIRLEAD_BUILD_DIR = os.path.dirname(FAIRLEAD_BIN)
 
 # Benchmark ports: clients bootstrap at 28092, broker node N is served on 28093 + N (28094-28096
 # for the test bed's nodes 1-3), metrics on 28464. Kept apart from the tests' and the demo's.
@@ -262,7 +265,7 @@ def build_fairlead():
 # runtime (the default), N >= 2 a multi-thread runtime of N workers, 0 one of a worker per CPU,
 # whose count tokio also takes from TOKIO_WORKER_THREADS: the only way to a multi-thread runtime
 # of one worker.
-FAIRLEAD_VARIANT = re.compile(r"^fairlead(?:-(ct|mt(\d+)))?$")
+FAIRLEAD_VARIANT = re.compile(r"^fairlead(?:-(ct|mt(\d+)))?(?:@([\w.-]+))?$")
 
 
 def fairlead_variant(side):
@@ -281,6 +284,15 @@ def fairlead_variant(side):
     if n == 1:
         return ["--worker-threads", "0"], {"TOKIO_WORKER_THREADS": "1"}
     return ["--worker-threads", str(n)], {}
+
+
+def fairlead_binary(side):
+    """The binary a fairlead side runs: target/release/fairlead, or fairlead-NAME beside it for
+    `fairlead@NAME` (FAIRLEAD_BENCH_BIN, if set, replaces the plain one)."""
+    m = FAIRLEAD_VARIANT.match(side)
+    if m and m.group(3):
+        return os.path.join(FAIRLEAD_BUILD_DIR, f"fairlead-{m.group(3)}")
+    return os.environ.get("FAIRLEAD_BENCH_BIN") or FAIRLEAD_BIN
 
 
 def is_fairlead(side):
@@ -346,19 +358,20 @@ class Fairlead:
     """fairlead as a child process on the benchmark ports, logging to `log_path`. `env` adds to
     its environment; `cpu_limit` (a CpuLimit) runs it under a CPU quota."""
 
-    def __init__(self, bootstrap, log_path, extra_args=(), env=None, cpu_limit=None):
+    def __init__(self, bootstrap, log_path, extra_args=(), env=None, cpu_limit=None, binary=None):
         self.bootstrap, self.log_path, self.extra = bootstrap, log_path, list(extra_args)
         self.env, self.cpu_limit = dict(env or {}), cpu_limit
+        self.binary = binary or fairlead_binary("fairlead")
         self.p = None
 
     def start(self, timeout=60):
         for port in (LISTEN_PORT, int(ADMIN.rsplit(":", 1)[1])):
             if not port_free(port):
                 die(f"port {port} is in use: is another benchmark (or a leftover fairlead) running?")
-        if not os.path.exists(FAIRLEAD_BIN):
-            die(f"{FAIRLEAD_BIN} does not exist: build it (cargo build --release)")
+        if not os.path.exists(self.binary):
+            die(f"{self.binary} does not exist: build it (cargo build --release)")
         self.logf = open(self.log_path, "ab")
-        cmd = [FAIRLEAD_BIN, "--bootstrap", self.bootstrap, "--listen", LISTEN, "--admin", ADMIN, *self.extra]
+        cmd = [self.binary, "--bootstrap", self.bootstrap, "--listen", LISTEN, "--admin", ADMIN, *self.extra]
         # FAIRLEAD_BENCH_WRAP="valgrind --tool=callgrind" (or "perf record -g --") runs fairlead under a
         # profiler; valgrind keeps the pid, so the CPU and RSS figures are then the profiler's.
         cmd = shlex.split(os.environ.get("FAIRLEAD_BENCH_WRAP", "")) + cmd

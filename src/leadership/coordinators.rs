@@ -112,6 +112,7 @@ impl Coordinators {
         let after = after.as_millis() as u64;
         self.known
             .retain(|_, (_, used)| now.saturating_sub(used.get()) < after);
+        crate::capacity::shrink_dash(&self.known);
     }
 
     /// Records that `node` coordinates `key` (the latest answer wins). Returns the stamp.

@@ -521,6 +521,8 @@ impl Leadership {
         for name in &unused {
             self.forget_topic(name);
         }
+        crate::capacity::shrink_dash(&self.topics);
+        crate::capacity::shrink_dash(&self.topic_names);
         self.scope.forget_wanted(now);
         self.coordinators
             .forget_unused(now, self.scope.limits.forget_after);

@@ -153,6 +153,7 @@ impl Scope {
     pub fn forget_wanted(&self, now: u64) {
         self.wanted
             .retain(|_, w| !self.unused(w.asked_at, now) && (w.pending || Self::holding(w, now)));
+        crate::capacity::shrink_dash(&self.wanted);
         self.swept_at.store(now, Ordering::Relaxed);
     }
 

@@ -240,6 +240,7 @@ impl Lanes {
                 if l.in_flight == 0 {
                     if l.queue.is_empty() {
                         lanes.remove(k);
+                        crate::capacity::shrink(&mut lanes);
                     } else {
                         // Drained: what held it is over; the next request starts it afresh.
                         l.upstream = None;
@@ -392,6 +393,7 @@ impl<L: Deref<Target = Lanes>> Drop for Ticket<L> {
                 l.queue.retain(|t| *t != self.id);
                 if l.in_flight == 0 && l.queue.is_empty() {
                     map.remove(&c.key);
+                    crate::capacity::shrink(&mut map);
                 }
             }
         }
@@ -473,6 +475,37 @@ mod tests {
             .unwrap();
         assert!(waited);
         assert_eq!(c[0].as_ref().unwrap().id(), b.id());
+    }
+
+    #[tokio::test]
+    async fn the_lanes_of_a_burst_of_producers_give_their_room_back_when_they_drain() {
+        let lanes = Arc::new(Lanes::default());
+        let (a, _la) = upstream().await;
+        let producers: Vec<String> = (0..10_000).map(|i| format!("p{i}")).collect();
+        for p in &producers {
+            lanes.acquire(vec![want(p, 0, 1, &a)]).await;
+        }
+        let full = lanes.lanes.lock().unwrap().capacity();
+        assert!(full >= 10_000);
+        for p in &producers {
+            lanes.release(&[key(p, 0)]);
+        }
+        let left = lanes.lanes.lock().unwrap().capacity();
+        assert!(left < 100, "{left} of {full} lanes' room kept");
+        // Tickets dropped before their grant free theirs too.
+        let tickets: Vec<Ticket> = producers
+            .iter()
+            .map(|p| {
+                lanes.enqueue(vec![Claim {
+                    key: key(p, 0),
+                    node: 1,
+                    alone: false,
+                }])
+            })
+            .collect();
+        assert!(lanes.lanes.lock().unwrap().capacity() >= 10_000);
+        drop(tickets);
+        assert!(lanes.lanes.lock().unwrap().capacity() < 100);
     }
 
     #[tokio::test]

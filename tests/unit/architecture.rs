@@ -32,6 +32,7 @@ fn without_tests(text: &str) -> &str {
 /// operations around them.
 const FLOORS: &[&str] = &[
     "protocol",
+    "capacity",
     "metrics",
     "codec",
     "ports",
