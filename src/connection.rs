@@ -179,21 +179,23 @@ async fn write_loop(
 ) -> Result<(), WriteError> {
     while let Some(answer) = rx.recv().await {
         let (api_key, started) = (answer.api_key, answer.started);
-        let bytes = answer
-            .bytes()
+        let out = answer
+            .frame()
             .await
             .map_err(|e| WriteError::Upstream(e.to_string()))?;
-        // One write per response, from the response's own buffer. A client that stops reading
-        // blocks it; past the write timeout the connection is closed (the reader meanwhile
-        // stops reading new requests: at most max_in_flight_per_connection are pending).
-        match tokio::time::timeout(write_timeout, wr.write_all(&bytes)).await {
+        let len = out.len();
+        // One write per response, from the response's own buffers (both parts of a spliced
+        // one in a vectored write). A client that stops reading blocks it; past the write
+        // timeout the connection is closed (the reader meanwhile stops reading new requests:
+        // at most max_in_flight_per_connection are pending).
+        match tokio::time::timeout(write_timeout, wr.write_all_buf(&mut out.into_buf())).await {
             Ok(r) => r?,
             Err(_) => {
                 metrics::connection_closed(metrics::Closed::ClientNotReading);
                 return Err(WriteError::NotReading(write_timeout));
             }
         }
-        metrics::bytes(metrics::Direction::ToClients, bytes.len());
+        metrics::bytes(metrics::Direction::ToClients, len);
         metrics::request_duration(api_key, started.elapsed());
     }
     let _ = wr.shutdown().await;

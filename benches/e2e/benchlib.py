@@ -85,6 +85,20 @@ def proc_cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def proc_cpu_ns(pid):
+    """CPU time of a whole process in nanoseconds, summed over its threads' schedstat (exact,
+    where utime + stime count 10-ms ticks); None if it is gone. A thread that ended is not
+    counted: for processes whose threads live as long as they do (fairlead's runtime)."""
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                total += int(fh.read().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+    return total
+
+
 def proc_status_kib(pid, key):
     """A kB line of /proc/<pid>/status (VmRSS, VmHWM, ...) in KiB; None if it is gone."""
     try:
@@ -264,26 +278,30 @@ def build_fairlead():
 # the runtime question of issue 20. `worker_threads` (src/config.rs): 1 is the current-thread
 # runtime (the default), N >= 2 a multi-thread runtime of N workers, 0 one of a worker per CPU,
 # whose count tokio also takes from TOKIO_WORKER_THREADS: the only way to a multi-thread runtime
-# of one worker.
+# of one worker. A suffix `@LABEL` runs the binary target/release/fairlead-LABEL instead of
+# target/release/fairlead: two builds in one run, alternating (copy the old binary there first).
 FAIRLEAD_VARIANT = re.compile(r"^fairlead(?:-(ct|mt(\d+)))?(?:@([\w.-]+))?$")
 
 
 def fairlead_variant(side):
     """(extra args, extra environment) of a fairlead side (`fairlead`, `fairlead-ct`,
-    `fairlead-mtN`), or None when `side` is not one."""
+    `fairlead-mtN`, each with an optional `@LABEL`), or None when `side` is not one. The
+    binary of a labelled side travels in the environment (`FAIRLEAD_BENCH_BIN`, read by
+    `Fairlead.start`), so every script that runs sides runs it."""
     m = FAIRLEAD_VARIANT.match(side)
     if not m:
         return None
+    env = {"FAIRLEAD_BENCH_BIN": f"{FAIRLEAD_BIN}-{m.group(3)}"} if m.group(3) else {}
     if m.group(1) is None:
-        return [], {}
+        return [], env
     if m.group(1) == "ct":
-        return ["--worker-threads", "1"], {}
+        return ["--worker-threads", "1"], env
     n = int(m.group(2))
     if n < 1:
         raise ValueError(f"{side}: a multi-thread runtime needs at least one worker")
     if n == 1:
-        return ["--worker-threads", "0"], {"TOKIO_WORKER_THREADS": "1"}
-    return ["--worker-threads", str(n)], {}
+        return ["--worker-threads", "0"], {"TOKIO_WORKER_THREADS": "1", **env}
+    return ["--worker-threads", str(n)], env
 
 
 def fairlead_binary(side):
@@ -368,10 +386,11 @@ class Fairlead:
         for port in (LISTEN_PORT, int(ADMIN.rsplit(":", 1)[1])):
             if not port_free(port):
                 die(f"port {port} is in use: is another benchmark (or a leftover fairlead) running?")
-        if not os.path.exists(self.binary):
-            die(f"{self.binary} does not exist: build it (cargo build --release)")
+        binary = self.env.get("FAIRLEAD_BENCH_BIN") or self.binary
+        if not os.path.exists(binary):
+            die(f"{binary} does not exist: build it (cargo build --release)")
         self.logf = open(self.log_path, "ab")
-        cmd = [self.binary, "--bootstrap", self.bootstrap, "--listen", LISTEN, "--admin", ADMIN, *self.extra]
+        cmd = [binary, "--bootstrap", self.bootstrap, "--listen", LISTEN, "--admin", ADMIN, *self.extra]
         # FAIRLEAD_BENCH_WRAP="valgrind --tool=callgrind" (or "perf record -g --") runs fairlead under a
         # profiler; valgrind keeps the pid, so the CPU and RSS figures are then the profiler's.
         cmd = shlex.split(os.environ.get("FAIRLEAD_BENCH_WRAP", "")) + cmd

@@ -27,6 +27,10 @@ use crate::metrics;
 use crate::protocol::UNKNOWN_TOPIC_OR_PARTITION;
 use scope::{now_ms, Scope, Stamp};
 
+/// A set of topic names for lookups from a hot loop: foldhash, not SipHash (the names come
+/// from fairlead's own maps and requests, not from a party that could aim at collisions).
+pub type TopicSet = std::collections::HashSet<String, foldhash::fast::RandomState>;
+
 /// How a request or response names a topic: by name, or by id (Fetch v13+, Produce v13+).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TopicRef {
@@ -504,9 +508,16 @@ impl Leadership {
         names
     }
 
-    /// Whether fairlead tracks `topic`, or a request asked for it.
-    pub fn in_scope(&self, topic: &str) -> bool {
-        self.topics.contains_key(topic) || self.scope.is_wanted(topic)
+    /// The topics fairlead tracks, and those a request asked for, as they are now: taken once
+    /// for a pass over a Metadata answer instead of a look in both maps (a lock and a SipHash
+    /// each) for every topic of it, which cost 2 ms in an answer of 20,000 topics (12% of
+    /// fairlead's CPU per answer, perf, 2026-12-06).
+    pub fn in_scope(&self) -> TopicSet {
+        self.topics
+            .iter()
+            .map(|t| t.key().clone())
+            .chain(self.scope.wanted_names())
+            .collect()
     }
 
     /// Drops the topics no client used within `forget_after`, the wanted topics no request

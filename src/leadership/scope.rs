@@ -123,6 +123,7 @@ impl Scope {
         true
     }
 
+    #[cfg(test)]
     pub fn is_wanted(&self, topic: &str) -> bool {
         self.wanted.get(topic).is_some_and(|w| w.pending)
     }

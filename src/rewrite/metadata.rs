@@ -10,7 +10,8 @@
 //! keeps the brokers (few), the distinct leader ids, the error codes, and decodes (with
 //! kafka-protocol, from the bytes it has checked) only the topics its caller wants to learn.
 //! [`splice`] then builds the answer: a new brokers array, the controller id written in place,
-//! and every other byte of the frame as it came.
+//! and every other byte of the frame as it came, the topics as a view of the broker's frame
+//! (`OutFrame`: not copied).
 //!
 //! The splice gives the very bytes the decoding path ([`by_decoding`]: decode,
 //! `brokers::metadata`, encode) gives (a proptest holds it to that at every version), which it
@@ -42,6 +43,7 @@ use tracing::debug;
 
 use super::{brokers, RewriteError};
 use crate::cluster::Cluster;
+use crate::codec::frame::OutFrame;
 use crate::codec::header::{response_body_offset, HeaderError};
 use crate::codec::message::{decode_response, encode_response, MessageError};
 use crate::codec::LEN_PREFIX;
@@ -178,7 +180,7 @@ pub fn rewrite(
     corr: i32,
     want: impl FnMut(&str) -> bool,
     learn_new: &dyn Fn(&str) -> bool,
-) -> Result<Bytes, RewriteError> {
+) -> Result<OutFrame, RewriteError> {
     let walked =
         walk(frame, version, want).map_err(|source| RewriteError::Metadata { version, source })?;
     // Learned first: fairlead routes by the brokers' own answer, and a broker it hears of here
@@ -194,7 +196,7 @@ pub fn rewrite(
         canonical = walked.canonical,
         "Metadata answer rewritten by decoding it"
     );
-    Ok(by_decoding(frame, version, corr, &a)?)
+    Ok(by_decoding(frame, version, corr, &a)?.into())
 }
 
 /// The decoding path: the whole answer decoded, its brokers rewritten (`brokers::metadata`),
@@ -235,7 +237,10 @@ pub fn rewrite_decoded(
 /// brokers as `brokers::metadata` rewrites them, the rest of the body with the controller id
 /// replaced. `None` where that would not be what [`by_decoding`] gives: a partition led by a
 /// broker whose port is not bound, or a frame not in canonical form.
-pub fn splice(w: &Walk, a: &Advertised, corr: i32) -> Option<Bytes> {
+///
+/// Everything up to the controller id is written anew (the head: some hundred bytes a broker);
+/// the topics after it, nearly all of a large answer, stay a view of the broker's frame.
+pub fn splice(w: &Walk, a: &Advertised, corr: i32) -> Option<OutFrame> {
     let frame = &w.frame;
     if !w.canonical || !w.leaders.all(|id| a.is_bound(id)) {
         return None;
@@ -256,10 +261,12 @@ pub fn splice(w: &Walk, a: &Advertised, corr: i32) -> Option<Bytes> {
     for b in &r.brokers {
         brokers_len += b.compute_size(v).ok()?;
     }
+    // The head ends after the controller id (v1+), else after the brokers.
+    let tail_at = w.controller.map_or(w.brokers_span.end, |(at, _)| at + 4);
     let header_len = if flexible { 5 } else { 4 };
-    let body_len =
-        (w.brokers_span.start - w.body) + brokers_len + (frame.len() - w.brokers_span.end);
-    let mut out = BytesMut::with_capacity(LEN_PREFIX + header_len + body_len);
+    let head_body = (w.brokers_span.start - w.body) + brokers_len + (tail_at - w.brokers_span.end);
+    let body_len = head_body + (frame.len() - tail_at);
+    let mut out = BytesMut::with_capacity(LEN_PREFIX + header_len + head_body);
     out.put_i32(i32::try_from(header_len + body_len).ok()?);
     out.put_i32(corr);
     if flexible {
@@ -274,15 +281,14 @@ pub fn splice(w: &Walk, a: &Advertised, corr: i32) -> Option<Bytes> {
     for b in &r.brokers {
         b.encode(&mut out, v).ok()?;
     }
-    match w.controller {
-        Some((at, _)) => {
-            out.put_slice(&frame[w.brokers_span.end..at]);
-            out.put_i32(r.controller_id.0);
-            out.put_slice(&frame[at + 4..]);
-        }
-        None => out.put_slice(&frame[w.brokers_span.end..]),
+    if let Some((at, _)) = w.controller {
+        out.put_slice(&frame[w.brokers_span.end..at]);
+        out.put_i32(r.controller_id.0);
     }
-    Some(out.freeze())
+    Some(OutFrame {
+        head: out.freeze(),
+        tail: frame.slice(tail_at..),
+    })
 }
 
 fn uvarint_len(v: u32) -> usize {

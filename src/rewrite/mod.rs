@@ -14,8 +14,6 @@ pub mod api_versions;
 pub mod brokers;
 pub mod metadata;
 
-use std::collections::HashSet;
-
 use bytes::Bytes;
 use kafka_protocol::messages::{
     ApiKey, DescribeClusterResponse, FindCoordinatorRequest, FindCoordinatorResponse,
@@ -25,9 +23,11 @@ use kafka_protocol::protocol::StrBytes;
 use tracing::debug;
 
 use crate::cluster::Cluster;
+use crate::codec::frame::OutFrame;
 use crate::codec::header::RequestHeader;
 use crate::codec::message::{decode_body, decode_response, encode_response, MessageError};
 use crate::leadership::coordinators::{CoordinatorKey, KeyType};
+use crate::leadership::TopicSet;
 
 /// Why a response could not be rewritten (it is then not relayed: see `router::forward`).
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +76,7 @@ fn learn_coordinators(
 
 /// The topics a client's Metadata request names (none when it asks for every topic, or when
 /// the request does not decode: fairlead then learns only about topics it already tracks).
-fn asked_topics(hdr: &RequestHeader, request: &Bytes) -> HashSet<String> {
+fn asked_topics(hdr: &RequestHeader, request: &Bytes) -> TopicSet {
     hdr.body_offset
         .and_then(|at| {
             decode_body::<MetadataRequest>(request, at, ApiKey::Metadata, hdr.api_version).ok()
@@ -104,8 +104,31 @@ pub fn inspects(key: Option<ApiKey>) -> bool {
 }
 
 /// Rewrites a forwarded response if its API carries broker addresses (or is ApiVersions).
-/// `request` is the client's request frame it answers.
+/// `request` is the client's request frame it answers. A spliced Metadata answer comes in two
+/// parts; every other answer whole.
 pub fn response(
+    cluster: &Cluster,
+    hdr: &RequestHeader,
+    request: &Bytes,
+    frame: Bytes,
+) -> Result<OutFrame, RewriteError> {
+    if hdr.known == Some(ApiKey::Metadata) {
+        // Learned from: the topics fairlead tracks (or wants), and those this client asked
+        // for by name (an answer for every topic does not make fairlead track them). One set,
+        // one lookup per topic of the answer.
+        let asked = asked_topics(hdr, request);
+        let mut wanted = cluster.leadership.in_scope();
+        wanted.extend(asked.iter().cloned());
+        let learn_new = |t: &str| asked.contains(t);
+        let (v, corr) = (hdr.api_version, hdr.correlation_id);
+        let want = |t: &str| wanted.contains(t);
+        return metadata::rewrite(cluster, &frame, v, corr, want, &learn_new);
+    }
+    whole(cluster, hdr, request, frame).map(OutFrame::from)
+}
+
+/// [`response`] for the APIs whose answers are rewritten whole (decoded and encoded again).
+fn whole(
     cluster: &Cluster,
     hdr: &RequestHeader,
     request: &Bytes,
@@ -117,14 +140,6 @@ pub fn response(
     let v = hdr.api_version;
     let corr = hdr.correlation_id;
     match key {
-        ApiKey::Metadata => {
-            // Learned from: the topics fairlead tracks (or wants), and those this client
-            // asked for by name (an answer for every topic does not make fairlead track them).
-            let asked = asked_topics(hdr, request);
-            let learn_new = |t: &str| asked.contains(t);
-            let want = |t: &str| learn_new(t) || cluster.leadership.in_scope(t);
-            metadata::rewrite(cluster, &frame, v, corr, want, &learn_new)
-        }
         ApiKey::FindCoordinator => {
             let mut r: FindCoordinatorResponse = decode_response(&frame, key, v)?;
             learn_coordinators(cluster, hdr, request, &r);

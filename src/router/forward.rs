@@ -19,6 +19,7 @@ use super::retry::{resend_forwarded, Budget};
 use super::session::Session;
 use super::{coordinator, Unanswerable};
 use crate::cluster::Cluster;
+use crate::codec::frame::OutFrame;
 use crate::codec::header::RequestHeader;
 use crate::metrics::{self, NotAbsorbed};
 use crate::protocol;
@@ -39,13 +40,18 @@ pub struct Forward {
 impl Forward {
     /// The home broker's answer (`reply`), rewritten, asked again or sent again as needed, and
     /// counted.
-    pub async fn complete(self, mut reply: ReplyRx) -> Result<Bytes, Unanswerable> {
+    pub async fn complete(self, mut reply: ReplyRx) -> Result<OutFrame, Unanswerable> {
         let mut attempts = 0;
         let mut asking_again = None;
         loop {
             let lost = match reply.await {
                 Ok(Ok(resp)) => {
-                    let out = self.rewritten(resp.freeze())?;
+                    // A spliced answer (Metadata's) is done: asking again, following SASL and
+                    // counting codes concern other APIs, whose answers come whole.
+                    let out = match self.rewritten(resp.freeze())?.into_whole() {
+                        Ok(whole) => whole,
+                        Err(spliced) => return Ok(spliced),
+                    };
                     match self.ask_again(out, &mut asking_again).await? {
                         Asked::Done(out) => {
                             self.session.relay_answer(&self.hdr, &out);
@@ -54,7 +60,8 @@ impl Forward {
                                 &self.hdr,
                                 out,
                                 self.not_absorbed,
-                            );
+                            )
+                            .map(OutFrame::from);
                         }
                         Asked::Sent(rx) => {
                             reply = rx;
@@ -163,13 +170,13 @@ impl Forward {
     /// The answer with its broker addresses rewritten (`rewrite`). One fairlead cannot decode
     /// passes only if it names no broker (ApiVersions): an address that is not rewritten must
     /// not leak.
-    fn rewritten(&self, resp: Bytes) -> Result<Bytes, Unanswerable> {
+    fn rewritten(&self, resp: Bytes) -> Result<OutFrame, Unanswerable> {
         let hdr = &self.hdr;
         rewrite::response(&self.cluster, hdr, &self.frame, resp.clone()).or_else(|e| {
             metrics::passed_blind(hdr.api_key);
             warn!(api = hdr.api_key, version = hdr.api_version, error = %e, "response not decodable");
             if hdr.known == Some(ApiKey::ApiVersions) {
-                Ok(resp)
+                Ok(resp.into())
             } else {
                 Err(Unanswerable(format!(
                     "cannot rewrite a {} v{} response: {e}",

@@ -35,6 +35,7 @@ use kafka_protocol::messages::ApiKey;
 use tokio::sync::Notify;
 
 use crate::cluster::Cluster;
+use crate::codec::frame::OutFrame;
 use crate::codec::header::RequestHeader;
 use crate::metrics;
 use crate::metrics::NotAbsorbed;
@@ -139,10 +140,10 @@ enum Pending {
 
 impl Answer {
     /// The answer (forwarded, or routed and merged), inspected and counted.
-    pub async fn bytes(self) -> Result<Bytes, Unanswerable> {
+    pub async fn frame(self) -> Result<OutFrame, Unanswerable> {
         match self.job {
             Pending::Forwarded(forward, rx) => forward.complete(rx).await,
-            Pending::Routed(job) => job.await,
+            Pending::Routed(job) => job.await.map(OutFrame::from),
         }
     }
 }

@@ -34,6 +34,11 @@ fn walk_all(frame: &Bytes, v: i16) -> Result<Walk, Malformed> {
     walk(frame, v, |_| true)
 }
 
+/// The splice's answer as the client reads it: its two parts one after the other.
+fn spliced(w: &Walk, a: &Advertised, corr: i32) -> Option<Bytes> {
+    splice(w, a, corr).map(|out| out.to_bytes())
+}
+
 // ---------------------------------------------------------------------------------------------
 // Answers of every version
 // ---------------------------------------------------------------------------------------------
@@ -204,7 +209,7 @@ proptest! {
             .iter()
             .flat_map(|t| &t.partitions)
             .any(|p| p.leader_id.0 >= 0 && !a.is_bound(p.leader_id.0));
-        match splice(&w, &a, corr) {
+        match spliced(&w, &a, corr) {
             Some(out) => {
                 prop_assert!(!stand_in_needed);
                 prop_assert_eq!(out, reference);
@@ -244,7 +249,7 @@ proptest! {
         match walk_all(&damaged, v) {
             Ok(w) => {
                 let reference = reference.expect("the decoding path takes what the walk takes");
-                if let Some(out) = splice(&w, &a, 7) {
+                if let Some(out) = spliced(&w, &a, 7) {
                     prop_assert_eq!(out, reference);
                 }
             }
@@ -480,14 +485,14 @@ fn a_frame_not_in_canonical_form_is_not_spliced() {
     ] {
         let w = walk_all(&frame, 12).unwrap_or_else(|e| panic!("{what}: {e}"));
         assert!(!w.canonical, "{what}");
-        assert_eq!(splice(&w, &a, 7), None, "{what}");
+        assert_eq!(spliced(&w, &a, 7), None, "{what}");
         assert!(by_decoding(&frame, 12, 7, &a).is_ok(), "{what}");
     }
     // In order, the same tags are spliced as they came.
     let in_order = with(&f, PARTITION_TAGS_AT, 1, &[2, 3, 1, 0xaa, 5, 0]);
     let w = walk_all(&in_order, 12).unwrap();
     assert_eq!(
-        splice(&w, &a, 7),
+        spliced(&w, &a, 7),
         Some(by_decoding(&in_order, 12, 7, &a).unwrap())
     );
 
@@ -510,7 +515,7 @@ fn a_frame_not_in_canonical_form_is_not_spliced() {
         ),
     ] {
         let w = walk_all(&frame, 12).unwrap_or_else(|e| panic!("{what}: {e}"));
-        let out = splice(&w, &a, 7).unwrap_or_else(|| panic!("{what}: not spliced"));
+        let out = spliced(&w, &a, 7).unwrap_or_else(|| panic!("{what}: not spliced"));
         assert_eq!(out, by_decoding(&frame, 12, 7, &a).unwrap(), "{what}");
     }
 }
@@ -521,9 +526,26 @@ fn response_header_tags_are_dropped_as_encoding_drops_them() {
     let f = small_v12();
     let frame = with(&f, 8, 1, &[1, 0, 2, 0xab, 0xcd]);
     let w = walk_all(&frame, 12).unwrap();
-    let out = splice(&w, &all_bound(), 7).unwrap();
+    let out = spliced(&w, &all_bound(), 7).unwrap();
     assert_eq!(out, f);
     assert_eq!(out, by_decoding(&frame, 12, 7, &all_bound()).unwrap());
+}
+
+/// The topics, nearly all of a large answer, reach the client as a view of the broker's frame:
+/// only the head (header, brokers, controller id) is written anew.
+#[test]
+fn the_topics_are_not_copied() {
+    let f = small_v12();
+    let w = walk_all(&f, 12).unwrap();
+    let out = splice(&w, &all_bound(), 7).unwrap();
+    let (at, _) = w.controller.unwrap();
+    assert_eq!(out.tail, f.slice(at + 4..));
+    assert_eq!(
+        out.tail.as_ptr(),
+        f[at + 4..].as_ptr(),
+        "the topics are a view of the frame"
+    );
+    assert_eq!(out.head.len(), out.len() - (f.len() - (at + 4)));
 }
 
 /// Brokers whose port is not bound are left out and a bound broker stands in as controller,
@@ -547,7 +569,7 @@ fn only_an_unbound_leader_stops_the_splice() {
         let f = frame(&r, v);
         let w = walk_all(&f, v).unwrap();
         let a = advertised("fl", &[1, 3]);
-        let out = splice(&w, &a, 7).expect("partition 0 is led by 1, bound");
+        let out = spliced(&w, &a, 7).expect("partition 0 is led by 1, bound");
         assert_eq!(out, by_decoding(&f, v, 7, &a).unwrap(), "v{v}");
         let d = decoded(&out, v);
         assert_eq!(
@@ -557,7 +579,7 @@ fn only_an_unbound_leader_stops_the_splice() {
         if v >= 1 {
             assert_eq!(d.controller_id.0, 3, "the next bound broker above 2");
         }
-        assert_eq!(splice(&w, &advertised("fl", &[2, 3]), 7), None, "v{v}");
+        assert_eq!(spliced(&w, &advertised("fl", &[2, 3]), 7), None, "v{v}");
     }
 }
 
@@ -645,7 +667,9 @@ fn answer(brokers: &[i32], leaders: &[i32]) -> MetadataResponse {
 fn an_answer_is_learned_before_it_is_rewritten() {
     let (cluster, free, held, _held) = cluster_with_a_held_port();
     let f = frame(&answer(&[free], &[free]), 12);
-    let out = rewrite(&cluster, &f, 12, 7, |_| true, &|_| true).unwrap();
+    let out = rewrite(&cluster, &f, 12, 7, |_| true, &|_| true)
+        .unwrap()
+        .to_bytes();
     // The broker heard of here got its port, and the answer names it there.
     let d = decoded(&out, 12);
     assert_eq!(d.brokers.len(), 1);
@@ -661,7 +685,9 @@ fn an_answer_is_learned_before_it_is_rewritten() {
 fn a_partition_led_by_an_unbound_broker_is_rewritten_by_decoding() {
     let (cluster, free, held, _held) = cluster_with_a_held_port();
     let f = frame(&answer(&[free, held], &[free, held]), 12);
-    let out = rewrite(&cluster, &f, 12, 7, |_| true, &|_| true).unwrap();
+    let out = rewrite(&cluster, &f, 12, 7, |_| true, &|_| true)
+        .unwrap()
+        .to_bytes();
     let a = cluster.advertised();
     assert!(!a.is_bound(held), "its port is held elsewhere");
     assert_eq!(out, by_decoding(&f, 12, 7, &a).unwrap());
@@ -687,7 +713,9 @@ fn a_partition_led_by_an_unbound_broker_is_rewritten_by_decoding() {
 fn topics_not_wanted_are_not_learned() {
     let (cluster, free, _, _held) = cluster_with_a_held_port();
     let f = frame(&answer(&[free], &[free]), 12);
-    let out = rewrite(&cluster, &f, 12, 7, |_| false, &|_| true).unwrap();
+    let out = rewrite(&cluster, &f, 12, 7, |_| false, &|_| true)
+        .unwrap()
+        .to_bytes();
     assert_eq!(out, by_decoding(&f, 12, 7, &cluster.advertised()).unwrap());
     assert!(cluster.leadership.leader("t", 0).is_none());
     assert!(
