@@ -16,22 +16,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use fairlead::config::Config;
-use fairlead::testing::{Credentials, Mechanism, SaslLogin, SaslMode, Secret};
 use fake::{ProduceAnswer, Received};
 use fake_bed::*;
-
-fn passthrough(cfg: &mut Config) {
-    cfg.sasl_mode = SaslMode::Passthrough;
-    cfg.sasl = Some(SaslLogin::Password {
-        credentials: Credentials {
-            mechanism: Mechanism::Plain,
-            username: "fairlead".into(),
-            password: Secret::new("fairlead-secret".into()),
-        },
-        password_file: None,
-    });
-}
 
 async fn start() -> Bed {
     Bed::start_with(
@@ -42,7 +28,7 @@ async fn start() -> Bed {
             // u/0 is led by node 2; a client sends it to node 1, which is not its leader.
             s.produce_always(1, "u", 0, ProduceAnswer::error(6, -1));
         },
-        passthrough,
+        plain_passthrough,
     )
     .await
 }
@@ -60,31 +46,6 @@ fn produce_u0() -> ProduceRequest {
 
 fn code(r: &ProduceResponse) -> i16 {
     r.responses[0].partition_responses[0].error_code
-}
-
-/// The client's own SASL exchange through fairlead: PLAIN in one step, SCRAM in two.
-async fn authenticate(c: &mut Client, mechanism: &str, steps: &[&[u8]]) -> i16 {
-    let h: SaslHandshakeResponse = c
-        .call(
-            ApiKey::SaslHandshake,
-            1,
-            &SaslHandshakeRequest::default()
-                .with_mechanism(StrBytes::from_string(mechanism.into())),
-        )
-        .await;
-    assert_eq!(h.error_code, 0);
-    let mut code = 0;
-    for step in steps {
-        let r: SaslAuthenticateResponse = c
-            .call(
-                ApiKey::SaslAuthenticate,
-                2,
-                &SaslAuthenticateRequest::default().with_auth_bytes(Bytes::copy_from_slice(step)),
-            )
-            .await;
-        code = r.error_code;
-    }
-    code
 }
 
 /// The client's requests (not fairlead's own) of `api` the fake brokers received.
@@ -122,7 +83,7 @@ async fn a_plain_client_is_rerouted_only_on_connections_authenticated_as_itself(
     let bed = start().await;
     let mut c = bed.client(Some(1)).await;
     assert_eq!(
-        authenticate(&mut c, "PLAIN", &[b"\0alice\0alice-secret"]).await,
+        c.authenticate("PLAIN", &[b"\0alice\0alice-secret"]).await,
         0
     );
     let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_u0()).await;
@@ -151,15 +112,9 @@ const SCRAM_BOB: [&[u8]; 2] = [b"n,,n=bob,r=abc", b"c=biws,r=abcfake,p=cHJvb2Y="
 async fn a_scram_client_is_rerouted_only_on_its_principals_own_connections() {
     let bed = start().await;
     let mut on_2 = bed.client(Some(2)).await;
-    assert_eq!(
-        authenticate(&mut on_2, "SCRAM-SHA-512", &SCRAM_BOB).await,
-        0
-    );
+    assert_eq!(on_2.authenticate("SCRAM-SHA-512", &SCRAM_BOB).await, 0);
     let mut on_1 = bed.client(Some(1)).await;
-    assert_eq!(
-        authenticate(&mut on_1, "SCRAM-SHA-512", &SCRAM_BOB).await,
-        0
-    );
+    assert_eq!(on_1.authenticate("SCRAM-SHA-512", &SCRAM_BOB).await, 0);
     let r: ProduceResponse = on_1.call(ApiKey::Produce, 9, &produce_u0()).await;
     assert_eq!(code(&r), 0, "rerouted on bob's own connection to node 2");
     // The owner of that connection starts re-authenticating: it is not lent meanwhile.
@@ -200,7 +155,7 @@ async fn a_scram_client_is_not_rerouted_and_its_errors_are_counted() {
     let before = not_absorbed(&bed, "no_connection_as_client").await;
     let mut c = bed.client(Some(1)).await;
     let steps: [&[u8]; 2] = [b"n,,n=bob,r=abc", b"c=biws,r=abcfake,p=cHJvb2Y="];
-    assert_eq!(authenticate(&mut c, "SCRAM-SHA-512", &steps).await, 0);
+    assert_eq!(c.authenticate("SCRAM-SHA-512", &steps).await, 0);
     let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_u0()).await;
     assert_eq!(
         code(&r),
@@ -224,7 +179,7 @@ async fn a_refused_exchange_lends_no_identity() {
     let bed = start().await;
     let mut c = bed.client(Some(1)).await;
     assert_eq!(
-        authenticate(&mut c, "PLAIN", &[b"\0alice\0wrong"]).await,
+        c.authenticate("PLAIN", &[b"\0alice\0wrong"]).await,
         58,
         "the broker refuses the password"
     );
@@ -253,7 +208,9 @@ async fn coordinator_requests_follow_the_same_rule() {
         "not routed: node 2 answers NOT_COORDINATOR"
     );
     let mut alice = bed.client(Some(2)).await;
-    authenticate(&mut alice, "PLAIN", &[b"\0alice\0alice-secret"]).await;
+    alice
+        .authenticate("PLAIN", &[b"\0alice\0alice-secret"])
+        .await;
     let h: HeartbeatResponse = alice.call(ApiKey::Heartbeat, 4, &heartbeat).await;
     assert_eq!(h.error_code, 0, "replayed to the coordinator, as alice");
     let sent: Vec<(i32, Option<String>)> = client_requests(&bed, ApiKey::Heartbeat)

@@ -12,16 +12,10 @@ mod fake_bed;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiKey, ProduceRequest, ProduceResponse, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest, SaslHandshakeResponse, TopicName,
-};
+use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
-use fairlead::config::Config;
-use fairlead::testing::{Credentials, Mechanism, SaslLogin, SaslMode, Secret};
 use fake::ProduceAnswer;
 use fake_bed::*;
 
@@ -209,36 +203,13 @@ async fn an_idle_shared_connection_is_closed_and_a_busy_one_is_not() {
     assert_eq!(produce_conns_at_2(&bed).len(), 2);
 }
 
-fn passthrough(cfg: &mut Config) {
-    cfg.sasl_mode = SaslMode::Passthrough;
-    cfg.sasl = Some(SaslLogin::Password {
-        credentials: Credentials {
-            mechanism: Mechanism::Plain,
-            username: "fairlead".into(),
-            password: Secret::new("fairlead-secret".into()),
-        },
-        password_file: None,
-    });
-}
-
 async fn authenticate_plain(c: &mut Client, user: &str, password: &str) {
-    let h: SaslHandshakeResponse = c
-        .call(
-            ApiKey::SaslHandshake,
-            1,
-            &SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
-        )
-        .await;
-    assert_eq!(h.error_code, 0);
-    let a: SaslAuthenticateResponse = c
-        .call(
-            ApiKey::SaslAuthenticate,
-            2,
-            &SaslAuthenticateRequest::default()
-                .with_auth_bytes(Bytes::from(format!("\0{user}\0{password}"))),
-        )
-        .await;
-    assert_eq!(a.error_code, 0, "{user} authenticated");
+    let step = format!("\0{user}\0{password}");
+    assert_eq!(
+        c.authenticate("PLAIN", &[step.as_bytes()]).await,
+        0,
+        "{user} authenticated"
+    );
 }
 
 /// SASL passthrough: clients of one principal share reroute connections opened with their
@@ -258,7 +229,7 @@ async fn two_principals_never_share_a_reroute_connection() {
                 ProduceAnswer::ok(0).delayed(Duration::from_millis(100)),
             );
         },
-        passthrough,
+        plain_passthrough,
     )
     .await;
     let mut clients = Vec::new();

@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, Bytes, BytesMut};
 use fairlead::config::Config;
 use fairlead::server::Server;
+use fairlead::testing::{Credentials, Mechanism, SaslLogin, SaslMode, Secret};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiKey, MetadataRequest, MetadataResponse, RequestHeader, TopicName,
+    ApiKey, MetadataRequest, MetadataResponse, RequestHeader, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse, TopicName,
 };
 use kafka_protocol::protocol::{encode_request_header_into_buffer, Decodable, Encodable, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -24,6 +26,20 @@ use uuid::Uuid;
 use super::fake::{FakeCluster, Script};
 
 pub const CLIENT_ID: &str = "fake-test";
+
+/// SASL passthrough, fairlead's own connections authenticated as PLAIN user "fairlead" (the
+/// fake brokers' scripts add the user).
+pub fn plain_passthrough(cfg: &mut Config) {
+    cfg.sasl_mode = SaslMode::Passthrough;
+    cfg.sasl = Some(SaslLogin::Password {
+        credentials: Credentials {
+            mechanism: Mechanism::Plain,
+            username: "fairlead".into(),
+            password: Secret::new("fairlead-secret".into()),
+        },
+        password_file: None,
+    });
+}
 
 // ---------------------------------------------------------------------------------------------
 // The bed: fake cluster + fairlead
@@ -347,6 +363,33 @@ impl Client {
         let (got, resp) = decode_response(&frame, api, version);
         assert_eq!(got, corr, "correlation id of the {api:?} response");
         resp
+    }
+
+    /// The client's own SASL exchange through fairlead (PLAIN in one step, SCRAM in two): the
+    /// last step's error code.
+    pub async fn authenticate(&mut self, mechanism: &str, steps: &[&[u8]]) -> i16 {
+        let h: SaslHandshakeResponse = self
+            .call(
+                ApiKey::SaslHandshake,
+                1,
+                &SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_string(mechanism.into())),
+            )
+            .await;
+        assert_eq!(h.error_code, 0);
+        let mut code = 0;
+        for step in steps {
+            let r: SaslAuthenticateResponse = self
+                .call(
+                    ApiKey::SaslAuthenticate,
+                    2,
+                    &SaslAuthenticateRequest::default()
+                        .with_auth_bytes(Bytes::copy_from_slice(step)),
+                )
+                .await;
+            code = r.error_code;
+        }
+        code
     }
 
     /// True when fairlead closed the connection (EOF or reset) within `within`.
