@@ -263,20 +263,22 @@ impl Pool {
     }
 }
 
+/// The connection with the fewest requests in flight among those `pick` accepts.
+fn least_busy(held: &[Held], pick: impl Fn(&Held) -> bool) -> Option<usize> {
+    (0..held.len())
+        .filter(|&i| pick(&held[i]))
+        .min_by_key(|&i| held[i].up.in_flight())
+}
+
 /// A producer's connection: an idle one of its own, else an idle one no producer uses, else (a
 /// new one while under the bound) the least busy of its own, else one another producer used but
 /// no longer uses (nothing in flight, no lane holding it), the longest unused. None: open one.
 fn for_producer(held: &[Held], owner: Option<Owner>, under_bound: bool) -> Option<usize> {
-    let least_busy = |pick: &dyn Fn(&Held) -> bool| {
-        (0..held.len())
-            .filter(|&i| pick(&held[i]))
-            .min_by_key(|&i| held[i].up.in_flight())
-    };
-    let mine = least_busy(&|h| h.owner == owner);
+    let mine = least_busy(held, |h| h.owner == owner);
     if let Some(i) = mine.filter(|&i| held[i].up.in_flight() == 0) {
         return Some(i);
     }
-    if let Some(i) = least_busy(&|h| h.owner.is_none() && !h.busy()) {
+    if let Some(i) = least_busy(held, |h| h.owner.is_none() && !h.busy()) {
         return Some(i);
     }
     if under_bound {
@@ -292,15 +294,10 @@ fn for_producer(held: &[Held], owner: Option<Owner>, under_bound: bool) -> Optio
 /// A connection for a request of no producer: the least busy of those no producer uses, if it is
 /// idle or the bound is reached; past the bound, the least busy of all. None: open one.
 fn for_others(held: &[Held], under_bound: bool) -> Option<usize> {
-    let least_busy = |pick: &dyn Fn(&Held) -> bool| {
-        (0..held.len())
-            .filter(|&i| pick(&held[i]))
-            .min_by_key(|&i| held[i].up.in_flight())
-    };
     if under_bound {
-        return least_busy(&|h| h.owner.is_none()).filter(|&i| held[i].up.in_flight() == 0);
+        return least_busy(held, |h| h.owner.is_none()).filter(|&i| held[i].up.in_flight() == 0);
     }
-    least_busy(&|h| h.owner.is_none()).or_else(|| least_busy(&|_| true))
+    least_busy(held, |h| h.owner.is_none()).or_else(|| least_busy(held, |_| true))
 }
 
 enum Source {
