@@ -146,6 +146,9 @@ labels!(
         ClientNotReading => "client_not_reading",
         /// The broker connection went away with a request in flight that is not safe to repeat.
         BrokerLostMidRequest => "broker_lost_mid_request",
+        /// A broker's answer that names brokers could not be decoded to rewrite their addresses
+        /// (an address that is not rewritten must not reach the client).
+        UnrewritableAnswer => "unrewritable_answer",
     }
 );
 

@@ -173,11 +173,12 @@ impl Forward {
     fn rewritten(&self, resp: Bytes) -> Result<OutFrame, Unanswerable> {
         let hdr = &self.hdr;
         rewrite::response(&self.cluster, hdr, &self.frame, resp.clone()).or_else(|e| {
-            metrics::passed_blind(hdr.api_key);
             warn!(api = hdr.api_key, version = hdr.api_version, error = %e, "response not decodable");
             if hdr.known == Some(ApiKey::ApiVersions) {
+                metrics::passed_blind(hdr.api_key);
                 Ok(resp.into())
             } else {
+                metrics::connection_closed(metrics::Closed::UnrewritableAnswer);
                 Err(Unanswerable(format!(
                     "cannot rewrite a {} v{} response: {e}",
                     protocol::api_name(hdr.api_key),

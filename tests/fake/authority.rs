@@ -8,11 +8,12 @@ mod fake;
 mod fake_bed;
 
 use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, HeartbeatRequest, HeartbeatResponse, ProduceRequest, ProduceResponse,
-    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
-    TopicName,
+    ApiKey, BrokerId, HeartbeatRequest, HeartbeatResponse, ListOffsetsRequest, ListOffsetsResponse,
+    ProduceRequest, ProduceResponse, SaslAuthenticateRequest, SaslAuthenticateResponse,
+    SaslHandshakeRequest, SaslHandshakeResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -171,6 +172,41 @@ async fn a_scram_client_is_not_rerouted_and_its_errors_are_counted() {
     assert_eq!(
         not_absorbed(&bed, "no_connection_as_client").await - before,
         1.0
+    );
+}
+
+/// A partition that goes to the client's own broker after all, for want of a connection of its
+/// identity at the leader, is no reroute: the count is of requests that left for the leader.
+/// (ListOffsets, which no other test here sends: the counter is the process's, shared by them.)
+#[tokio::test]
+async fn a_request_kept_on_the_clients_broker_is_not_counted_as_rerouted() {
+    let bed = start().await;
+    let rerouted = || bed.metric("fairlead_reroutes_total", &[("api", "ListOffsets")]);
+    let before = rerouted().await;
+    let mut c = bed.client(Some(1)).await;
+    assert_eq!(c.authenticate("SCRAM-SHA-512", &SCRAM_BOB).await, 0);
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("u")))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_current_leader_epoch(-1)
+                .with_timestamp(-1)])]);
+    let _: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 4, &req).await;
+    let sent: Vec<i32> = client_requests(&bed, ApiKey::ListOffsets)
+        .iter()
+        .map(|r| r.node)
+        .collect();
+    assert_eq!(
+        sent,
+        vec![1],
+        "kept on its own broker: no connection is bob's at node 2"
+    );
+    assert_eq!(
+        rerouted().await - before,
+        0.0,
+        "nothing left for the leader"
     );
 }
 

@@ -727,6 +727,59 @@ async fn node_endpoints_leave_out_a_broker_whose_port_is_not_bound() {
     drop(holder);
 }
 
+/// An answer that names brokers but cannot be decoded cannot be rewritten: fairlead closes that
+/// client's connection (the broker's own addresses must not leak), counts it as such and not as
+/// a frame passed blind, and every other connection goes on.
+#[tokio::test]
+async fn an_answer_naming_brokers_that_cannot_be_decoded_closes_only_its_connection() {
+    let bed = Bed::start(|s| {
+        standard(s);
+        // DescribeCluster v0: the flexible header's empty tag buffer, then a body cut short.
+        s.raw(
+            Some(1),
+            ApiKey::DescribeCluster as i16,
+            0,
+            Bytes::from_static(b"\x00\x00\x00"),
+        );
+    })
+    .await;
+    let closed = || {
+        bed.metric(
+            "fairlead_client_connections_closed_total",
+            &[("reason", "unrewritable_answer")],
+        )
+    };
+    let blind = || {
+        bed.metric(
+            "fairlead_frames_passed_blind_total",
+            &[("api", "DescribeCluster")],
+        )
+    };
+    let (closed_before, blind_before) = (closed().await, blind().await);
+    let mut other = bed.client(Some(1)).await;
+    let mut c = bed.client(Some(1)).await;
+    c.send(
+        ApiKey::DescribeCluster,
+        0,
+        &DescribeClusterRequest::default(),
+    )
+    .await;
+    assert!(
+        c.closed_within(Duration::from_secs(5)).await,
+        "its connection is closed"
+    );
+    assert_eq!(closed().await - closed_before, 1.0);
+    assert_eq!(blind().await - blind_before, 0.0, "nothing passed blind");
+    let r: DescribeClusterResponse = other
+        .call(
+            ApiKey::DescribeCluster,
+            0,
+            &DescribeClusterRequest::default(),
+        )
+        .await;
+    assert_eq!(r.error_code, 0, "the other connection is answered");
+}
+
 /// An API key fairlead does not know, and Produce v2 (below what kafka-protocol decodes): the
 /// request reaches the broker and the response the client byte for byte.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
-use super::plan::plan;
+use super::plan::{count_reroutes, plan};
 use super::{Conns, Job, Part, RoutedApi, Sent};
 use crate::cluster::Cluster;
 use crate::codec::header::RequestHeader;
@@ -269,7 +269,15 @@ impl<A: RoutedApi> Planned<A> {
             original: &original,
             expects_response: self.expects_response,
         };
-        let sent = targets.into_iter().map(|t| send(t, &request)).collect();
+        let (sent, delivered): (Vec<Sent>, Vec<bool>) =
+            targets.into_iter().map(|t| send(t, &request)).unzip();
+        let left: Vec<&Part<A>> = sent
+            .iter()
+            .zip(delivered)
+            .filter(|(_, d)| *d)
+            .flat_map(|(s, _)| s.idx.iter().map(|i| &self.parts[*i]))
+            .collect();
+        count_reroutes(&self.cluster, &left, self.home.node());
         self.ticket = None;
         self.into_job(sent)
     }
@@ -461,29 +469,33 @@ fn encode<A: RoutedApi>(r: &Request<'_, A>, idx: &[usize]) -> Result<Bytes, Stri
 }
 
 /// Sends one target's partitions: the client's frame itself when it goes out unchanged
-/// (`original`), else a sub-request built from the envelope and those partitions.
-fn send<A: RoutedApi>(t: Target, r: &Request<'_, A>) -> Sent {
+/// (`original`), else a sub-request built from the envelope and those partitions. True: it left.
+fn send<A: RoutedApi>(t: Target, r: &Request<'_, A>) -> (Sent, bool) {
     let Target { node, idx, up } = t;
     let used = up.as_ref().ok().cloned();
-    let rx = match up {
+    let (rx, delivered) = match up {
         Err(e) => {
             debug!(node, error = %e, "no connection for a part");
-            None
+            (None, false)
         }
         Ok(up) => match encode(r, &idx) {
-            Ok(bytes) => up.send(bytes, r.expects_response).unwrap_or_else(|e| {
-                debug!(node, error = %e, "part not sent");
-                None
-            }),
+            Ok(bytes) => match up.send(bytes, r.expects_response) {
+                Ok(rx) => (rx, true),
+                Err(e) => {
+                    debug!(node, error = %e, "part not sent");
+                    (None, false)
+                }
+            },
             Err(e) => {
                 warn!(api = ?A::KEY, version = r.version, error = %e, "could not encode a sub-request");
-                None
+                (None, false)
             }
         },
     };
-    Sent {
+    let sent = Sent {
         flight: InFlight { rx, up: used, node },
         idx,
         original: r.original.is_some(),
-    }
+    };
+    (sent, delivered)
 }

@@ -62,18 +62,19 @@ pub(super) fn plan<A: RoutedApi>(
             let _ = cluster.refresh(generation, Trigger::Unknown).await;
         });
     }
-    count_reroutes(cluster, parts, home_node);
     Planned { changed }
 }
 
-/// Partitions sent somewhere other than where the client sent them (proactive routing).
-fn count_reroutes<A: RoutedApi>(cluster: &Cluster, parts: &[Part<A>], home_node: i32) {
-    let rerouted = parts.iter().filter(|p| p.node != home_node).count();
-    if rerouted == 0 {
+/// Partitions sent somewhere other than where the client sent them (proactive routing). Counted
+/// once they have left, never when planned: a part that went home after all (no connection of
+/// the client's identity at its leader) or was never sent is no reroute.
+pub(super) fn count_reroutes<A: RoutedApi>(cluster: &Cluster, sent: &[&Part<A>], home_node: i32) {
+    let rerouted: Vec<&&Part<A>> = sent.iter().filter(|p| p.node != home_node).collect();
+    if rerouted.is_empty() {
         return;
     }
-    metrics::rerouted(A::KEY as i16, rerouted);
-    for part in parts.iter().filter(|p| p.node != home_node) {
+    metrics::rerouted(A::KEY as i16, rerouted.len());
+    for part in rerouted {
         cluster
             .incidents
             .rerouted(&cluster.leadership, &part.topic, part.partition());
