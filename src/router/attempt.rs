@@ -131,15 +131,18 @@ impl Attempts {
         self.resent += 1;
     }
 
+    /// A connection to `node` that may carry the client's requests, opened if needed.
+    pub async fn connection(&self, node: i32) -> Result<Arc<Upstream>, UpstreamError> {
+        self.cluster
+            .upstream_in(&self.reroutes, node, self.owner)
+            .await
+    }
+
     /// Sends `frame` to `node` on a connection that may carry the client's requests. `None`:
     /// no such connection reaches `node` (`identity`); one that cannot be made gives an
     /// attempt that was not sent.
     pub async fn send(&self, node: i32, frame: Bytes) -> Option<InFlight> {
-        match self
-            .cluster
-            .upstream_in(&self.reroutes, node, self.owner)
-            .await
-        {
+        match self.connection(node).await {
             Err(UpstreamError::NotAsClient { .. }) => {
                 debug!(api = ?self.api, node, "no connection as the client reaches the target");
                 None

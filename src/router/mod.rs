@@ -262,20 +262,31 @@ async fn routed(
             dispatch::<delete_records::DeleteRecords>(conns, None, frame, hdr).await?
         }
         Some(api) if COORDINATOR_APIS.contains(&api) => {
-            match coordinator::Job::dispatch(
+            let dispatched = coordinator::Job::dispatch(
                 conns,
                 &router.lanes,
                 client.connection,
                 frame.clone(),
                 hdr,
-            )
-            .await?
-            {
-                Some(job) => Outcome::Job(Box::pin(async move {
+            );
+            match dispatched {
+                Some(coordinator::Dispatched::Job(job)) => Outcome::Job(Box::pin(async move {
                     job.complete()
                         .await
                         .map_err(|e| Unanswerable(e.to_string()))
                 })),
+                Some(coordinator::Dispatched::Deferred(task)) => {
+                    Outcome::Job(Box::pin(async move {
+                        let job = task.await.map_err(|e| {
+                            Unanswerable(format!(
+                                "a deferred coordinator request's task failed: {e}"
+                            ))
+                        })?;
+                        job.complete()
+                            .await
+                            .map_err(|e| Unanswerable(e.to_string()))
+                    }))
+                }
                 None => Outcome::Forward,
             }
         }

@@ -392,6 +392,75 @@ async fn a_commit_sent_again_is_not_overtaken_by_the_next_commit_of_the_connecti
     );
 }
 
+/// Issue 20, item 5, for coordinators: while a commit is being sent again and the next commit
+/// of its group waits for it (their order), the connection reads on: a heartbeat of another
+/// group reaches its broker at once, not after the replay. Answers still leave in request order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_waiting_for_its_groups_replay_holds_up_no_other_group() {
+    const BACKOFF: Duration = Duration::from_millis(1500);
+    let bed = Bed::start_with(
+        |s| {
+            s.coordinators.insert("g".into(), (2, 0));
+            s.coordinators.insert("h".into(), (2, 0));
+            s.coordinator_error(2, ApiKey::OffsetCommit, COORDINATOR_LOAD_IN_PROGRESS);
+        },
+        |cfg| cfg.retry_backoff = BACKOFF,
+    )
+    .await;
+    let mut c = bed.client(Some(2)).await;
+    let first = c.send(ApiKey::OffsetCommit, 9, &commit("g", 10)).await;
+    bed.fake
+        .wait_for("the first commit", Duration::from_secs(5), |r| {
+            r.iter().any(|r| r.api_key == ApiKey::OffsetCommit as i16)
+        })
+        .await;
+    // Refused (14): it is sent again after BACKOFF, and the group's lane is held till then.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = c.send(ApiKey::OffsetCommit, 9, &commit("g", 20)).await;
+    let third = c.send(ApiKey::Heartbeat, 4, &heartbeat("h")).await;
+    bed.fake
+        .wait_for("the heartbeat", Duration::from_secs(5), |r| {
+            r.iter().any(|r| r.api_key == ApiKey::Heartbeat as i16)
+        })
+        .await;
+    let order: Vec<(i16, String)> = bed
+        .fake
+        .received()
+        .iter()
+        .filter(|r| r.is_from_client())
+        .filter_map(|r| match &r.request {
+            Decoded::Coordinator(k) => Some((r.api_key, k.clone())),
+            _ => None,
+        })
+        .collect();
+    let (commit_g, beat_h) = (
+        (ApiKey::OffsetCommit as i16, "g".to_string()),
+        (ApiKey::Heartbeat as i16, "h".to_string()),
+    );
+    assert_eq!(
+        order,
+        vec![commit_g, beat_h],
+        "the heartbeat left before the first commit was sent again"
+    );
+    let (corr, r): (i32, OffsetCommitResponse) =
+        decode_response(&c.recv().await, ApiKey::OffsetCommit, 9);
+    assert_eq!((corr, commit_codes(&r)), (first, vec![0]));
+    let (corr, r): (i32, OffsetCommitResponse) =
+        decode_response(&c.recv().await, ApiKey::OffsetCommit, 9);
+    assert_eq!((corr, commit_codes(&r)), (second, vec![0]));
+    let (corr, r): (i32, HeartbeatResponse) =
+        decode_response(&c.recv().await, ApiKey::Heartbeat, 4);
+    assert_eq!((corr, r.error_code), (third, 0), "answers in request order");
+    assert_eq!(
+        coordinator_requests(&bed, ApiKey::OffsetCommit)
+            .iter()
+            .map(|(node, _)| *node)
+            .collect::<Vec<_>>(),
+        vec![2, 2, 2],
+        "the first, the first again, then the second"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_find_coordinator_answered_not_available_is_asked_again() {
     let bed = Bed::start(|s| {

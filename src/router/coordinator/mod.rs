@@ -18,7 +18,9 @@
 //!   through, counted.
 //!
 //! A client connection's requests for one key take a lane (`lanes`), so a later request never
-//! overtakes one being replayed.
+//! overtakes one being replayed. The lane is queued on the connection's reader, in request order;
+//! a request that must wait for it, or for a connection to its coordinator, waits in a task of its
+//! own while the reader goes on (no head-of-line blocking beyond the key's own order).
 
 mod apis;
 
@@ -27,18 +29,18 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
+use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use super::attempt::{Attempts, Conns, InFlight, Until};
 use super::inspect::{uninspected, Unread};
-use super::lanes::{LaneKey, Lanes, Want};
+use super::lanes::{Claim, Expired, LaneKey, Lanes, Ticket};
 use super::retry::{ask_again, decide_coordinator, keep_original, Budget, Decision, Failure};
 use crate::codec::header::RequestHeader;
 use crate::config::Config;
-use crate::leadership::coordinators::Known;
 use crate::metrics;
 use crate::protocol::COORDINATOR_APIS;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::Upstream;
 use apis::{Codes, Inspected};
 
 /// How much longer than its rebalance timeout a JoinGroup may be held: under what clients wait
@@ -101,47 +103,112 @@ pub struct Job {
     lane: LaneKey,
 }
 
+/// A coordinator request routed: sent now, or waiting in its own task for a connection to the
+/// coordinator or for its lane, while the client connection reads on.
+pub enum Dispatched {
+    Job(Box<Job>),
+    Deferred(JoinHandle<Box<Job>>),
+}
+
 impl Job {
     /// Routes a coordinator request to the coordinator fairlead knows for its key (else where
-    /// the client sent it) and sends it. `None`: not a request for one coordinator, or not
+    /// the client sent it) and sends it, never waiting on the reader: its lane is queued here,
+    /// in request order, and when it must wait for that lane or for a connection to be opened,
+    /// it does so in a task of its own. `None`: not a request for one coordinator, or not
     /// decodable: forward it untouched.
-    pub async fn dispatch(
+    pub fn dispatch(
         conns: Conns<'_>,
         lanes: &Arc<Lanes>,
         connection: u64,
         frame: Bytes,
         hdr: &RequestHeader,
-    ) -> Result<Option<Job>, UpstreamError> {
+    ) -> Option<Dispatched> {
         let (Some(api), Some(at)) = (hdr.known, hdr.body_offset) else {
-            return Ok(None);
+            return None;
         };
         let version = hdr.api_version;
-        let Some(inspected) = inspect(api, &frame, at, version) else {
-            return Ok(None);
-        };
+        let inspected = inspect(api, &frame, at, version)?;
+        let known = conns.cluster.leadership.coordinators.get(&inspected.key);
+        let wanted = known
+            .filter(|k| k.node != conns.home.node())
+            .map(|k| k.node);
         let started = Instant::now();
-        let cluster = conns.cluster;
-        let known = cluster.leadership.coordinators.get(&inspected.key);
-        let (node, up) = route(conns, known, api).await;
-        let lane = LaneKey::Coordinator {
-            connection,
-            key: inspected.key.clone(),
-        };
-        let up = take_lane(lanes, &lane, node, up).await;
-        let first = InFlight::on(node, up, frame.clone(), api);
-        let budget = budget(&cluster.cfg, api, &inspected, started);
-        Ok(Some(Job {
-            at: Attempts::new(conns, api, budget),
+        let mut job = Job {
+            at: Attempts::new(
+                conns,
+                api,
+                budget(&conns.cluster.cfg, api, &inspected, started),
+            ),
             api,
             version,
+            lane: LaneKey::Coordinator {
+                connection,
+                key: inspected.key.clone(),
+            },
             frame,
             inspected,
             stamp: known.map_or(0, |k| k.stamp),
-            node,
-            first: Some(first),
+            node: conns.home.node(),
+            first: None,
             lanes: lanes.clone(),
-            lane,
-        }))
+        };
+        let mut ticket = lanes.enqueue(vec![Claim {
+            key: job.lane.clone(),
+            node: wanted.unwrap_or(job.node),
+            alone: false,
+        }]);
+        if let Some((node, up)) = route_now(conns, wanted) {
+            ticket.retarget([node].into_iter());
+            if let Some(chosen) = ticket.try_take(|_| Some(up.clone())) {
+                job.send_first(node, chosen.into_iter().next().flatten().unwrap_or(up));
+                return Some(Dispatched::Job(Box::new(job)));
+            }
+        }
+        Some(Dispatched::Deferred(job.defer(
+            ticket,
+            conns.home.clone(),
+            wanted,
+        )))
+    }
+
+    /// Waits, in its own task, for the connection to `wanted` (else `home`) and for its lane,
+    /// then sends.
+    fn defer(
+        mut self,
+        mut ticket: Ticket,
+        home: Arc<Upstream>,
+        wanted: Option<i32>,
+    ) -> JoinHandle<Box<Job>> {
+        tokio::spawn(async move {
+            debug!(api = ?self.api, "coordinator request waits for its lane or a connection; the connection reads on");
+            let (node, up) = self.route(&home, wanted).await;
+            ticket.retarget([node].into_iter());
+            let chosen = match ticket.take(|_| Some(up.clone()), None).await {
+                Ok((chosen, _)) => chosen.into_iter().next().flatten().unwrap_or(up),
+                Err(Expired) => unreachable!("no deadline"),
+            };
+            self.send_first(node, chosen);
+            Box::new(self)
+        })
+    }
+
+    /// Sends the client's request the first time, to `node` on `up` (its lane is taken).
+    fn send_first(&mut self, node: i32, up: Arc<Upstream>) {
+        if node != self.node {
+            metrics::rerouted(self.api as i16, 1);
+        }
+        self.node = node;
+        self.first = Some(InFlight::on(node, up, self.frame.clone(), self.api));
+    }
+
+    /// Where a request goes first (see [`route_now`]), opening the connection if needed.
+    async fn route(&self, home: &Arc<Upstream>, wanted: Option<i32>) -> (i32, Arc<Upstream>) {
+        if let Some(node) = wanted {
+            if let Ok(up) = self.at.connection(node).await {
+                return (node, up);
+            }
+        }
+        (home.node(), home.clone())
     }
 
     /// Waits for the answer, absorbs a coordinator move, and returns the response frame.
@@ -349,38 +416,18 @@ fn inspect(api: ApiKey, frame: &Bytes, at: usize, version: i16) -> Option<Inspec
     })
 }
 
-/// Where a request goes first: the coordinator fairlead knows for its key, else where the
-/// client sent it (if that is not the coordinator, it says so).
-async fn route(conns: Conns<'_>, known: Option<Known>, api: ApiKey) -> (i32, Arc<Upstream>) {
+/// Where a request goes first, if its connection is open: the coordinator fairlead knows for
+/// its key (`wanted`), else where the client sent it (if that is not the coordinator, it says
+/// so). `None`: the coordinator's connection must be opened first.
+fn route_now(conns: Conns<'_>, wanted: Option<i32>) -> Option<(i32, Arc<Upstream>)> {
     let home = conns.home;
-    let Some(k) = known.filter(|k| k.node != home.node()) else {
-        return (home.node(), home.clone());
+    let Some(node) = wanted else {
+        return Some((home.node(), home.clone()));
     };
-    match conns
-        .cluster
-        .upstream_in(conns.reroutes, k.node, None)
-        .await
-    {
-        Ok(up) => {
-            metrics::rerouted(api as i16, 1);
-            (k.node, up)
-        }
-        Err(_) => (home.node(), home.clone()),
+    match conns.cluster.upstream_ready(conns.reroutes, node, None)? {
+        Ok(up) => Some((node, up)),
+        Err(_) => Some((home.node(), home.clone())),
     }
-}
-
-/// Takes the request's lane (a request for the same key from the same client connection that
-/// is being replayed goes first); the lane may name the connection to use.
-async fn take_lane(lanes: &Lanes, lane: &LaneKey, node: i32, up: Arc<Upstream>) -> Arc<Upstream> {
-    let (chosen, _) = lanes
-        .acquire(vec![Want {
-            key: lane.clone(),
-            node,
-            upstream: Some(up.clone()),
-            alone: false,
-        }])
-        .await;
-    chosen.into_iter().next().flatten().unwrap_or(up)
 }
 
 /// The request's time: `coordinator_absorb_timeout_ms`, and a JoinGroup (a long poll) within its
