@@ -207,6 +207,18 @@ impl Upstream {
         cfg: &UpstreamConfig,
         for_client: bool,
     ) -> Result<Arc<Upstream>, UpstreamError> {
+        // Boxed: the TLS and SASL handshakes' state is kilobytes, and every task that may
+        // connect (each client connection's reader and writer) would otherwise carry that much
+        // for its whole life, idle or not. One allocation per connection made instead.
+        Box::pin(Self::open(node, addr, cfg, for_client)).await
+    }
+
+    async fn open(
+        node: i32,
+        addr: &str,
+        cfg: &UpstreamConfig,
+        for_client: bool,
+    ) -> Result<Arc<Upstream>, UpstreamError> {
         // A refusal of fairlead's own credentials may be a rotation under way: the brokers
         // have the new password and its file not yet (or a broker has not applied it yet), or
         // a token the broker no longer accepts. Tried again, twice, with what the files (or the

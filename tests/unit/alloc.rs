@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -53,6 +53,8 @@ static ALLOCATOR: Counting = Counting;
 
 /// Allocations counted since the last `Measure::start`.
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// Bytes allocated less bytes freed by the counting thread since the last `Measure::start`.
+static LIVE_BYTES: AtomicI64 = AtomicI64::new(0);
 /// Backtraces still to print in trace mode.
 static TRACES_LEFT: AtomicU64 = AtomicU64::new(0);
 static TRACE: AtomicBool = AtomicBool::new(false);
@@ -66,11 +68,17 @@ thread_local! {
     static TRACING: Cell<bool> = const { Cell::new(false) };
 }
 
+/// Whether this thread's allocations are counted now.
+fn counted() -> bool {
+    COUNTING.with(Cell::get) && !TRACING.with(Cell::get)
+}
+
 fn note(size: usize) {
-    if !COUNTING.with(Cell::get) || TRACING.with(Cell::get) {
+    if !counted() {
         return;
     }
     ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    LIVE_BYTES.fetch_add(size as i64, Ordering::Relaxed);
     if TRACE.load(Ordering::Relaxed)
         && TRACES_LEFT
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
@@ -98,10 +106,16 @@ unsafe impl GlobalAlloc for Counting {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         note(new_size);
+        if counted() {
+            LIVE_BYTES.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        }
         unsafe { System.realloc(ptr, layout, new_size) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if counted() {
+            LIVE_BYTES.fetch_sub(layout.size() as i64, Ordering::Relaxed);
+        }
         unsafe { System.dealloc(ptr, layout) }
     }
 }
@@ -121,10 +135,16 @@ impl Measure {
             Ordering::Relaxed,
         );
         ALLOCATIONS.store(0, Ordering::Relaxed);
+        LIVE_BYTES.store(0, Ordering::Relaxed);
         COUNTING.with(|c| c.set(true));
         Measure {
             _one_at_a_time: guard,
         }
+    }
+
+    /// Bytes allocated and not freed since `start`.
+    fn live_bytes(&self) -> i64 {
+        LIVE_BYTES.load(Ordering::Relaxed)
     }
 
     fn stop(self) -> u64 {
@@ -478,6 +498,11 @@ fn routed_produce_decode_allocates_per_array_not_per_byte() {
 /// correlation id.
 async fn stub_broker(listener: tokio::net::TcpListener) {
     let (socket, _) = listener.accept().await.unwrap();
+    stub_connection(socket).await;
+}
+
+/// Answers every request on `socket` with an empty DescribeGroups response.
+async fn stub_connection(socket: tokio::net::TcpStream) {
     socket.set_nodelay(true).unwrap();
     let (rd, mut wr) = socket.into_split();
     let mut reader = FrameReader::new(rd, MAX_FRAME, 8);
@@ -587,4 +612,81 @@ fn round_trip(pipeline: usize) -> (u64, u64, u64) {
         requests,
         requests + 2 * refills + channel_blocks,
     )
+}
+
+/// Answers every connection it accepts as [`stub_broker`] does.
+async fn stub_brokers(listener: tokio::net::TcpListener) {
+    loop {
+        let (socket, _) = listener.accept().await.unwrap();
+        tokio::spawn(stub_connection(socket));
+    }
+}
+
+#[test]
+fn an_idle_client_connection_holds_a_few_kilobytes() {
+    // What a connection costs while it idles, after one request: fairlead's reader and writer
+    // tasks, its read buffers, its connection to the client's broker; counted here with the stub
+    // broker's side of each connection (its task, reader and answer) and the test's client.
+    // Measured (2026-12-06): 55,274 bytes in all while the TLS and SASL handshake futures sat,
+    // unused, inside both of fairlead's tasks (13.8 and 12.6 KB task allocations), 32,570 once
+    // they were boxed (`Upstream::connect`). The bound fails at the old size.
+    const CONNECTIONS: usize = 200;
+    const BOUND: i64 = 40 * 1024;
+    let rt = runtime();
+    let per_connection = rt.block_on(async {
+        let broker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let broker_addr = broker.local_addr().unwrap().to_string();
+        tokio::spawn(stub_brokers(broker));
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front_addr = front.local_addr().unwrap();
+        let router = Router::new(cluster(&broker_addr));
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            loop {
+                let (socket, peer) = front.accept().await.unwrap();
+                socket.set_nodelay(true).unwrap();
+                let (router, shutdown) = (router.clone(), shutdown.clone());
+                tokio::spawn(fairlead::testing::serve(
+                    router,
+                    peer,
+                    Box::new(socket),
+                    None,
+                    shutdown,
+                ));
+            }
+        });
+        let request = describe_groups_request();
+        let open = async |n: usize,
+                          kept: &mut Vec<FrameReader<tokio::net::tcp::OwnedReadHalf>>,
+                          writers: &mut Vec<tokio::net::tcp::OwnedWriteHalf>| {
+            for _ in 0..n {
+                let (rd, mut wr) = tokio::net::TcpStream::connect(front_addr)
+                    .await
+                    .unwrap()
+                    .into_split();
+                let mut responses = FrameReader::new(rd, MAX_FRAME, 4);
+                wr.write_all(&request).await.unwrap();
+                responses.read_frame().await.unwrap().unwrap();
+                kept.push(responses);
+                writers.push(wr);
+            }
+        };
+        let (mut kept, mut writers) = (Vec::new(), Vec::new());
+        open(20, &mut kept, &mut writers).await;
+        let m = Measure::start();
+        open(CONNECTIONS, &mut kept, &mut writers).await;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let live = m.live_bytes();
+        m.stop();
+        live / CONNECTIONS as i64
+    });
+    println!("an idle connection, with the stub broker's side of it: {per_connection} bytes");
+    assert!(
+        per_connection > 4096,
+        "less than one read buffer per connection: is this measuring anything?"
+    );
+    assert!(
+        per_connection <= BOUND,
+        "an idle connection holds {per_connection} bytes (bound {BOUND}): something new is kept per connection"
+    );
 }
