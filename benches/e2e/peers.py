@@ -233,29 +233,37 @@ def _port_open(port):
 class PeerProxy:
     """A peer as a child process for one round: same interface as benchlib.Fairlead."""
 
-    def __init__(self, info, bootstrap, log_path):
+    def __init__(self, info, bootstrap, log_path, fronts=None, options=(), global_options=()):
+        """`fronts` (HAProxy only) {node: broker address}: HAProxy serves node N on 28392 + N and
+        forwards to that address (metadata-scale's fake broker), instead of to the test bed's
+        EXTERNAL listener; `options` and `global_options` (HAProxy only) go into its `defaults`
+        and `global` sections as they are (`option splice-response`, `stats socket PATH`)."""
         self.info, self.log_path = info, log_path
         self.side = info["side"]
         self.p = None
-        nodes = brokers(bootstrap)
         if self.side == "haproxy":
-            extra = bl.extra_listener()
-            if not extra:
-                raise Unavailable(
-                    "haproxy: the test bed runs without the listener HAProxy fronts; restart it with "
-                    f"`tests/testbed/testbed up --extra-listener {HAPROXY_ADVERTISED_BASE}` (run does this itself when "
-                    "no cluster runs)")
-            want = {n: f"{bl.LISTEN_HOST}:{HAPROXY_ADVERTISED_BASE + n}" for n in extra}
-            if any(extra[n][1] != want[n] for n in extra):
-                raise Unavailable(f"haproxy: the test bed's EXTERNAL listener advertises {extra}, not {want}")
-            self.ports = [HAPROXY_ADVERTISED_BASE + n for n in sorted(extra)]
+            if fronts is None:
+                extra = bl.extra_listener()
+                if not extra:
+                    raise Unavailable(
+                        "haproxy: the test bed runs without the listener HAProxy fronts; restart it with "
+                        f"`tests/testbed/testbed up --extra-listener {HAPROXY_ADVERTISED_BASE}` (run does this itself "
+                        "when no cluster runs)")
+                want = {n: f"{bl.LISTEN_HOST}:{HAPROXY_ADVERTISED_BASE + n}" for n in extra}
+                if any(extra[n][1] != want[n] for n in extra):
+                    raise Unavailable(f"haproxy: the test bed's EXTERNAL listener advertises {extra}, not {want}")
+                fronts = {n: extra[n][0] for n in extra}
+            want = {n: f"{bl.LISTEN_HOST}:{HAPROXY_ADVERTISED_BASE + n}" for n in fronts}
+            self.ports = [HAPROXY_ADVERTISED_BASE + n for n in sorted(fronts)]
             self.check_ports = self.ports
-            self.bootstrap = ",".join(want[n] for n in sorted(extra))
+            self.bootstrap = ",".join(want[n] for n in sorted(fronts))
             cfg = os.path.splitext(log_path)[0] + ".cfg"
             with open(cfg, "w") as fh:
-                fh.write(haproxy_config({n: (want[n], extra[n][0]) for n in extra}))
+                fh.write(haproxy_config({n: (want[n], fronts[n]) for n in fronts}, options, global_options))
             self.cmd = ["haproxy", "-db", "-f", cfg]
-        elif self.side == "kafka-proxy":
+            return
+        nodes = brokers(bootstrap)
+        if self.side == "kafka-proxy":
             self.ports = [KAFKA_PROXY_BASE + n for n in sorted(nodes)]
             self.check_ports = self.ports + [KAFKA_PROXY_HTTP]
             self.bootstrap = ",".join(f"{bl.LISTEN_HOST}:{p}" for p in self.ports)
@@ -322,15 +330,17 @@ class PeerProxy:
         return self.p.returncode
 
 
-def haproxy_config(nodes):
+def haproxy_config(nodes, options=(), global_options=()):
     """TCP mode, one frontend per broker (node -> (HAProxy's address, the broker's EXTERNAL
-    listener)), one thread: the cheapest forwarder, the floor fairlead is compared with."""
+    listener)), one thread: the cheapest forwarder, the floor fairlead is compared with.
+    `options`, `global_options`: more lines for the `defaults` and `global` sections."""
     # maxconn 4096: HAProxy raises its descriptor limit to about twice maxconn and refuses to start
     # when the hard limit is lower (20000 here: maxconn 20000 wanted 40016). A benchmark opens a
     # few dozen connections.
-    out = ["# written by benches/e2e/peers.py for one benchmark round", "global", "    nbthread 1",
-           "    maxconn 4096", "defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 1h",
-           "    timeout server 1h"]
+    out = ["# written by benches/e2e/peers.py for one benchmark round", "global", "    nbthread 1", "    maxconn 4096"]
+    out += [f"    {o}" for o in global_options]
+    out += ["defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 1h", "    timeout server 1h"]
+    out += [f"    {o}" for o in options]
     for n in sorted(nodes):
         front, broker = nodes[n]
         out += [f"frontend node{n}", f"    bind {front}", f"    default_backend broker{n}",
