@@ -5,7 +5,7 @@
 //! nothing; the read buffer is reclaimed in place once the frames taken from it are gone.
 //! These tests hold the codec to that, and bound what the rest of the path costs: a routed
 //! Produce's decode, and a whole forwarded round trip through `connection::serve` and an
-//! upstream to a stub broker.
+//! upstream to a stub broker, and the heap an idle client connection holds.
 //!
 //! To see where counted allocations come from, print a backtrace for each of the first N of a
 //! measurement (N = 8 unless given): `FAIRLEAD_ALLOC_TRACE=N cargo test --test alloc -- --nocapture`.
