@@ -271,13 +271,16 @@ impl<A: RoutedApi> Planned<A> {
         };
         let (sent, delivered): (Vec<Sent>, Vec<bool>) =
             targets.into_iter().map(|t| send(t, &request)).unzip();
-        let left: Vec<&Part<A>> = sent
+        // Collected only when something went elsewhere: an empty collect allocates nothing.
+        let home = self.home.node();
+        let rerouted: Vec<&Part<A>> = sent
             .iter()
             .zip(delivered)
             .filter(|(_, d)| *d)
             .flat_map(|(s, _)| s.idx.iter().map(|i| &self.parts[*i]))
+            .filter(|p| p.node != home)
             .collect();
-        count_reroutes(&self.cluster, &left, self.home.node());
+        count_reroutes(&self.cluster, &rerouted);
         self.ticket = None;
         self.into_job(sent)
     }

@@ -68,8 +68,7 @@ pub(super) fn plan<A: RoutedApi>(
 /// Partitions sent somewhere other than where the client sent them (proactive routing). Counted
 /// once they have left, never when planned: a part that went home after all (no connection of
 /// the client's identity at its leader) or was never sent is no reroute.
-pub(super) fn count_reroutes<A: RoutedApi>(cluster: &Cluster, sent: &[&Part<A>], home_node: i32) {
-    let rerouted: Vec<&&Part<A>> = sent.iter().filter(|p| p.node != home_node).collect();
+pub(super) fn count_reroutes<A: RoutedApi>(cluster: &Cluster, rerouted: &[&Part<A>]) {
     if rerouted.is_empty() {
         return;
     }
