@@ -179,7 +179,8 @@ pub struct Upstream {
     abandon: Arc<tokio::sync::Notify>,
     /// When the SASL session runs out; new requests go to a new connection before that.
     retire_at: Option<tokio::time::Instant>,
-    /// When the broker last sent anything on this connection (ms since `opened`).
+    /// When the broker last sent anything on this connection, or was sent a request after it
+    /// owed nothing (ms since `opened`; see `silent_for`).
     last_heard_ms: Arc<AtomicU64>,
     opened: tokio::time::Instant,
     /// A client's own SASL exchange is under way on this connection (SASL passthrough, KIP-368
@@ -315,7 +316,10 @@ impl Upstream {
         self.abandon.notify_one();
     }
 
-    /// How long the broker has sent nothing on this connection.
+    /// How long the broker has sent nothing on this connection while it owed an answer: since
+    /// its last answer, or since the request that ended an idle stretch (a broker owing nothing
+    /// is not silent; counted from its last answer, a request sent on a connection idle for a
+    /// while looked lost after a few seconds of an ordinary acks=all wait).
     pub fn silent_for(&self) -> Duration {
         self.opened.elapsed().saturating_sub(Duration::from_millis(
             self.last_heard_ms.load(Ordering::Relaxed),
@@ -394,6 +398,11 @@ impl Upstream {
         inf.next_correlation = corr.wrapping_add(1);
         set_correlation_id(&mut head, REQUEST_CORRELATION_OFFSET, corr);
         let rx = if expect_response {
+            if inf.pending.is_empty() {
+                // The broker owed nothing until now: its silence starts here (`silent_for`).
+                let now = self.opened.elapsed().as_millis() as u64;
+                self.last_heard_ms.fetch_max(now, Ordering::Relaxed);
+            }
             let (reply, rx) = oneshot::channel();
             inf.pending.insert(corr, Pending { reply, original });
             Some(rx)
@@ -647,5 +656,59 @@ async fn authenticate(
             Err(refused(node, addr, e.to_string()))
         }
         Err(e) => Err(connect_error(node, addr, e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A broker that accepts, reads and never answers.
+    async fn mute_broker() -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut sink = [0u8; 1024];
+                    while matches!(tokio::io::AsyncReadExt::read(&mut s, &mut sink).await, Ok(n) if n > 0)
+                    {
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// An ApiVersions v0 request frame.
+    fn request() -> Bytes {
+        let mut f = Vec::new();
+        f.extend_from_slice(&10i32.to_be_bytes());
+        f.extend_from_slice(&18i16.to_be_bytes());
+        f.extend_from_slice(&0i16.to_be_bytes());
+        f.extend_from_slice(&1i32.to_be_bytes());
+        f.extend_from_slice(&(-1i16).to_be_bytes());
+        Bytes::from(f)
+    }
+
+    #[tokio::test]
+    async fn a_broker_is_silent_only_while_it_owes_an_answer() {
+        let addr = mute_broker().await;
+        let cfg = UpstreamConfig::plain(Duration::from_secs(1), 1 << 20);
+        let up = Upstream::connect(1, &addr, &cfg, false).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let _first = up.send(request(), true).unwrap();
+        assert!(
+            up.silent_for() < Duration::from_millis(200),
+            "idle, then asked: silent for {:?} already",
+            up.silent_for()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let _second = up.send(request(), true).unwrap();
+        assert!(
+            up.silent_for() >= Duration::from_millis(300),
+            "a second request does not restart the silence of the first: {:?}",
+            up.silent_for()
+        );
     }
 }
