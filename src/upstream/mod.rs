@@ -660,40 +660,37 @@ async fn authenticate(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A broker that accepts, reads and never answers.
-    async fn mute_broker() -> String {
+    /// A listener that accepts and never answers: requests stay in flight.
+    pub(crate) async fn broker() -> (String, tokio::task::JoinHandle<()>) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap().to_string();
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                tokio::spawn(async move {
-                    let mut sink = [0u8; 1024];
-                    while matches!(tokio::io::AsyncReadExt::read(&mut s, &mut sink).await, Ok(n) if n > 0)
-                    {
-                    }
-                });
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
             }
         });
-        addr
+        (addr, task)
     }
 
-    /// An ApiVersions v0 request frame.
-    fn request() -> Bytes {
+    /// A request frame that expects an answer (a Metadata v0 asking for no topic).
+    pub(crate) fn request() -> bytes::Bytes {
         let mut f = Vec::new();
-        f.extend_from_slice(&10i32.to_be_bytes());
-        f.extend_from_slice(&18i16.to_be_bytes());
+        f.extend_from_slice(&14i32.to_be_bytes());
+        f.extend_from_slice(&3i16.to_be_bytes());
         f.extend_from_slice(&0i16.to_be_bytes());
-        f.extend_from_slice(&1i32.to_be_bytes());
+        f.extend_from_slice(&7i32.to_be_bytes());
         f.extend_from_slice(&(-1i16).to_be_bytes());
-        Bytes::from(f)
+        f.extend_from_slice(&0i32.to_be_bytes());
+        f.into()
     }
 
     #[tokio::test]
     async fn a_broker_is_silent_only_while_it_owes_an_answer() {
-        let addr = mute_broker().await;
+        let (addr, _broker) = broker().await;
         let cfg = UpstreamConfig::plain(Duration::from_secs(1), 1 << 20);
         let up = Upstream::connect(1, &addr, &cfg, false).await.unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;

@@ -355,6 +355,7 @@ impl Lenders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::tests::{broker, request};
 
     fn shared(per_broker: usize, idle: Duration) -> Pool {
         Pool::shared(
@@ -364,31 +365,6 @@ mod tests {
                 idle_close: Some(idle),
             },
         )
-    }
-
-    /// A listener that accepts and never answers: requests stay in flight.
-    async fn broker() -> (String, tokio::task::JoinHandle<()>) {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let task = tokio::spawn(async move {
-            let mut held = Vec::new();
-            while let Ok((s, _)) = l.accept().await {
-                held.push(s);
-            }
-        });
-        (addr, task)
-    }
-
-    /// A request frame that expects an answer (a Metadata v0 asking for no topic).
-    fn request() -> bytes::Bytes {
-        let mut f = Vec::new();
-        f.extend_from_slice(&14i32.to_be_bytes());
-        f.extend_from_slice(&3i16.to_be_bytes());
-        f.extend_from_slice(&0i16.to_be_bytes());
-        f.extend_from_slice(&7i32.to_be_bytes());
-        f.extend_from_slice(&(-1i16).to_be_bytes());
-        f.extend_from_slice(&0i32.to_be_bytes());
-        f.into()
     }
 
     #[tokio::test]

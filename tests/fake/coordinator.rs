@@ -334,6 +334,17 @@ async fn lookups_for_many_groups_at_once_are_batched() {
     );
 }
 
+/// Sends group g's commit of offset 10 on `c` and waits until a broker has it; its correlation id.
+async fn first_commit_reached(bed: &Bed, c: &mut Client) -> i32 {
+    let first = c.send(ApiKey::OffsetCommit, 9, &commit("g", 10)).await;
+    bed.fake
+        .wait_for("the first commit", Duration::from_secs(5), |r| {
+            r.iter().any(|r| r.api_key == ApiKey::OffsetCommit as i16)
+        })
+        .await;
+    first
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_sent_again_is_not_overtaken_by_the_next_commit_of_the_connection() {
     let bed = Bed::start_with(
@@ -354,12 +365,7 @@ async fn a_commit_sent_again_is_not_overtaken_by_the_next_commit_of_the_connecti
         )
         .await;
     let mut c = bed.client(Some(2)).await;
-    let first = c.send(ApiKey::OffsetCommit, 9, &commit("g", 10)).await;
-    bed.fake
-        .wait_for("the first commit", Duration::from_secs(5), |r| {
-            r.iter().any(|r| r.api_key == ApiKey::OffsetCommit as i16)
-        })
-        .await;
+    let first = first_commit_reached(&bed, &mut c).await;
     // The first was refused (14) and waits 300 ms to be sent again; the second comes now.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let second = c.send(ApiKey::OffsetCommit, 9, &commit("g", 20)).await;
@@ -408,12 +414,7 @@ async fn a_commit_waiting_for_its_groups_replay_holds_up_no_other_group() {
     )
     .await;
     let mut c = bed.client(Some(2)).await;
-    let first = c.send(ApiKey::OffsetCommit, 9, &commit("g", 10)).await;
-    bed.fake
-        .wait_for("the first commit", Duration::from_secs(5), |r| {
-            r.iter().any(|r| r.api_key == ApiKey::OffsetCommit as i16)
-        })
-        .await;
+    let first = first_commit_reached(&bed, &mut c).await;
     // Refused (14): it is sent again after BACKOFF, and the group's lane is held till then.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let second = c.send(ApiKey::OffsetCommit, 9, &commit("g", 20)).await;
