@@ -193,12 +193,14 @@ impl Job {
     }
 
     /// Sends the client's request the first time, to `node` on `up` (its lane is taken).
+    /// Counted as rerouted once it has left for another broker than the client's.
     fn send_first(&mut self, node: i32, up: Arc<Upstream>) {
-        if node != self.node {
+        let first = InFlight::on(node, up, self.frame.clone(), self.api);
+        if node != self.node && first.rx.is_some() {
             metrics::rerouted(self.api as i16, 1);
         }
         self.node = node;
-        self.first = Some(InFlight::on(node, up, self.frame.clone(), self.api));
+        self.first = Some(first);
     }
 
     /// Where a request goes first (see [`route_now`]), opening the connection if needed.
