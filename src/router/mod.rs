@@ -270,23 +270,19 @@ async fn routed(
                 hdr,
             );
             match dispatched {
-                Some(coordinator::Dispatched::Job(job)) => Outcome::Job(Box::pin(async move {
+                Some(dispatched) => Outcome::Job(Box::pin(async move {
+                    let job = match dispatched {
+                        coordinator::Dispatched::Job(job) => job,
+                        coordinator::Dispatched::Deferred(task) => task.await.map_err(|e| {
+                            Unanswerable(format!(
+                                "a deferred coordinator request's task failed: {e}"
+                            ))
+                        })?,
+                    };
                     job.complete()
                         .await
                         .map_err(|e| Unanswerable(e.to_string()))
                 })),
-                Some(coordinator::Dispatched::Deferred(task)) => {
-                    Outcome::Job(Box::pin(async move {
-                        let job = task.await.map_err(|e| {
-                            Unanswerable(format!(
-                                "a deferred coordinator request's task failed: {e}"
-                            ))
-                        })?;
-                        job.complete()
-                            .await
-                            .map_err(|e| Unanswerable(e.to_string()))
-                    }))
-                }
                 None => Outcome::Forward,
             }
         }
