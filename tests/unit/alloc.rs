@@ -496,9 +496,40 @@ fn routed_produce_decode_allocates_per_array_not_per_byte() {
 
 /// A stub broker: answers every request with a DescribeGroups v5 response carrying its
 /// correlation id.
+/// A stub broker answering every connection it accepts ([`stub_connection`]).
 async fn stub_broker(listener: tokio::net::TcpListener) {
-    let (socket, _) = listener.accept().await.unwrap();
-    stub_connection(socket).await;
+    loop {
+        let (socket, _) = listener.accept().await.unwrap();
+        tokio::spawn(stub_connection(socket));
+    }
+}
+
+/// fairlead (`connection::serve` for every connection, as the listener runs it) in front of a
+/// stub broker: its address, and the shutdown sender that keeps it serving.
+async fn fairlead_before_a_stub() -> (std::net::SocketAddr, tokio::sync::watch::Sender<bool>) {
+    let broker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let broker_addr = broker.local_addr().unwrap().to_string();
+    tokio::spawn(stub_broker(broker));
+    let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let front_addr = front.local_addr().unwrap();
+    let router = Router::new(cluster(&broker_addr));
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let (socket, peer) = front.accept().await.unwrap();
+            // As the listener does: without it, responses wait on delayed ACKs.
+            socket.set_nodelay(true).unwrap();
+            let (router, shutdown) = (router.clone(), shutdown.clone());
+            tokio::spawn(fairlead::testing::serve(
+                router,
+                peer,
+                Box::new(socket),
+                None,
+                shutdown,
+            ));
+        }
+    });
+    (front_addr, stop)
 }
 
 /// Answers every request on `socket` with an empty DescribeGroups response.
@@ -570,20 +601,7 @@ fn round_trip(pipeline: usize) -> (u64, u64, u64) {
     .len();
     let rt = runtime();
     let (allocations, requests) = rt.block_on(async {
-        let broker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let broker_addr = broker.local_addr().unwrap().to_string();
-        tokio::spawn(stub_broker(broker));
-        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let front_addr = front.local_addr().unwrap();
-        let router = Router::new(cluster(&broker_addr));
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            let (socket, peer) = front.accept().await.unwrap();
-            // As the listener does: without it, responses wait on delayed ACKs.
-            socket.set_nodelay(true).unwrap();
-            fairlead::testing::serve(router, peer, Box::new(socket), None, shutdown).await;
-        });
-
+        let (front_addr, _stop) = fairlead_before_a_stub().await;
         let client = tokio::net::TcpStream::connect(front_addr).await.unwrap();
         client.set_nodelay(true).unwrap();
         let (rd, mut wr) = client.into_split();
@@ -614,14 +632,6 @@ fn round_trip(pipeline: usize) -> (u64, u64, u64) {
     )
 }
 
-/// Answers every connection it accepts as [`stub_broker`] does.
-async fn stub_brokers(listener: tokio::net::TcpListener) {
-    loop {
-        let (socket, _) = listener.accept().await.unwrap();
-        tokio::spawn(stub_connection(socket));
-    }
-}
-
 #[test]
 fn an_idle_client_connection_holds_a_few_kilobytes() {
     // What a connection costs while it idles, after one request: fairlead's reader and writer
@@ -634,31 +644,10 @@ fn an_idle_client_connection_holds_a_few_kilobytes() {
     const BOUND: i64 = 40 * 1024;
     let rt = runtime();
     let per_connection = rt.block_on(async {
-        let broker = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let broker_addr = broker.local_addr().unwrap().to_string();
-        tokio::spawn(stub_brokers(broker));
-        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let front_addr = front.local_addr().unwrap();
-        let router = Router::new(cluster(&broker_addr));
-        let (_stop, shutdown) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            loop {
-                let (socket, peer) = front.accept().await.unwrap();
-                socket.set_nodelay(true).unwrap();
-                let (router, shutdown) = (router.clone(), shutdown.clone());
-                tokio::spawn(fairlead::testing::serve(
-                    router,
-                    peer,
-                    Box::new(socket),
-                    None,
-                    shutdown,
-                ));
-            }
-        });
+        let (front_addr, _stop) = fairlead_before_a_stub().await;
         let request = describe_groups_request();
-        let open = async |n: usize,
-                          kept: &mut Vec<FrameReader<tokio::net::tcp::OwnedReadHalf>>,
-                          writers: &mut Vec<tokio::net::tcp::OwnedWriteHalf>| {
+        // Each client connection kept open, idle after one answered request.
+        let open = async |n: usize, kept: &mut Vec<_>| {
             for _ in 0..n {
                 let (rd, mut wr) = tokio::net::TcpStream::connect(front_addr)
                     .await
@@ -667,14 +656,13 @@ fn an_idle_client_connection_holds_a_few_kilobytes() {
                 let mut responses = FrameReader::new(rd, MAX_FRAME, 4);
                 wr.write_all(&request).await.unwrap();
                 responses.read_frame().await.unwrap().unwrap();
-                kept.push(responses);
-                writers.push(wr);
+                kept.push((responses, wr));
             }
         };
-        let (mut kept, mut writers) = (Vec::new(), Vec::new());
-        open(20, &mut kept, &mut writers).await;
+        let mut kept = Vec::new();
+        open(20, &mut kept).await;
         let m = Measure::start();
-        open(CONNECTIONS, &mut kept, &mut writers).await;
+        open(CONNECTIONS, &mut kept).await;
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         let live = m.live_bytes();
         m.stop();
